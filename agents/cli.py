@@ -1,0 +1,34 @@
+"""The `privmon` command: one entry point for the local Kafka, the demo and tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agents import kafka_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privmon",
+        description=(
+            "privmon: privacy-preserving monitoring. Raw telemetry in Kafka becomes "
+            "only aggregate, k-thresholded, differentially private releases."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    kafka_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
