@@ -1,0 +1,206 @@
+"""The privacy accountant: per-window costs, composition over horizons, a ledger.
+
+Per window a stream costs (ε, δ) — GEOMETRIC: its whole epsilon and the
+selection delta — or (ε_sel, δ) plus ρ for GAUSSIAN metrics. One account
+contributes to at most ``max_windows`` windows per aligned participation
+period, so over an aligned horizon H it is in at most
+``min(ceil(H / window), max_windows * ceil(H / period))`` windows of a stream.
+
+Composition (per account, over all streams given):
+- pure/approximate parts add up (basic composition): ε = Σ n·ε_i, δ = Σ n·δ_i;
+- zCDP parts add up as ρ = Σ n·ρ_i and convert once to (ε, δ_g) with
+  ε = ρ + 2·sqrt(ρ·ln(1/δ_g)) (Bun & Steinke 2016), δ_g being what is left of
+  the cap's delta after the approximate parts.
+The accountant refuses a configuration whose composed guarantee exceeds any
+cap, and refuses to record a (stream, window) twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from privacy.params import HorizonCap, Mechanism, StreamPolicy
+
+
+class BudgetExceeded(ValueError):
+    """The composed guarantee over a horizon exceeds the policy's cap."""
+
+
+class DuplicateRelease(ValueError):
+    """A (stream, window) was already released: releasing it again is refused."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowCost:
+    epsilon: float
+    delta: float
+    rho: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Guarantee:
+    epsilon: float
+    delta: float
+    rho: float  # zCDP part before conversion (0 if none)
+
+
+def window_cost(policy: StreamPolicy) -> WindowCost:
+    b = policy.budget
+    if b.mechanism is Mechanism.GEOMETRIC:
+        return WindowCost(epsilon=b.epsilon, delta=b.delta)
+    assert b.rho is not None
+    return WindowCost(epsilon=b.epsilon, delta=b.delta, rho=b.rho)
+
+
+def windows_per_horizon(policy: StreamPolicy, horizon_ms: int) -> int:
+    """Most windows of this stream one account can be in over an aligned horizon."""
+    p = policy.participation
+    return min(
+        math.ceil(horizon_ms / policy.window_ms),
+        p.max_windows * math.ceil(horizon_ms / p.period_ms),
+    )
+
+
+def compose(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> Guarantee:
+    """Compose (cost, number of windows) pairs into one (ε, δ) guarantee."""
+    eps = delta = rho = 0.0
+    for cost, n in parts:
+        eps += n * cost.epsilon
+        delta += n * cost.delta
+        rho += n * cost.rho
+    if rho > 0:
+        delta_g = target_delta - delta
+        if delta_g <= 0:
+            return Guarantee(epsilon=math.inf, delta=delta, rho=rho)
+        eps += rho + 2 * math.sqrt(rho * math.log(1 / delta_g))
+        delta = target_delta
+    return Guarantee(epsilon=eps, delta=delta, rho=rho)
+
+
+def horizon_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap) -> Guarantee:
+    """Worst-case per-account guarantee of all ``policies`` together over ``cap``'s horizon."""
+    return compose(
+        ((window_cost(p), windows_per_horizon(p, cap.horizon_ms)) for p in policies),
+        target_delta=cap.max_delta,
+    )
+
+
+def check_policies(
+    policies: Sequence[StreamPolicy], *, global_caps: Sequence[HorizonCap] = ()
+) -> None:
+    """Refuse (BudgetExceeded) any stream, or the set of streams, over a cap."""
+    for policy in policies:
+        for cap in policy.horizon_caps:
+            _check(policy.name, [policy], cap)
+    for cap in global_caps:
+        _check("all streams", policies, cap)
+
+
+def _check(label: str, policies: Sequence[StreamPolicy], cap: HorizonCap) -> None:
+    g = horizon_guarantee(policies, cap)
+    if g.epsilon > cap.max_epsilon + 1e-12 or g.delta > cap.max_delta + 1e-15:
+        windows = {p.name: windows_per_horizon(p, cap.horizon_ms) for p in policies}
+        raise BudgetExceeded(
+            f"{label}: over a {cap.horizon_ms} ms horizon an account can be in {windows} "
+            f"windows, composing to epsilon={g.epsilon:.4g}, delta={g.delta:.3g}; the cap is "
+            f"epsilon<={cap.max_epsilon:g}, delta<={cap.max_delta:g}. Lower the per-window "
+            "epsilon/rho, or participation.max_windows, or raise the cap (a policy decision)."
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerEntry:
+    """One released (stream, window): immutable, appended once."""
+
+    stream: str
+    window_start_ms: int
+    window_end_ms: int
+    epsilon: float
+    delta: float
+    rho: float
+    policy_version: str
+    cells_released: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.stream, self.window_start_ms)
+
+
+class Accountant:
+    """Append-only ledger of releases; composes what was actually spent.
+
+    With ``path`` every entry is appended to a JSON-lines file and fsynced
+    before ``record`` returns; ``Accountant(path=...)`` reloads it.
+    """
+
+    def __init__(self, policies: Sequence[StreamPolicy], *, path: Path | None = None) -> None:
+        self.policies = {p.name: p for p in policies}
+        self.path = path
+        self._entries: list[LedgerEntry] = []
+        self._keys: set[tuple[str, int]] = set()
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self._append(LedgerEntry(**json.loads(line)))
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        return tuple(self._entries)
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._keys
+
+    def _append(self, entry: LedgerEntry) -> None:
+        if entry.key in self._keys:
+            raise DuplicateRelease(
+                f"stream {entry.stream!r} window starting {entry.window_start_ms} was already "
+                "released; a second release would let its noise be averaged away"
+            )
+        self._entries.append(entry)
+        self._keys.add(entry.key)
+
+    def record(
+        self, policy: StreamPolicy, *, window_start_ms: int, cells_released: int
+    ) -> LedgerEntry:
+        cost = window_cost(policy)
+        entry = LedgerEntry(
+            stream=policy.name,
+            window_start_ms=window_start_ms,
+            window_end_ms=window_start_ms + policy.window_ms,
+            epsilon=cost.epsilon,
+            delta=cost.delta,
+            rho=cost.rho,
+            policy_version=policy.policy_version,
+            cells_released=cells_released,
+        )
+        self._append(entry)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(asdict(entry)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        return entry
+
+    def spent(self, cap: HorizonCap, *, now_ms: int, stream: str | None = None) -> Guarantee:
+        """Per-account guarantee of the releases recorded in the aligned horizon
+        containing ``now_ms`` (per stream: min(windows released, the cap's bound))."""
+        start = (now_ms // cap.horizon_ms) * cap.horizon_ms
+        counts: dict[str, int] = {}
+        costs: dict[str, WindowCost] = {}
+        for e in self._entries:
+            if (stream is None or e.stream == stream) and start <= e.window_start_ms < now_ms:
+                counts[e.stream] = counts.get(e.stream, 0) + 1
+                costs[e.stream] = WindowCost(epsilon=e.epsilon, delta=e.delta, rho=e.rho)
+        parts = []
+        for name, n in counts.items():
+            bound = n
+            if name in self.policies:
+                bound = min(n, windows_per_horizon(self.policies[name], cap.horizon_ms))
+            parts.append((costs[name], bound))
+        return compose(parts, target_delta=cap.max_delta)

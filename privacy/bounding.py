@@ -1,0 +1,221 @@
+"""Contribution bounding per account and window, and the sensitivities it buys.
+
+Events arrive in batches (columnar numpy arrays). For one window:
+
+1. ``ContributionTable.add``: each event is quantized (values clamped to the
+   metric's range, in integer units) and kept only if its (account, cell) pair
+   has fewer than Linf kept events so far (first Linf in arrival order: a
+   function of the account's own events only).
+   # (account, cell) -> row: n_events, value sums, true counts, bucket counts
+2. ``ContributionTable.bounded_rows``: at window close, each account keeps a
+   uniformly random subset of at most L0 of its cells; the others are dropped.
+   # (account, cell) rows, <= L0 per account
+
+What that guarantees for one account (the privacy unit), which the noise is
+calibrated to (``sensitivities``), with Δq = upper_q - lower_q:
+- it touches at most L0 cells;
+- per cell: events <= Linf, distinct accounts <= 1, true count <= Linf,
+  |2·sum_q - (lower_q+upper_q)·events| <= Linf·Δq, histogram mass <= Linf;
+- so across cells, L1 sensitivities are L0 times those, L2 sqrt(L0) times.
+State is one row per (account, cell) pair that has contributed, never events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from privacy.params import BooleanMetric, HistogramMetric, StreamPolicy, ValueMetric
+
+_CELL_BITS = 32
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Per-cell and cross-cell sensitivities of one noisy quantity."""
+
+    per_cell: int  # max change of this quantity in one cell when one account is removed
+    l1: int  # summed over the account's <= L0 cells
+    l2: float  # Euclidean over cells (and over buckets, for histograms)
+
+
+def sensitivities(policy: StreamPolicy) -> dict[str, Sensitivity]:
+    """Sensitivity of every noisy quantity of a stream, implied by its bounds.
+
+    Keys: "accounts" (distinct accounts, for partition selection), "events",
+    and each metric name (value metrics: the doubled centred sum).
+    """
+    l0 = policy.bounds.max_cells
+    linf = policy.bounds.max_events_per_cell
+
+    def s(per_cell: int) -> Sensitivity:
+        return Sensitivity(per_cell, l0 * per_cell, math.sqrt(l0) * per_cell)
+
+    out = {"accounts": s(1), "events": s(linf)}
+    for m in policy.metrics:
+        if isinstance(m, ValueMetric):
+            out[m.name] = s(linf * (m.upper_q - m.lower_q))
+        else:  # boolean count, or histogram: an account's events fill <= Linf bucket slots
+            out[m.name] = s(linf)
+    return out
+
+
+def quantize(metric: ValueMetric | BooleanMetric | HistogramMetric, raw: np.ndarray) -> np.ndarray:
+    """Per-event integer contribution of ``raw`` to ``metric``.
+
+    Value: 2·q - (lower_q + upper_q), with q the value clamped and rounded to
+    resolution units (centred, so mean = post-processing of two noisy sums).
+    Boolean: 0/1. Histogram: the bucket index.
+    """
+    values = np.asarray(raw)
+    if isinstance(metric, BooleanMetric):
+        return values.astype(bool).astype(np.int64)
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"metric {metric.name!r} (field {metric.field!r}): expected finite numbers, "
+            "got NaN or inf; invalid events must be dead-lettered before bounding"
+        )
+    if isinstance(metric, ValueMetric):
+        q = np.clip(np.rint(values / metric.resolution), metric.lower_q, metric.upper_q)
+        return 2 * q.astype(np.int64) - (metric.lower_q + metric.upper_q)
+    bucket = np.searchsorted(np.asarray(metric.edges), values, side="right") - 1
+    return np.clip(bucket, 0, metric.n_buckets - 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BoundedRows:
+    """Per (account, cell) contributions after bounding (the input of accumulators)."""
+
+    account: np.ndarray  # int64[n]
+    cell: np.ndarray  # int64[n]
+    events: np.ndarray  # int64[n], each <= Linf
+    columns: Mapping[str, np.ndarray]  # metric -> int64[n] or int64[n, buckets]
+
+
+class ContributionTable:
+    """One window's per-(account, cell) contributions, bounded as they arrive.
+
+    ``account`` and ``cell`` are dense non-negative integer ids chosen by the
+    caller (pseudonyms and cell keys mapped to ints); raw ids never enter.
+    """
+
+    def __init__(self, policy: StreamPolicy, *, capacity: int = 1024) -> None:
+        self.policy = policy
+        self._linf = policy.bounds.max_events_per_cell
+        self._rows: dict[int, int] = {}
+        self._n = 0
+        self._cap = capacity
+        self._account = np.zeros(capacity, np.int64)
+        self._cell = np.zeros(capacity, np.int64)
+        self._events = np.zeros(capacity, np.int64)
+        self._cols: dict[str, np.ndarray] = {}
+        for m in policy.metrics:
+            shape = (capacity, m.n_buckets) if isinstance(m, HistogramMetric) else (capacity,)
+            self._cols[m.name] = np.zeros(shape, np.int64)
+        self.dropped_by_linf = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _grow(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = max(need, 2 * self._cap)
+
+        def grow(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((cap, *a.shape[1:]), a.dtype)
+            out[: self._n] = a[: self._n]
+            return out
+
+        self._account, self._cell, self._events = (
+            grow(self._account), grow(self._cell), grow(self._events)
+        )
+        self._cols = {k: grow(v) for k, v in self._cols.items()}
+        self._cap = cap
+
+    def add(self, account: np.ndarray, cell: np.ndarray, fields: Mapping[str, np.ndarray]) -> int:
+        """Add a batch of events; returns how many were kept (the rest exceeded Linf).
+
+        ``fields`` maps each metric's field name to a per-event array.
+        """
+        account = np.asarray(account, np.int64)
+        cell = np.asarray(cell, np.int64)
+        n = account.size
+        if cell.size != n:
+            raise ValueError(f"cell: expected {n} entries like account, got {cell.size}")
+        if n == 0:
+            return 0
+        if (account < 0).any() or (cell < 0).any() or (cell >= 1 << _CELL_BITS).any():
+            raise ValueError(f"account/cell ids: expected ints in [0, 2^{_CELL_BITS}) ")
+        contrib = {}
+        for m in self.policy.metrics:
+            if m.field not in fields:
+                raise ValueError(
+                    f"fields: metric {m.name!r} needs field {m.field!r}; got {sorted(fields)}"
+                )
+            contrib[m.name] = quantize(m, fields[m.field])
+
+        keys = (account << _CELL_BITS) | cell
+        order = np.argsort(keys, kind="stable")  # stable: arrival order within a pair
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        group_of = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
+        rank = np.arange(n) - starts[group_of]
+
+        unique_keys = sorted_keys[starts]
+        rows = np.empty(unique_keys.size, np.int64)
+        lookup = self._rows
+        fresh = []
+        for i, key in enumerate(unique_keys.tolist()):
+            row = lookup.get(key)
+            if row is None:
+                row = self._n + len(fresh)
+                lookup[key] = row
+                fresh.append(i)
+            rows[i] = row
+        if fresh:
+            fresh_idx = np.asarray(fresh)
+            self._grow(self._n + fresh_idx.size)
+            new_rows = rows[fresh_idx]
+            self._account[new_rows] = unique_keys[fresh_idx] >> _CELL_BITS
+            self._cell[new_rows] = unique_keys[fresh_idx] & ((1 << _CELL_BITS) - 1)
+            self._n += fresh_idx.size
+
+        keep = self._events[rows][group_of] + rank < self._linf  # Linf, in arrival order
+        kept_events = order[keep]
+        kept_rows = rows[group_of[keep]]
+        self.dropped_by_linf += int(n - kept_events.size)
+        size = self._n
+        self._events[:size] += np.bincount(kept_rows, minlength=size)
+        for m in self.policy.metrics:
+            values = contrib[m.name][kept_events]
+            col = self._cols[m.name]
+            if isinstance(m, HistogramMetric):
+                flat = np.bincount(kept_rows * m.n_buckets + values, minlength=size * m.n_buckets)
+                col[:size] += flat.reshape(size, m.n_buckets)
+            else:
+                col[:size] += np.rint(
+                    np.bincount(kept_rows, weights=values, minlength=size)
+                ).astype(np.int64)
+        return int(kept_events.size)
+
+    def bounded_rows(self, rng: np.random.Generator) -> BoundedRows:
+        """Apply L0: each account keeps a uniformly random subset of <= L0 cells."""
+        n = self._n
+        account = self._account[:n]
+        priority = rng.random(n)
+        order = np.lexsort((priority, account))
+        sorted_acc = account[order]
+        starts = np.flatnonzero(np.r_[True, sorted_acc[1:] != sorted_acc[:-1]])
+        rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+        keep = np.sort(order[rank < self.policy.bounds.max_cells])
+        return BoundedRows(
+            account=account[keep],
+            cell=self._cell[:n][keep],
+            events=self._events[:n][keep],
+            columns={k: v[:n][keep] for k, v in self._cols.items()},
+        )

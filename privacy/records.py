@@ -1,0 +1,87 @@
+"""The release record: what aggregate topics carry, with its privacy metadata.
+
+JSON shape (``ReleaseRecord.to_dict``), one record per released cell:
+
+    {"schema": "privmon.release/1",
+     "stream": "monitoring", "window_start_ms": ..., "window_end_ms": ...,
+     "cell": {"server": "fra-01", "region": "eu"},
+     "metrics": {"events": {"value": 1234, "noise_std": 2.1,
+                            "ci95_low": 1229, "ci95_high": 1239}, ...},
+     "privacy": {"unit": "account", "mechanism": "geometric", "epsilon": 1.0,
+                 "delta": 1e-06, "rho": null, "k": 20, "max_cells": 2,
+                 "max_events_per_cell": 50, "ranges": {"latency_ms": [0, 5000]},
+                 "selection_threshold": 32, "policy_version": "2026-11-24"}}
+
+``noise_std`` and the 95% interval describe the noise of that value (exact
+for counts; delta-method for means and rates; parametric bootstrap for
+quantiles). The noise draws themselves are never part of a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SCHEMA = "privmon.release/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricValue:
+    value: float
+    noise_std: float
+    ci95_low: float
+    ci95_high: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyMetadata:
+    unit: str
+    mechanism: str
+    epsilon: float
+    delta: float
+    rho: float | None
+    k: int
+    max_cells: int
+    max_events_per_cell: int
+    ranges: Mapping[str, tuple[float, float]]
+    selection_threshold: int
+    policy_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseRecord:
+    stream: str
+    window_start_ms: int
+    window_end_ms: int
+    cell: Mapping[str, str]
+    metrics: Mapping[str, MetricValue]
+    privacy: PrivacyMetadata
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "stream": self.stream,
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+            "cell": dict(self.cell),
+            "metrics": {name: asdict(v) for name, v in self.metrics.items()},
+            "privacy": {**asdict(self.privacy), "ranges": {
+                k: list(v) for k, v in self.privacy.ranges.items()
+            }},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReleaseRecord:
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"schema: expected {SCHEMA!r}, got {data.get('schema')!r}")
+        privacy = dict(data["privacy"])
+        privacy["ranges"] = {k: tuple(v) for k, v in privacy["ranges"].items()}
+        return cls(
+            stream=data["stream"],
+            window_start_ms=int(data["window_start_ms"]),
+            window_end_ms=int(data["window_end_ms"]),
+            cell=dict(data["cell"]),
+            metrics={k: MetricValue(**v) for k, v in data["metrics"].items()},
+            privacy=PrivacyMetadata(**privacy),
+        )
