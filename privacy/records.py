@@ -19,6 +19,7 @@ quantiles). The noise draws themselves are never part of a record.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -70,6 +71,13 @@ class ReleaseRecord:
                 k: list(v) for k, v in self.privacy.ranges.items()
             }},
         }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ReleaseRecord:
+        return cls.from_dict(json.loads(data))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleaseRecord:

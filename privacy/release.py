@@ -79,11 +79,23 @@ class WindowRelease:
     suppressed_by_selection: int
 
 
-def _value(value: float, std: float, half: float) -> MetricValue:
+def _value(
+    value: float, std: float, half: float, lo: float = -math.inf, hi: float = math.inf
+) -> MetricValue:
+    """A value with its noise std and 95% interval (clipped to the value's range)."""
     return MetricValue(
         value=float(value), noise_std=float(std),
-        ci95_low=float(value - half), ci95_high=float(value + half),
+        ci95_low=float(max(lo, value - half)), ci95_high=float(min(hi, value + half)),
     )
+
+
+def _denoised(hist: np.ndarray, std: float) -> np.ndarray:
+    """Bucket counts for quantiles: noisy counts under 2 noise std count as 0.
+
+    Post-processing. Without it, noise in the many empty tail buckets adds
+    phantom mass and pulls p95/p99 far up.
+    """
+    return np.where(hist < 2 * std, 0, hist)
 
 
 def _simulate(noise: IntegerNoise, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -150,7 +162,7 @@ def release_window(
             mean_sd = half_res * np.sqrt(sd**2 + ratio**2 * ev_sd**2) / ev_pos
             metrics[f"{m.name}.sum"] = [_value(v, total_sd, Z95 * total_sd) for v in total]
             metrics[f"{m.name}.mean"] = [
-                _value(v, s, Z95 * s) for v, s in zip(mean, mean_sd, strict=True)
+                _value(v, s, Z95 * s, m.lower, m.upper) for v, s in zip(mean, mean_sd, strict=True)
             ]
         elif isinstance(m, BooleanMetric):
             count = noise.add(col)
@@ -160,13 +172,13 @@ def release_window(
                 _value(v, sd, noise.spread.ci95_half_width) for v in count
             ]
             metrics[f"{m.name}.rate"] = [
-                _value(v, s, Z95 * s) for v, s in zip(rate, rate_sd, strict=True)
+                _value(v, s, Z95 * s, 0.0, 1.0) for v, s in zip(rate, rate_sd, strict=True)
             ]
         else:
             hist = noise.add(col)
-            point = quantiles_from_histogram(hist, m.edges, m.quantiles)  # [cells, q]
+            point = quantiles_from_histogram(_denoised(hist, sd), m.edges, m.quantiles)
             sims = hist[None] + _simulate(noise, (BOOTSTRAP_DRAWS, *hist.shape), rng)
-            boot = quantiles_from_histogram(sims, m.edges, m.quantiles)  # [B, cells, q]
+            boot = quantiles_from_histogram(_denoised(sims, sd), m.edges, m.quantiles)
             boot_sd = np.nanstd(boot, axis=0)
             lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
             for j, q in enumerate(m.quantiles):
