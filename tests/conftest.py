@@ -24,8 +24,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _say(config: pytest.Config, line: str) -> None:
+    """Print to the terminal even while pytest captures output (fd-level)."""
     reporter = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(line)
 
 

@@ -100,3 +100,18 @@ def test_missing_java_names_what_to_install(tmp_path):
     assert result.returncode == 2
     assert "java not found on PATH" in result.stderr
     assert "openjdk-17" in result.stderr
+
+
+def test_missing_maven_names_what_to_install(tmp_path):
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    java = shutil.which("java")
+    assert java is not None
+    (bin_dir / "java").symlink_to(java)
+    env = {**os.environ, "PATH": str(bin_dir), "PRIVMON_CACHE": str(tmp_path / "cache")}
+    result = _run(["kafka", "fetch"], env)
+    assert result.returncode == 2
+    assert "mvn not found on PATH" in result.stderr
+    assert "apt-get install maven" in result.stderr

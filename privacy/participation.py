@@ -1,0 +1,71 @@
+"""Cap on windows per account per period: what makes horizon guarantees finite.
+
+The accountant assumes an account contributes to at most ``max_windows``
+windows of a stream per aligned period (e.g. per UTC day). This limiter
+enforces it before bounding: the first ``max_windows`` windows an account
+appears in during a period are admitted, later ones are dropped for it.
+
+State per account is (period, windows admitted, the last few admitted window
+starts), never the account's events. An event for an admitted window that
+has dropped out of the short "recent" list is treated as a new window, and
+an event of an earlier period after the account entered a later one is
+dropped: both only drop more, so the cap still holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from privacy.params import ParticipationCap
+
+
+class ParticipationLimiter:
+    def __init__(self, cap: ParticipationCap, *, recent: int = 4) -> None:
+        self.cap = cap
+        self.recent = recent
+        self._state: dict[Hashable, tuple[int, int, tuple[int, ...]]] = {}
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def admit(self, accounts: Sequence[Hashable], window_start_ms: np.ndarray) -> np.ndarray:
+        """Boolean mask of the events whose (account, window) is within the cap."""
+        windows = np.asarray(window_start_ms, np.int64)
+        if len(accounts) != windows.size:
+            raise ValueError(
+                f"window_start_ms: expected {len(accounts)} entries like accounts, "
+                f"got {windows.size}"
+            )
+        keep = np.zeros(windows.size, bool)
+        decided: dict[tuple[Hashable, int], bool] = {}
+        period_ms, cap = self.cap.period_ms, self.cap.max_windows
+        for i, (account, window) in enumerate(zip(accounts, windows.tolist(), strict=True)):
+            pair = (account, window)
+            ok = decided.get(pair)
+            if ok is None:
+                period = window // period_ms
+                state = self._state.get(account)
+                if state is None or state[0] < period:
+                    state = (period, 0, ())
+                _, count, recent = state
+                if state[0] > period:  # an earlier period, after a later one began: drop
+                    ok = False
+                elif window in recent:
+                    ok = True
+                elif count < cap:
+                    ok = True
+                    self._state[account] = (period, count + 1, (*recent, window)[-self.recent:])
+                else:
+                    ok = False
+                    self._state.setdefault(account, state)
+                decided[pair] = ok
+            keep[i] = ok
+        self.dropped += int((~keep).sum())
+        return keep
+
+    def forget_before(self, period: int) -> None:
+        """Drop state of periods before ``period`` (call as periods pass)."""
+        self._state = {a: s for a, s in self._state.items() if s[0] >= period}
