@@ -1,0 +1,169 @@
+"""Load and validate configs/streams.toml: topics, release streams, caps.
+
+Every error names where in the file, the value found and what to do, and is
+raised before the worker touches Kafka. Unknown keys are errors too (a typo
+in a privacy setting must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privacy.accountant import BudgetExceeded, check_policies
+from privacy.params import (
+    BooleanMetric,
+    ContributionBounds,
+    HistogramMetric,
+    HorizonCap,
+    Metric,
+    ParticipationCap,
+    PrivacyBudget,
+    PrivacyConfigError,
+    StreamPolicy,
+    ValueMetric,
+)
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "streams.toml"
+
+
+class ConfigError(ValueError):
+    """configs/streams.toml is missing something, has a bad value, or breaks a cap."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topics:
+    raw: str
+    dlq: str
+    partials: str
+    ledger: str
+    aggregate_prefix: str
+
+    def aggregate(self, stream: str) -> str:
+        return f"{self.aggregate_prefix}{stream}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    source: Path
+    policy_version: str
+    topics: Topics
+    policies: tuple[StreamPolicy, ...]
+    global_caps: tuple[HorizonCap, ...]
+
+    def policy(self, name: str) -> StreamPolicy:
+        for p in self.policies:
+            if p.name == name:
+                return p
+        raise KeyError(f"no release stream {name!r}; configured: {[p.name for p in self.policies]}")
+
+
+def _table(where: str, raw: Any, *, required: set[str], optional: set[str] = frozenset()) -> dict:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table, got {raw!r}")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ConfigError(f"{where}: missing {missing}; add them (see configs/streams.toml)")
+    unknown = sorted(set(raw) - required - set(optional))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}; expected {sorted(required | set(optional))}"
+        )
+    return dict(raw)
+
+
+def _build(where: str, cls: type, raw: Any, *, required: set[str], optional: set[str] = frozenset(),
+           **extra: Any) -> Any:
+    fields = _table(where, raw, required=required, optional=optional)
+    try:
+        return cls(**fields, **extra)
+    except (PrivacyConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _metric(where: str, raw: Any) -> Metric:
+    kind = raw.get("kind") if isinstance(raw, Mapping) else None
+    fields = {k: v for k, v in raw.items() if k != "kind"} if isinstance(raw, Mapping) else raw
+    if kind == "value":
+        return _build(where, ValueMetric, fields, required={"name", "field", "lower", "upper"},
+                      optional={"resolution"})
+    if kind == "boolean":
+        return _build(where, BooleanMetric, fields, required={"name", "field"})
+    if kind == "histogram":
+        fields = dict(fields)
+        if isinstance(fields.get("edges"), list):
+            fields["edges"] = tuple(fields["edges"])
+        if isinstance(fields.get("quantiles"), list):
+            fields["quantiles"] = tuple(fields["quantiles"])
+        return _build(where, HistogramMetric, fields, required={"name", "field", "edges"},
+                      optional={"quantiles"})
+    raise ConfigError(f"{where}.kind = {kind!r}: expected 'value', 'boolean' or 'histogram'")
+
+
+def _stream(name: str, raw: Any, version: str) -> StreamPolicy:
+    where = f"streams.{name}"
+    t = _table(where, raw, required={
+        "window_ms", "dimensions", "k", "bounds", "budget", "participation", "horizon_caps",
+        "metrics",
+    }, optional={"grace_ms"})
+    if not isinstance(t["metrics"], list) or not t["metrics"]:
+        raise ConfigError(f"{where}.metrics: expected at least one [[{where}.metrics]] table")
+    metrics = tuple(_metric(f"{where}.metrics[{i}]", m) for i, m in enumerate(t["metrics"]))
+    caps = tuple(
+        _build(f"{where}.horizon_caps[{i}]", HorizonCap, c,
+               required={"horizon_ms", "max_epsilon", "max_delta"})
+        for i, c in enumerate(t["horizon_caps"])
+    )
+    try:
+        return StreamPolicy(
+            name=name,
+            window_ms=t["window_ms"],
+            grace_ms=t.get("grace_ms", 0),
+            dimensions=tuple(t["dimensions"]),
+            metrics=metrics,
+            bounds=_build(f"{where}.bounds", ContributionBounds, t["bounds"],
+                          required={"max_cells", "max_events_per_cell"}),
+            budget=_build(f"{where}.budget", PrivacyBudget, t["budget"],
+                          required={"mechanism", "epsilon", "delta", "shares"},
+                          optional={"rho"}),
+            k=t["k"],
+            participation=_build(f"{where}.participation", ParticipationCap, t["participation"],
+                                 required={"max_windows", "period_ms"}),
+            horizon_caps=caps,
+            policy_version=version,
+        )
+    except (PrivacyConfigError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
+    """Parse, validate and budget-check the pipeline configuration."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; pass --config or create it") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        top = _table("(top level)", raw, required={"policy_version", "topics", "streams"},
+                     optional={"global_caps"})
+        topics = _build("topics", Topics, top["topics"],
+                        required={"raw", "dlq", "partials", "ledger", "aggregate_prefix"})
+        if not isinstance(top["streams"], Mapping) or not top["streams"]:
+            raise ConfigError("streams: expected at least one [streams.<name>] table")
+        version = str(top["policy_version"])
+        policies = tuple(_stream(n, s, version) for n, s in top["streams"].items())
+        caps = tuple(
+            _build(f"global_caps[{i}]", HorizonCap, c,
+                   required={"horizon_ms", "max_epsilon", "max_delta"})
+            for i, c in enumerate(top.get("global_caps", []))
+        )
+        check_policies(policies, global_caps=caps)
+    except (ConfigError, BudgetExceeded) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return PipelineConfig(source=path, policy_version=version, topics=topics,
+                          policies=policies, global_caps=caps)

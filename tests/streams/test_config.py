@@ -1,0 +1,57 @@
+"""configs/streams.toml loads; every kind of bad config is refused with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.config import DEFAULT_PATH, ConfigError, load_config
+
+SHIPPED = DEFAULT_PATH.read_text()
+
+
+def _load_with(tmp_path, old: str, new: str):
+    assert old in SHIPPED, old
+    path = tmp_path / "streams.toml"
+    path.write_text(SHIPPED.replace(old, new, 1))
+    return load_config(path)
+
+
+def test_shipped_config_is_valid_and_within_its_caps():
+    config = load_config()
+    assert [p.name for p in config.policies] == ["monitoring", "research", "capacity"]
+    monitoring = config.policy("monitoring")
+    assert monitoring.window_ms == 60_000 and monitoring.dimensions == ("server", "region")
+    assert config.policy("research").budget.mechanism.value == "gaussian"
+    assert config.topics.aggregate("capacity") == "aggregates.capacity"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragments"),
+    [
+        ("epsilon = 0.5\n", "epsilon = -0.5\n",
+         ["streams.monitoring.budget", "PrivacyBudget.epsilon = -0.5", "expected > 0"]),
+        ("max_cells = 2 ", "max_cell = 2 ",
+         ["streams.monitoring.bounds", "missing ['max_cells']"]),
+        ('kind = "boolean"', 'kind = "bool"',
+         ["streams.monitoring.metrics[1].kind = 'bool'", "'value', 'boolean' or 'histogram'"]),
+        ("k = 20\n", "k = 20\nwindow_s = 60\n", ["unknown key(s) ['window_s']"]),
+        ("max_windows = 120", "max_windows = 1000",
+         ["monitoring", "composing to epsilon=500", "cap is epsilon<=60"]),
+        ("k = 20\n", "k = 1\n", ["streams.monitoring", "k = 1", "expected an integer >= 2"]),
+        ("upper = 5000\n", "upper = -5\n", ["ValueMetric('latency').upper = -5"]),
+        ('mechanism = "gaussian"', 'mechanism = "gaussian"\nrho = 0.1',
+         ["not valid TOML", "Cannot overwrite a value (at line"]),
+    ],
+)
+def test_bad_config_is_refused_naming_field_value_and_fix(tmp_path, old, new, fragments):
+    with pytest.raises(ConfigError) as info:
+        _load_with(tmp_path, old, new)
+    message = str(info.value)
+    assert str(tmp_path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_missing_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="not found; pass --config"):
+        load_config(tmp_path / "nope.toml")
