@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents import demo_cmd, kafka_cmd
+from agents import demo_cmd, kafka_cmd, pipeline_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kafka_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
+    pipeline_cmd.add_parsers(sub)
     return parser
 
 

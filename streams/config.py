@@ -40,6 +40,7 @@ class Topics:
     dlq: str
     partials: str
     ledger: str
+    progress: str
     aggregate_prefix: str
 
     def aggregate(self, stream: str) -> str:
@@ -50,6 +51,7 @@ class Topics:
 class PipelineConfig:
     source: Path
     policy_version: str
+    app_id: str
     topics: Topics
     policies: tuple[StreamPolicy, ...]
     global_caps: tuple[HorizonCap, ...]
@@ -149,10 +151,12 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        top = _table("(top level)", raw, required={"policy_version", "topics", "streams"},
+        top = _table("(top level)", raw,
+                     required={"policy_version", "app_id", "topics", "streams"},
                      optional={"global_caps"})
         topics = _build("topics", Topics, top["topics"],
-                        required={"raw", "dlq", "partials", "ledger", "aggregate_prefix"})
+                        required={"raw", "dlq", "partials", "ledger", "progress",
+                                  "aggregate_prefix"})
         if not isinstance(top["streams"], Mapping) or not top["streams"]:
             raise ConfigError("streams: expected at least one [streams.<name>] table")
         version = str(top["policy_version"])
@@ -165,5 +169,6 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
         check_policies(policies, global_caps=caps)
     except (ConfigError, BudgetExceeded) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return PipelineConfig(source=path, policy_version=version, topics=topics,
+    return PipelineConfig(source=path, policy_version=version, app_id=str(top["app_id"]),
+                          topics=topics,
                           policies=policies, global_caps=caps)

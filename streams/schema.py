@@ -11,7 +11,7 @@ message never raises: the worker keeps running.
 
 Reason codes: bad_json, not_an_object, bad_envelope, oversize_message,
 oversize_envelope, too_deep, missing_field, wrong_type, non_finite,
-out_of_range, time_out_of_range.
+out_of_range, time_out_of_range, key_mismatch (set by stage 1).
 """
 
 from __future__ import annotations
@@ -143,6 +143,12 @@ def decode_message(raw: bytes, *, now_ms: int, limits: InputLimits = InputLimits
                                   msgspec.json.encode(event), i if len(events) > 1 else -1,
                                   limits))
     return out
+
+
+def key_mismatch(event: TelemetryEvent, limits: InputLimits) -> DeadLetter:
+    """An event whose account_id is not its message's key (see agents/stage1.py)."""
+    return _dead("key_mismatch", "account_id differs from the message key; key each message "
+                 "(or envelope) by the account it carries", msgspec.json.encode(event), -1, limits)
 
 
 def _time_detail(event: TelemetryEvent, now_ms: int) -> str:

@@ -1,0 +1,122 @@
+"""Stage 2, keyed by cell: combine partials, then threshold, noise and release.
+
+One ``Stage2Partition`` per assigned partition of the partials topic. No
+Kafka here either.
+
+  # Partial (stage-1 partition, stream, window, cell) -> merged exact totals
+  # Mark (stage-1 partition, stream, t) -> that partition is done with windows <= t
+  # all stage-1 partitions done -> CellTotals -> release_window -> ReleaseRecords
+
+A window is released once every stage-1 partition has marked it; because a
+stage-1 partition writes its partials and its mark in one transaction, the
+partials it had for the window are all in by then. Windows in ``released``
+(loaded from the ledger) are never released again; their partials, if read
+again after a restart, are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from privacy.accumulators import CellTotals
+from privacy.params import StreamPolicy
+from privacy.release import WindowRelease, release_window
+from streams.partials import Mark, Partial
+
+
+class _Pending:
+    def __init__(self, first_offset: int) -> None:
+        self.first_offset = first_offset
+        self.cells: dict[tuple[str, ...], list[Any]] = {}  # cell -> [accounts, events, cols]
+
+    def add(self, p: Partial) -> None:
+        cur = self.cells.get(p.cell)
+        cols = {k: np.asarray(v, np.int64) for k, v in p.columns.items()}
+        if cur is None:
+            self.cells[p.cell] = [p.accounts, p.events, cols]
+        else:
+            cur[0] += p.accounts
+            cur[1] += p.events
+            for k, v in cols.items():
+                cur[2][k] = cur[2][k] + v
+
+    def totals(self, policy: StreamPolicy) -> tuple[CellTotals, list[tuple[str, ...]]]:
+        labels = sorted(self.cells)
+        rows = [self.cells[c] for c in labels]
+        n = len(rows)
+        columns = {}
+        for m in policy.metrics:
+            stacked = [r[2][m.name] for r in rows]
+            columns[m.name] = np.array(stacked, np.int64) if n else np.zeros((0,), np.int64)
+        totals = CellTotals(
+            cells=np.arange(n, dtype=np.int64),
+            accounts=np.array([r[0] for r in rows], np.int64),
+            events=np.array([r[1] for r in rows], np.int64),
+            columns=MappingProxyType(columns),
+        )
+        return totals, labels
+
+
+class Stage2Partition:
+    def __init__(
+        self,
+        *,
+        policies: tuple[StreamPolicy, ...],
+        sources: int,
+        released: set[tuple[str, int]] | None = None,
+        random_state: Any = None,
+    ) -> None:
+        self.policies = {p.name: p for p in policies}
+        self.sources = sources
+        self.released = set(released or ())
+        self.random_state = random_state
+        self.pending: dict[tuple[str, int], _Pending] = {}
+        # stream -> stage-1 partition -> windows ending <= this are complete
+        self.marks: dict[str, dict[int, int]] = {name: {} for name in self.policies}
+        self.ignored_partials = 0
+
+    def on_record(self, offset: int, record: Partial | Mark) -> None:
+        if isinstance(record, Mark):
+            marks = self.marks.setdefault(record.stream, {})
+            marks[record.partition] = max(marks.get(record.partition, 0), record.closed_up_to_ms)
+            return
+        key = (record.stream, record.window_start_ms)
+        if key in self.released or record.stream not in self.policies:
+            self.ignored_partials += 1
+            return
+        pending = self.pending.get(key)
+        if pending is None:
+            pending = self.pending[key] = _Pending(offset)
+        pending.add(record)
+
+    def releasable(self) -> list[tuple[str, int]]:
+        """Pending windows every stage-1 partition has marked, oldest first."""
+        ready = []
+        for stream, start in sorted(self.pending, key=lambda k: (k[1], k[0])):
+            marks = self.marks.get(stream, {})
+            end = start + self.policies[stream].window_ms
+            if len(marks) >= self.sources and all(
+                marks.get(p, 0) >= end for p in range(self.sources)
+            ):
+                ready.append((stream, start))
+        return ready
+
+    def release(
+        self, stream: str, start: int, labels_of: Callable[[tuple[str, ...]], dict[str, str]]
+    ) -> WindowRelease:
+        """Threshold, noise and release one window (the caller commits it)."""
+        policy = self.policies[stream]
+        totals, labels = self.pending.pop((stream, start)).totals(policy)
+        self.released.add((stream, start))
+        return release_window(
+            totals, policy, window_start_ms=start,
+            cell_labels=lambda c: labels_of(labels[c]), random_state=self.random_state,
+        )
+
+    def commit_offset(self, next_offset: int) -> int:
+        """Partials offset to commit: the first record of the oldest pending window."""
+        return min([*(p.first_offset for p in self.pending.values()), next_offset])

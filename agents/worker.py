@@ -1,0 +1,357 @@
+"""The privmon worker: both stages against Kafka, each cell released exactly once.
+
+Mechanism (why a (stream, window, cell) is published at most once, and why
+nothing accepted is lost, even after SIGKILL at any instant):
+
+- Stage 1 (group ``privmon-stage1`` on the raw topic) keeps open windows in
+  memory and never commits a raw offset past the first message of a window
+  it has not closed. Closing windows is one Kafka transaction: the partials,
+  the marks, the partition's progress record (which windows are closed) and
+  the raw offsets, together. A crash before the commit aborts all of it and
+  the raw topic is re-read from the committed offset, rebuilding the open
+  windows; a crash after it finds the progress record, which makes replayed
+  events of closed windows be skipped. So partials of each (stream, window,
+  stage-1 partition) become visible exactly once, with every accepted event
+  of that partition in them or counted late.
+- Stage 2 (group ``privmon-stage2`` on partials, read_committed) releases a
+  window once every stage-1 partition marked it, in one transaction: the
+  release records, a ledger record per (stream, window, partials partition),
+  and the partials offsets. A crash before the commit aborts the records
+  (read_committed readers never see them) and the window is recomputed from
+  the same partials and released once; after the commit the ledger, reloaded
+  at start, keeps re-read partials of released windows from counting again.
+- Transactional ids are per worker and stage (``privmon-s1-<worker id>``), so
+  a restarted worker fences its killed predecessor's open transaction.
+Readers of aggregate topics must use isolation_level=read_committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from agents.stage1 import Stage1Partition
+from agents.stage2 import Stage2Partition
+from streams.config import PipelineConfig
+from streams.partials import decode as decode_partial
+from streams.pseudonym import Pseudonymizer
+from streams.topics import ensure_topics
+
+log = logging.getLogger("privmon.worker")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class WorkerStats:
+    """Operational counters (no identifiers): what the status line and metrics show."""
+
+    messages: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    late: int = 0
+    over_cap: int = 0
+    windows_open: int = 0
+    windows_released: int = 0
+    cells_released: int = 0
+    cells_suppressed: int = 0
+
+
+class _Flag(ConsumerRebalanceListener):
+    """Marks the stage for a rebuild after any rebalance; aborts its open transaction."""
+
+    def __init__(self, stage: _Stage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.stage.abort()
+        self.stage.rebuild = True
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.stage.rebuild = True
+
+
+class _Stage:
+    def __init__(self, worker: Worker, name: str) -> None:
+        self.worker = worker
+        self.name = name
+        self.rebuild = True
+        self.in_txn = False
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=worker.bootstrap,
+            transactional_id=f"{worker.config.app_id}-{name}-{worker.worker_id}",
+            enable_idempotence=True, linger_ms=5,
+        )
+
+    async def begin(self) -> None:
+        if not self.in_txn:
+            await self.producer.begin_transaction()
+            self.in_txn = True
+
+    async def commit(self) -> None:
+        if self.in_txn:
+            await self.producer.commit_transaction()
+            self.in_txn = False
+
+    async def abort(self) -> None:
+        if self.in_txn:
+            await self.producer.abort_transaction()
+            self.in_txn = False
+
+
+async def read_compacted(bootstrap: str, topic: str, partitions: int) -> dict[bytes, bytes]:
+    """Latest committed value per key of a (small, compacted) topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: dict[bytes, bytes] = {}
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for r in records:
+                    if r.key is not None:
+                        out[r.key] = r.value
+        return out
+    finally:
+        await consumer.stop()
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        config: PipelineConfig,
+        bootstrap: str,
+        worker_id: str,
+        pseudonymizer: Pseudonymizer,
+        partitions: int = 4,
+        idle_lag_ms: int = 5000,
+        close_interval_s: float = 0.5,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.config = config
+        self.bootstrap = bootstrap
+        self.worker_id = worker_id
+        self.pseudonymizer = pseudonymizer
+        self.partitions = partitions
+        self.idle_lag_ms = idle_lag_ms
+        self.close_interval_s = close_interval_s
+        self.clock = clock
+        self.stats = WorkerStats()
+        self.s1_parts: dict[int, Stage1Partition] = {}
+        self.s2_parts: dict[int, Stage2Partition] = {}
+        self.topic_partitions: dict[str, int] = {}
+        self.stage1_group = f"{config.app_id}-stage1"
+        self.stage2_group = f"{config.app_id}-stage2"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.topic_partitions = await asyncio.to_thread(
+            ensure_topics, self.bootstrap, self.config, partitions=self.partitions
+        )
+        sources = self.topic_partitions[self.config.topics.raw]
+        await asyncio.gather(self._stage1(stop), self._stage2(stop, sources))
+
+    # ------------------------------------------------------------ stage 1
+    async def _stage1(self, stop: asyncio.Event) -> None:
+        topics = self.config.topics
+        stage = _Stage(self, "s1")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.stage1_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=5000,
+            client_id=f"{self.config.app_id}-s1-{self.worker_id}",
+        )
+        await stage.producer.start()
+        await consumer.start()
+        consumer.subscribe([topics.raw], listener=_Flag(stage))
+        last_close = 0.0
+        try:
+            while not stop.is_set():
+                if stage.rebuild:
+                    await self._rebuild_stage1(consumer, stage)
+                batch = await consumer.getmany(timeout_ms=200)
+                now = self.clock()
+                for tp, records in batch.items():
+                    part = self.s1_parts.get(tp.partition)
+                    if part is None:
+                        continue
+                    dead = part.ingest([(r.offset, r.key, r.value) for r in records], now_ms=now)
+                    if dead:
+                        await stage.begin()
+                        for offset, letter in dead:
+                            value = letter.to_dict(topic=tp.topic, partition=tp.partition,
+                                                   offset=offset)
+                            await stage.producer.send(topics.dlq, value=json.dumps(value).encode(),
+                                                      partition=tp.partition)
+                if time.monotonic() - last_close >= self.close_interval_s and not stage.rebuild:
+                    await self._close_stage1(consumer, stage, now)
+                    last_close = time.monotonic()
+        finally:
+            await stage.abort()
+            await consumer.stop()
+            await stage.producer.stop()
+
+    async def _rebuild_stage1(self, consumer: AIOKafkaConsumer, stage: _Stage) -> None:
+        await stage.abort()
+        stage.rebuild = False
+        topic = self.config.topics.progress
+        progress = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic])
+        self.s1_parts = {}
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            start = committed if committed is not None else 0
+            consumer.seek(tp, start)
+            raw = progress.get(str(tp.partition).encode())
+            self.s1_parts[tp.partition] = Stage1Partition(
+                partition=tp.partition, policies=self.config.policies,
+                pseudonymizer=self.pseudonymizer, idle_lag_ms=self.idle_lag_ms,
+                progress=json.loads(raw) if raw else None, start_offset=start,
+            )
+        log.info("stage 1 assigned raw partitions %s", sorted(self.s1_parts))
+
+    async def _close_stage1(self, consumer: AIOKafkaConsumer, stage: _Stage, now: int) -> None:
+        topics = self.config.topics
+        if not self.s1_parts:
+            return
+        await stage.begin()
+        partials_partitions = sorted(consumer._client.cluster.partitions_for_topic(
+            topics.partials) or range(self.partitions))
+        offsets = {}
+        for p, part in self.s1_parts.items():
+            tp = TopicPartition(topics.raw, p)
+            high = consumer.highwater(tp)
+            caught_up = high is not None and await consumer.position(tp) >= high
+            partials, marks = part.close(now_ms=now, caught_up=caught_up)
+            for partial in partials:
+                await stage.producer.send(topics.partials, key=partial.key(),
+                                          value=partial.encode())
+            for mark in marks:
+                for q in partials_partitions:
+                    await stage.producer.send(topics.partials, value=mark.encode(), partition=q)
+            await stage.producer.send(topics.progress, key=str(p).encode(),
+                                      value=json.dumps(part.progress()).encode())
+            offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+        await stage.producer.send_offsets_to_transaction(offsets, self.stage1_group)
+        await stage.commit()
+        self._refresh_stage1_stats()
+
+    def _refresh_stage1_stats(self) -> None:
+        s = self.stats
+        parts = self.s1_parts.values()
+        s.messages = sum(p.counts["messages"] for p in parts)
+        s.accepted = sum(p.counts["accepted"] for p in parts)
+        s.dead_lettered = sum(p.counts["dead_lettered"] for p in parts)
+        s.late = sum(c["late"] for p in parts for c in p.stream_counts.values())
+        s.over_cap = sum(c["over_cap"] for p in parts for c in p.stream_counts.values())
+        s.windows_open = sum(len(p.open) for p in parts)
+
+    # ------------------------------------------------------------ stage 2
+    async def _stage2(self, stop: asyncio.Event, sources: int) -> None:
+        topics = self.config.topics
+        stage = _Stage(self, "s2")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.stage2_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+            client_id=f"{self.config.app_id}-s2-{self.worker_id}",
+        )
+        await stage.producer.start()
+        await consumer.start()
+        consumer.subscribe([topics.partials], listener=_Flag(stage))
+        next_offsets: dict[int, int] = {}
+        try:
+            while not stop.is_set():
+                if stage.rebuild:
+                    next_offsets = await self._rebuild_stage2(consumer, stage, sources)
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    part = self.s2_parts.get(tp.partition)
+                    if part is None:
+                        continue
+                    for r in records:
+                        part.on_record(r.offset, decode_partial(r.value))
+                    next_offsets[tp.partition] = records[-1].offset + 1
+                if not stage.rebuild:
+                    await self._release(stage, next_offsets)
+        finally:
+            await stage.abort()
+            await consumer.stop()
+            await stage.producer.stop()
+
+    async def _rebuild_stage2(
+        self, consumer: AIOKafkaConsumer, stage: _Stage, sources: int
+    ) -> dict[int, int]:
+        await stage.abort()
+        stage.rebuild = False
+        topic = self.config.topics.ledger
+        ledger = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic])
+        released: dict[int, set[tuple[str, int]]] = {}
+        for value in ledger.values():
+            entry = json.loads(value)
+            released.setdefault(entry["partials_partition"], set()).add(
+                (entry["stream"], entry["window_start_ms"])
+            )
+        self.s2_parts, next_offsets = {}, {}
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            start = committed if committed is not None else 0
+            consumer.seek(tp, start)
+            next_offsets[tp.partition] = start
+            self.s2_parts[tp.partition] = Stage2Partition(
+                policies=self.config.policies, sources=sources,
+                released=released.get(tp.partition, set()),
+            )
+        log.info("stage 2 assigned partials partitions %s", sorted(self.s2_parts))
+        return next_offsets
+
+    async def _release(self, stage: _Stage, next_offsets: dict[int, int]) -> None:
+        topics = self.config.topics
+        offsets = {}
+        for q, part in self.s2_parts.items():
+            ready = part.releasable()
+            if not ready:
+                continue
+            await stage.begin()
+            for stream, start in ready:
+                policy = part.policies[stream]
+                rel = part.release(stream, start, lambda c, p=policy: dict(
+                    zip(p.dimensions, c, strict=True)))
+                for record in rel.records:
+                    key = "|".join(record.cell.values()).encode()
+                    await stage.producer.send(topics.aggregate(stream), key=key,
+                                              value=record.to_json())
+                b = policy.budget
+                entry = {
+                    "stream": stream, "window_start_ms": start,
+                    "window_end_ms": start + policy.window_ms, "partials_partition": q,
+                    "epsilon": b.epsilon, "delta": b.delta, "rho": b.rho or 0.0,
+                    "policy_version": policy.policy_version,
+                    "cells_total": rel.cells_total, "cells_released": len(rel.records),
+                    "suppressed_under_k": rel.suppressed_under_k,
+                    "suppressed_by_selection": rel.suppressed_by_selection,
+                }
+                await stage.producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
+                                          value=json.dumps(entry).encode())
+                s = self.stats
+                s.windows_released += 1
+                s.cells_released += len(rel.records)
+                s.cells_suppressed += rel.cells_total - len(rel.records)
+            tp = TopicPartition(topics.partials, q)
+            offsets[tp] = part.commit_offset(next_offsets.get(q, 0))
+        if offsets:
+            await stage.producer.send_offsets_to_transaction(offsets, self.stage2_group)
+            await stage.commit()

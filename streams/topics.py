@@ -1,0 +1,45 @@
+"""Create the pipeline's topics if they do not exist (idempotent)."""
+
+from __future__ import annotations
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.config import PipelineConfig
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[int, dict]]:
+    t = config.topics
+    specs: dict[str, tuple[int, dict]] = {
+        t.raw: (partitions, {}),
+        t.dlq: (partitions, {}),
+        t.partials: (partitions, {}),
+        t.progress: (1, COMPACTED),
+        t.ledger: (1, COMPACTED),
+    }
+    for policy in config.policies:
+        specs[t.aggregate(policy.name)] = (1, {})
+    return specs
+
+
+def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
+                  replication: int = 1) -> dict[str, int]:
+    """Create missing topics; return every pipeline topic's partition count."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics")
+    try:
+        specs = topic_specs(config, partitions=partitions)
+        existing = set(admin.list_topics())
+        new = [NewTopic(name, num_partitions=n, replication_factor=replication,
+                        topic_configs=cfg)
+               for name, (n, cfg) in specs.items() if name not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them at the same moment
+        described = admin.describe_topics(list(specs))
+        return {d["name"]: len(d["partitions"]) for d in described}
+    finally:
+        admin.close()

@@ -1,0 +1,228 @@
+"""Helpers for pipeline tests: isolated configs, worker processes, known input."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = Path(__file__).with_name("fast_streams.toml")
+WINDOW_MS = 4_000  # monitoring window of fast_streams.toml
+TOPIC_KEYS = ("raw", "dlq", "partials", "ledger", "progress")
+
+
+@dataclass
+class Setup:
+    config: Path
+    prefix: str
+    bootstrap: str
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def raw(self) -> str:
+        return self.topic("telemetry.raw")
+
+    def all_topics(self) -> list[str]:
+        names = ["telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
+                 "privmon.progress", "aggregates.monitoring", "aggregates.capacity"]
+        return [self.topic(n) for n in names]
+
+
+def make_setup(tmp_path: Path, bootstrap: str, name: str) -> Setup:
+    """A copy of fast_streams.toml whose topics and groups are unique to this test."""
+    prefix = f"{name}-{secrets.token_hex(3)}."
+    text = FAST.read_text().replace('app_id = "privmon"', f'app_id = "{prefix}privmon"')
+    for value in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
+                  "privmon.progress"):
+        text = text.replace(f'"{value}"', f'"{prefix}{value}"')
+    text = text.replace('aggregate_prefix = "aggregates."',
+                        f'aggregate_prefix = "{prefix}aggregates."')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return Setup(path, prefix, bootstrap)
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PRIVMON_PSEUDONYM_KEYS"] = "2026-01-01=" + "5a" * 32
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def start_worker(setup: Setup, worker_id: str, log: Path) -> subprocess.Popen:
+    out = open(log, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", setup.bootstrap,
+         "--config", str(setup.config), "--worker-id", worker_id, "--idle-lag-ms", "2000",
+         "--status-every-s", "2"],
+        cwd=REPO, env=worker_env(), stdout=out, stderr=subprocess.STDOUT,
+    )
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------ input
+CELLS = [("fra-01", "eu"), ("fra-02", "eu"), ("nyc-01", "us"), ("sin-01", "ap")]
+SMALL_CELL = ("tiny-01", "xx")  # 3 accounts < k = 5: must never be released
+ACCOUNTS_PER_CELL = 80
+EVENTS_PER_WINDOW = 3
+
+
+@dataclass
+class Truth:
+    """Exact aggregates of the generated input, per (window start, cell)."""
+
+    accounts: dict[tuple[int, tuple[str, str]], int]
+    events: dict[tuple[int, tuple[str, str]], int]
+    errors: dict[tuple[int, tuple[str, str]], int]
+    latency_sum: dict[tuple[int, tuple[str, str]], float]
+    messages: list[tuple[bytes, bytes]]
+
+    @property
+    def windows(self) -> list[int]:
+        return sorted({w for w, _ in self.events})
+
+
+def known_input(first_window_ms: int, windows: int, *, extra: dict | None = None) -> Truth:
+    """Each account sends EVENTS_PER_WINDOW events a window to its one home cell,
+    so no bound binds and the true aggregates are plain sums."""
+    acc, ev, err, lat = (defaultdict(int), defaultdict(int), defaultdict(int),
+                         defaultdict(float))
+    messages = []
+    homes = [(c, i) for c in CELLS for i in range(ACCOUNTS_PER_CELL)]
+    homes += [(SMALL_CELL, i) for i in range(3)]
+    for w in range(windows):
+        start = first_window_ms + w * WINDOW_MS
+        for cell, i in homes:
+            account = f"acct-{cell[0]}-{i:03d}"
+            events = []
+            for j in range(EVENTS_PER_WINDOW):
+                latency = float(10 + (i * 7 + j * 13) % 200)
+                error = (i + j + w) % 10 == 0
+                event = {
+                    "account_id": account, "server": cell[0], "region": cell[1],
+                    "client_version": "5.2.1", "platform": "chrome",
+                    "latency_ms": latency, "bytes": 1000 * (1 + i % 5), "error": error,
+                    "session_s": 60.0, "event_time_ms": start + 500 + j * 1000 + i % 400,
+                    **(extra or {}),
+                }
+                events.append(event)
+                key = (start, cell)
+                ev[key] += 1
+                err[key] += error
+                lat[key] += latency
+            acc[(start, cell)] += 1
+            messages.append((account.encode(), json.dumps({"events": events}).encode()))
+    return Truth(dict(acc), dict(ev), dict(err), dict(lat), messages)
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True) -> list:
+    """Every record of a topic, from the beginning (read_committed by default)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in parts]
+    if not tps:
+        consumer.close()
+        return []
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    out = []
+    deadline = time.monotonic() + 30
+    while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            out.extend(records)
+    consumer.close()
+    return out
+
+
+def wait_for(check: Callable[[], bool], *, timeout_s: float, what: str,
+             procs: list[subprocess.Popen] = (), log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for proc in procs:
+            if proc.poll() is not None:
+                tail = log.read_text()[-4000:] if log else ""
+                raise AssertionError(f"worker exited ({proc.returncode}) while waiting for "
+                                     f"{what}:\n{tail}")
+        time.sleep(0.5)
+    tail = log.read_text()[-4000:] if log else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tail}")
+
+
+def released_windows(setup: Setup, stream: str = "monitoring") -> set[int]:
+    """Windows some stage-2 partition has released (per the ledger)."""
+    ledger = read_topic(setup.bootstrap, setup.topic("privmon.ledger"))
+    return {json.loads(r.value)["window_start_ms"] for r in ledger
+            if json.loads(r.value)["stream"] == stream}
+
+
+def released_cells(setup: Setup, stream: str = "monitoring") -> set[tuple[int, tuple]]:
+    """(window, cell) pairs on the aggregate topic (read_committed)."""
+    out = set()
+    for r in read_topic(setup.bootstrap, setup.topic(f"aggregates.{stream}")):
+        d = json.loads(r.value)
+        out.add((d["window_start_ms"], tuple(d["cell"].values())))
+    return out
+
+
+def all_released(setup: Setup, truth: Truth) -> Callable[[], bool]:
+    expected = {(w, c) for w in truth.windows for c in CELLS}
+    return lambda: expected <= released_cells(setup)
+
+
+def partial_sums(setup: Setup, stream: str = "monitoring") -> dict:
+    """Exact totals per (window, cell) as committed on the partials topic."""
+    sums: dict = defaultdict(lambda: [0, 0, 0, 0])
+    seen: set = set()
+    for r in read_topic(setup.bootstrap, setup.topic("privmon.partials")):
+        d = json.loads(r.value)
+        if d["k"] != "partial" or d["s"] != stream:
+            continue
+        ident = (d["w"], tuple(d["cell"]), d["p"])
+        assert ident not in seen, f"partial committed twice: {ident}"
+        seen.add(ident)
+        s = sums[(d["w"], tuple(d["cell"]))]
+        s[0] += d["a"]
+        s[1] += d["e"]
+        s[2] += d["m"]["errors"]
+        s[3] += d["m"]["latency"]
+    return dict(sums)
+
+
+def first_window_after(now_ms: int, lead_ms: int = 1000) -> int:
+    start = now_ms + lead_ms
+    return start - start % WINDOW_MS + WINDOW_MS

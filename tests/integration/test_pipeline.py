@@ -1,0 +1,159 @@
+"""The worker end to end on the real broker: releases, DLQ, leaks, scale-out, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from privacy.records import ReleaseRecord
+from tests.integration.pipeline_harness import (
+    CELLS,
+    SMALL_CELL,
+    all_released,
+    first_window_after,
+    known_input,
+    make_setup,
+    partial_sums,
+    produce,
+    read_topic,
+    released_windows,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
+
+WINDOWS = 3
+SIGMAS = 8  # |released - true| <= 8 noise std: P(exceeded) < 1.3e-5 per value (geometric)
+
+
+def _check_against_truth(setup, truth) -> list[ReleaseRecord]:
+    records = [ReleaseRecord.from_json(r.value)
+               for r in read_topic(setup.bootstrap, setup.topic("aggregates.monitoring"))]
+    keys = [(r.window_start_ms, (r.cell["server"], r.cell["region"])) for r in records]
+    assert len(keys) == len(set(keys)), "a (window, cell) was released twice"
+    expected = {(w, c) for w in truth.windows for c in CELLS}
+    assert set(keys) == expected, "released cells differ from the well-populated cells"
+    for record, key in zip(records, keys, strict=True):
+        m = record.metrics
+        for name, true in (("accounts", truth.accounts[key]), ("events", truth.events[key]),
+                           ("errors.count", truth.errors[key]),
+                           ("latency.sum", truth.latency_sum[key])):
+            assert abs(m[name].value - true) <= SIGMAS * m[name].noise_std, (key, name)
+        assert record.privacy.k == 5 and record.privacy.epsilon == 1.0
+    return records
+
+
+def _check_exact_partials(setup, truth) -> None:
+    sums = partial_sums(setup)
+    for key, events in truth.events.items():
+        accounts, n, errors, latency2 = sums[key]
+        assert (accounts, n, errors) == (truth.accounts[key], events, truth.errors[key]), key
+        assert latency2 == 2 * truth.latency_sum[key] - 5000 * events, key
+
+
+def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path):
+    setup = make_setup(tmp_path, bootstrap, "e2e")
+    log = tmp_path / "worker.log"
+    worker = start_worker(setup, "w1", log)
+    try:
+        start = first_window_after(int(time.time() * 1000), lead_ms=4000)
+        pii = {"email": "canary.person@example.com", "ip": "198.51.100.77"}
+        truth = known_input(start, WINDOWS, extra=pii)
+        bad = [
+            (b"acct-x", b'{"account_id": "acct-x", '),  # truncated JSON
+            (b"acct-y", json.dumps({"account_id": "acct-y", "latency_ms": "slow"}).encode()),
+            (b"acct-z", b'{"events": 7}'),
+            (b"someone-else", truth.messages[0][1]),  # events keyed by another account
+        ]
+        produce(bootstrap, setup.raw, bad[:2] + truth.messages + bad[2:])
+        wait_for(all_released(setup, truth), timeout_s=90,
+                 what="the last window's release", procs=[worker], log=log)
+    finally:
+        stop_worker(worker)
+
+    records = _check_against_truth(setup, truth)
+    assert all(r.cell["server"] != SMALL_CELL[0] for r in records)  # under k: never
+    _check_exact_partials(setup, truth)
+
+    dlq = [json.loads(r.value) for r in read_topic(bootstrap, setup.topic("telemetry.dlq"))]
+    assert sorted(d["reason"] for d in dlq) == sorted(
+        ["bad_json", "wrong_type", "bad_envelope"] + ["key_mismatch"] * 3
+    )
+    status = json.loads(log.read_text().strip().splitlines()[-1].removeprefix("status "))
+    input_events = sum(truth.events.values())
+    assert status["accepted"] == input_events
+    assert status["accepted"] + status["dead_lettered"] == input_events + 3 + 3
+    assert status["late"] == 0
+
+    # Leak canaries: raw ids, e-mails and IPs only in the raw and dead-letter topics.
+    canaries = [b"acct-", b"canary.person@example.com", b"198.51.100.77"]
+    for topic in setup.all_topics():
+        if topic in (setup.raw, setup.topic("telemetry.dlq")):
+            continue
+        for record in read_topic(bootstrap, topic, committed_only=False):
+            blob = (record.key or b"") + record.value
+            assert not any(c in blob for c in canaries), f"identifier leaked into {topic}"
+    assert not any(c.decode() in log.read_text() for c in canaries), "identifier in the log"
+
+
+def test_idle_topic_still_releases_its_last_window(bootstrap, tmp_path):
+    setup = make_setup(tmp_path, bootstrap, "idle")
+    log = tmp_path / "worker.log"
+    worker = start_worker(setup, "w1", log)
+    try:
+        start = first_window_after(int(time.time() * 1000), lead_ms=3000)
+        truth = known_input(start, 1)
+        produce(bootstrap, setup.raw, truth.messages)
+        # Nothing else arrives: the window must close on the wall-clock fallback.
+        wait_for(lambda: start in released_windows(setup), timeout_s=60,
+                 what="release of the only window of an idle topic", procs=[worker], log=log)
+    finally:
+        stop_worker(worker)
+
+
+def test_two_workers_release_the_same_cells_as_one(bootstrap, tmp_path):
+    start = first_window_after(int(time.time() * 1000), lead_ms=6000)
+    truth = known_input(start, 2)
+    results = {}
+    for label, worker_ids in (("one", ["w1"]), ("two", ["w1", "w2"])):
+        setup = make_setup(tmp_path, bootstrap, f"scale-{label}")
+        log = tmp_path / f"{label}.log"
+        workers = [start_worker(setup, wid, log) for wid in worker_ids]
+        try:
+            produce(bootstrap, setup.raw, truth.messages)
+            wait_for(all_released(setup, truth), timeout_s=90,
+                     what=f"releases with {label} worker(s)", procs=workers, log=log)
+        finally:
+            for w in workers:
+                stop_worker(w)
+        _check_against_truth(setup, truth)
+        _check_exact_partials(setup, truth)
+        results[label] = partial_sums(setup)
+    assert results["one"] == results["two"]
+
+
+def test_sigkill_at_any_point_releases_each_cell_once_and_loses_nothing(bootstrap, tmp_path):
+    setup = make_setup(tmp_path, bootstrap, "kill")
+    log = tmp_path / "worker.log"
+    start = first_window_after(int(time.time() * 1000), lead_ms=3000)
+    truth = known_input(start, WINDOWS)
+    chunks = [truth.messages[i::3] for i in range(3)]
+    worker = start_worker(setup, "w1", log)
+    kills = 0
+    try:
+        for i, delay in enumerate((2.5, 3.0, 4.5, 2.0, 3.5)):
+            if i < len(chunks):
+                produce(bootstrap, setup.raw, chunks[i])
+            time.sleep(delay)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            kills += 1
+            worker = start_worker(setup, "w1", log)
+        wait_for(all_released(setup, truth), timeout_s=120,
+                 what="releases after the kills", procs=[worker], log=log)
+    finally:
+        stop_worker(worker)
+    assert kills == 5
+    _check_against_truth(setup, truth)  # each (window, cell) once, values around the truth
+    _check_exact_partials(setup, truth)  # every event counted exactly once
