@@ -33,6 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="partitions of topics this worker creates (default 4)")
     w.add_argument("--idle-lag-ms", type=int, default=5000,
                    help="close windows this long after their grace even without new events")
+    w.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     w.add_argument("--status-every-s", type=float, default=10.0,
                    help="print a status line this often (0: never)")
     w.set_defaults(func=_worker)
@@ -69,16 +71,29 @@ def _worker(args: argparse.Namespace) -> int:
                     pseudonymizer=pseudonymizer, partitions=args.partitions,
                     idle_lag_ms=args.idle_lag_ms)
 
+    metrics = None
+    if args.metrics_port is not None:
+        from agents.metrics import WorkerMetrics
+
+        metrics = WorkerMetrics()
+        metrics.serve(args.metrics_port)
+        worker.on_release = lambda stream, eps: metrics.epsilon.labels(stream=stream).inc(eps)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         task = asyncio.create_task(worker.run(stop))
+        last_status = time.monotonic()
         while not task.done():
-            await asyncio.wait([task], timeout=args.status_every_s or None)
-            if args.status_every_s and not task.done():
+            await asyncio.wait([task], timeout=1.0)
+            if metrics is not None:
+                metrics.update(worker.stats, worker.lag)
+            due = args.status_every_s and time.monotonic() - last_status >= args.status_every_s
+            if due and not task.done():
                 print("status " + json.dumps(vars(worker.stats)), flush=True)
+                last_status = time.monotonic()
         task.result()
 
     asyncio.run(main())

@@ -156,7 +156,8 @@ class Stage1Partition:
         only event time advances the watermark: the wall-clock fallback for
         idle partitions would close windows whose events are still unread.
         """
-        wm = self.watermark.value(now_ms) if caught_up else self.watermark.max_event_ms
+        wm = (self.watermark.value(now_ms) if caught_up
+              else min(self.watermark.max_event_ms, now_ms))
         partials: list[Partial] = []
         for policy in self.policies:
             upto = self.specs[policy.name].closed_up_to(wm)

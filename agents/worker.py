@@ -157,6 +157,8 @@ class Worker:
         self.s1_parts: dict[int, Stage1Partition] = {}
         self.s2_parts: dict[int, Stage2Partition] = {}
         self.topic_partitions: dict[str, int] = {}
+        self.lag: dict[int, int] = {}
+        self.on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
         self.stage1_group = f"{config.app_id}-stage1"
         self.stage2_group = f"{config.app_id}-stage2"
 
@@ -235,7 +237,9 @@ class Worker:
         for p, part in self.s1_parts.items():
             tp = TopicPartition(topics.raw, p)
             high = consumer.highwater(tp)
-            caught_up = high is not None and await consumer.position(tp) >= high
+            position = await consumer.position(tp)
+            caught_up = high is not None and position >= high
+            self.lag[p] = max(0, (high or 0) - position)
             partials, marks = part.close(now_ms=now, caught_up=caught_up)
             for partial in partials:
                 await stage.producer.send(topics.partials, key=partial.key(),
@@ -346,6 +350,8 @@ class Worker:
                 }
                 await stage.producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
                                           value=json.dumps(entry).encode())
+                if self.on_release is not None:
+                    self.on_release(stream, b.epsilon)
                 s = self.stats
                 s.windows_released += 1
                 s.cells_released += len(rel.records)

@@ -61,12 +61,14 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def start_worker(setup: Setup, worker_id: str, log: Path) -> subprocess.Popen:
+def start_worker(
+    setup: Setup, worker_id: str, log: Path, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     out = open(log, "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", setup.bootstrap,
          "--config", str(setup.config), "--worker-id", worker_id, "--idle-lag-ms", "2000",
-         "--status-every-s", "2"],
+         "--status-every-s", "2", *extra],
         cwd=REPO, env=worker_env(), stdout=out, stderr=subprocess.STDOUT,
     )
 

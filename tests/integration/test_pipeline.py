@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
+import urllib.request
 
 from privacy.records import ReleaseRecord
+from streams.localkafka.cluster import free_port
 from tests.integration.pipeline_harness import (
     CELLS,
     SMALL_CELL,
@@ -55,7 +58,8 @@ def _check_exact_partials(setup, truth) -> None:
 def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path):
     setup = make_setup(tmp_path, bootstrap, "e2e")
     log = tmp_path / "worker.log"
-    worker = start_worker(setup, "w1", log)
+    port = free_port()
+    worker = start_worker(setup, "w1", log, ("--metrics-port", str(port)))
     try:
         start = first_window_after(int(time.time() * 1000), lead_ms=4000)
         pii = {"email": "canary.person@example.com", "ip": "198.51.100.77"}
@@ -69,8 +73,14 @@ def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path)
         produce(bootstrap, setup.raw, bad[:2] + truth.messages + bad[2:])
         wait_for(all_released(setup, truth), timeout_s=90,
                  what="the last window's release", procs=[worker], log=log)
+        time.sleep(1.5)  # one metrics refresh after the last release
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     finally:
         stop_worker(worker)
+    assert re.search(rb"^privmon_cells_released_total (\d+)", metrics, re.M)
+    assert int(float(re.search(rb"^privmon_cells_released_total (\S+)", metrics, re.M)[1])) >= 12
+    assert re.search(rb'^privmon_epsilon_spent_total\{stream="monitoring"\} [1-9]', metrics, re.M)
+    assert b"privmon_raw_lag_messages" in metrics
 
     records = _check_against_truth(setup, truth)
     assert all(r.cell["server"] != SMALL_CELL[0] for r in records)  # under k: never
@@ -95,6 +105,7 @@ def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path)
             blob = (record.key or b"") + record.value
             assert not any(c in blob for c in canaries), f"identifier leaked into {topic}"
     assert not any(c.decode() in log.read_text() for c in canaries), "identifier in the log"
+    assert not any(c in metrics for c in canaries), "identifier in the metrics"
 
 
 def test_idle_topic_still_releases_its_last_window(bootstrap, tmp_path):
@@ -136,13 +147,16 @@ def test_two_workers_release_the_same_cells_as_one(bootstrap, tmp_path):
 def test_sigkill_at_any_point_releases_each_cell_once_and_loses_nothing(bootstrap, tmp_path):
     setup = make_setup(tmp_path, bootstrap, "kill")
     log = tmp_path / "worker.log"
-    start = first_window_after(int(time.time() * 1000), lead_ms=3000)
+    # Windows begin >= 10 s from now, so all input (produced in three chunks
+    # between the first kills) arrives before the first window closes; the
+    # kills then fall before, inside and around the windows' releases.
+    start = first_window_after(int(time.time() * 1000), lead_ms=10_000)
     truth = known_input(start, WINDOWS)
     chunks = [truth.messages[i::3] for i in range(3)]
     worker = start_worker(setup, "w1", log)
     kills = 0
     try:
-        for i, delay in enumerate((2.5, 3.0, 4.5, 2.0, 3.5)):
+        for i, delay in enumerate((1.5, 2.0, 6.5, 3.0, 4.5)):
             if i < len(chunks):
                 produce(bootstrap, setup.raw, chunks[i])
             time.sleep(delay)
