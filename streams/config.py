@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +172,12 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
     return PipelineConfig(source=path, policy_version=version, app_id=str(top["app_id"]),
                           topics=topics,
                           policies=policies, global_caps=caps)
+
+
+def with_prefix(config: PipelineConfig, prefix: str) -> PipelineConfig:
+    """The same pipeline on its own topics and groups (demo runs, tests)."""
+    t = config.topics
+    topics = Topics(raw=prefix + t.raw, dlq=prefix + t.dlq, partials=prefix + t.partials,
+                    ledger=prefix + t.ledger, progress=prefix + t.progress,
+                    aggregate_prefix=prefix + t.aggregate_prefix)
+    return replace(config, topics=topics, app_id=prefix + config.app_id)
