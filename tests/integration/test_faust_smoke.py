@@ -9,6 +9,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from tests.integration.pipeline_harness import stop_worker
+
 APP = Path(__file__).with_name("faust_smoke_app.py")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,10 +51,5 @@ def test_faust_agent_relays_between_topics(bootstrap, topic_name, tmp_path):
         consumer.close()
         assert worker.poll() is None, "the Faust worker exited:\n" + log.read_text()[-3000:]
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_worker(worker)
     assert sorted(got) == sorted(w.upper() for w in words), log.read_text()[-3000:]
