@@ -11,7 +11,7 @@ message never raises: the worker keeps running.
 
 Reason codes: bad_json, not_an_object, bad_envelope, oversize_message,
 oversize_envelope, too_deep, missing_field, wrong_type, non_finite,
-out_of_range, time_out_of_range, key_mismatch (set by stage 1).
+out_of_range, time_out_of_range, bad_unicode, key_mismatch (set by stage 1).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class _Envelope(msgspec.Struct):
 @dataclass(frozen=True, kw_only=True)
 class InputLimits:
     max_message_bytes: int = 1_048_576
-    max_envelope_events: int = 10_000
+    max_envelope_events: int = 2_000  # collectors batch far fewer; 2,000 fit in 1 MiB
     max_event_age_ms: int = 7 * 86_400_000  # older: dead-lettered (not merely late)
     max_future_ms: int = 5 * 60_000  # clock skew allowed into the future
     dlq_payload_bytes: int = 65_536  # payload kept in a dead letter; the rest by offset
@@ -114,6 +114,31 @@ def _time_ok(event: TelemetryEvent, now_ms: int, limits: InputLimits) -> bool:
     return now_ms - limits.max_event_age_ms <= event.event_time_ms <= now_ms + limits.max_future_ms
 
 
+_TEXT_FIELDS = ("account_id", "server", "region", "client_version", "platform")
+
+
+def _text_ok(event: TelemetryEvent) -> bool:
+    """False if a string holds a lone surrogate (valid JSON escape, not encodable text):
+    it would break every later encode of a cell key or record."""
+    for name in _TEXT_FIELDS:
+        value = getattr(event, name)
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+def _check(event: TelemetryEvent, now_ms: int, limits: InputLimits) -> tuple[str, str] | None:
+    """(reason, detail) if a decoded event is still unacceptable, else None."""
+    if not _time_ok(event, now_ms, limits):
+        return "time_out_of_range", _time_detail(event, now_ms)
+    if not _text_ok(event):
+        return "bad_unicode", "a text field holds a lone UTF-16 surrogate"
+    return None
+
+
 def decode_message(raw: bytes, *, now_ms: int, limits: InputLimits = InputLimits()) -> Decoded:
     """Decode one raw message into accepted events and dead letters (never raises)."""
     out = Decoded()
@@ -136,12 +161,12 @@ def decode_message(raw: bytes, *, now_ms: int, limits: InputLimits = InputLimits
                               raw, -1, limits))
         return out
     for i, event in enumerate(events):
-        if _time_ok(event, now_ms, limits):
+        problem = _check(event, now_ms, limits)
+        if problem is None:
             out.events.append(event)
         else:
-            out.dead.append(_dead("time_out_of_range", _time_detail(event, now_ms),
-                                  msgspec.json.encode(event), i if len(events) > 1 else -1,
-                                  limits))
+            out.dead.append(_dead(*problem, json.dumps(msgspec.to_builtins(event)).encode(),
+                                  i if len(events) > 1 else -1, limits))
     return out
 
 
@@ -204,9 +229,9 @@ def _decode_slow(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
         except msgspec.ValidationError as exc:
             out.dead.append(_dead(_reason(exc), str(exc), item_raw, index, limits))
             continue
-        if _time_ok(event, now_ms, limits):
+        problem = _check(event, now_ms, limits)
+        if problem is None:
             out.events.append(event)
         else:
-            out.dead.append(_dead("time_out_of_range", _time_detail(event, now_ms),
-                                  item_raw, index, limits))
+            out.dead.append(_dead(*problem, item_raw, index, limits))
     return out

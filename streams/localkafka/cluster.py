@@ -9,21 +9,25 @@ running cluster is a no-op; stopping leaves no process behind.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streams.localkafka import jars
-
-HOST = "127.0.0.1"
+from streams.localkafka.procs import (
+    HOST,
+    alive,
+    free_port,
+    kafka_uuid,
+    port_answers,
+    port_is_free,
+    reap,
+)
 
 
 class PortInUse(RuntimeError):
@@ -53,68 +57,6 @@ def default_state_root() -> Path:
     """$PRIVMON_STATE, else ~/.cache/privmon/run (shared by every checkout)."""
     env = os.environ.get("PRIVMON_STATE")
     return Path(env) if env else jars.cache_root() / "run"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _process_state(pid: int) -> str | None:
-    """The /proc state letter of pid (R, S, Z, ...), or None if it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    state = _process_state(pid)
-    if state == "Z":
-        _reap(pid)
-    return state not in (None, "Z")
-
-
-def _reap(pid: int) -> None:
-    """Collect pid's exit status if it is our child, so it does not linger as a zombie."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
-
-    Like Kafka's own Uuid.randomUuid, never one starting with "-", which the
-    storage tool's argument parser would take for an option.
-    """
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not text.startswith("-"):
-            return text
 
 
 class LocalKafka:
@@ -184,7 +126,7 @@ class LocalKafka:
 
     def _is_our_broker(self, pid: int | None, node_id: int) -> bool:
         """True if pid is alive and is this node's kafka.Kafka (not a reused pid)."""
-        if not _alive(pid):
+        if not alive(pid):
             return False
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -240,7 +182,7 @@ class LocalKafka:
         state = {
             "name": self.name,
             "kafka_version": jars.kafka_version(),
-            "cluster_id": _kafka_uuid(),
+            "cluster_id": kafka_uuid(),
             "nodes": [{"spec": asdict(s)} for s in specs],
         }
         self._save(state)
@@ -363,12 +305,12 @@ class LocalKafka:
             for spec in specs:
                 # Liveness only: while the java launcher execs, its cmdline can
                 # briefly be empty, so the stricter _is_our_broker would misfire.
-                if not _alive(self._pid(spec.node_id)):
+                if not alive(self._pid(spec.node_id)):
                     raise BrokerFailedToStart(
                         f"Kafka node {spec.node_id} exited during start-up.\n"
                         + self.log_tail(spec.node_id)
                     )
-            if all(_port_answers(s.port) for s in specs):
+            if all(port_answers(s.port) for s in specs):
                 try:
                     admin = KafkaAdminClient(
                         bootstrap_servers=self.bootstrap_servers,
@@ -403,7 +345,7 @@ class LocalKafka:
                 os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + 10
             time.sleep(0.1)
-        _reap(pid)
+        reap(pid)
 
     def start_node(self, node_id: int, *, timeout_s: float = 120.0) -> None:
         """Start one stopped node of an existing cluster and wait for the cluster."""
@@ -434,6 +376,6 @@ class LocalKafka:
             time.sleep(0.1)
         for pid in pids.values():
             if pid is not None:
-                _reap(pid)
+                reap(pid)
         if purge and self.dir.exists():
             shutil.rmtree(self.dir)

@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from privacy.records import ReleaseRecord
-from streams.localkafka.cluster import free_port
+from streams.localkafka.procs import free_port
 from tests.integration.pipeline_harness import (
     CELLS,
     SMALL_CELL,
