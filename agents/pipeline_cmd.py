@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from streams.config import DEFAULT_PATH, ConfigError, load_config
+from streams.localkafka import security
 from streams.pseudonym import KeyConfigError, Pseudonymizer
 
 
@@ -33,6 +35,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="partitions of topics this worker creates (default 4)")
     w.add_argument("--idle-lag-ms", type=int, default=5000,
                    help="close windows this long after their grace even without new events")
+    w.add_argument("--sasl-user", default=None,
+                   help="authenticate with SASL/SCRAM as this user; password in "
+                   "$PRIVMON_KAFKA_PASSWORD")
     w.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     w.add_argument("--status-every-s", type=float, default=10.0,
@@ -54,6 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--incident-server", default=None, help="server that starts failing")
     g.add_argument("--incident-after-s", type=float, default=30.0)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--sasl-user", default=None,
+                   help="authenticate with SASL/SCRAM; password in $PRIVMON_KAFKA_PASSWORD")
     g.set_defaults(func=_generate)
 
 
@@ -64,12 +71,13 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         pseudonymizer = Pseudonymizer.from_env()
-    except (ConfigError, KeyConfigError) as exc:
+        options = security.options_for(args.sasl_user, os.environ)
+    except (ConfigError, KeyConfigError, ValueError) as exc:
         print(f"privmon worker: {exc}", file=sys.stderr)
         return 2
     worker = Worker(config=config, bootstrap=args.bootstrap, worker_id=args.worker_id,
                     pseudonymizer=pseudonymizer, partitions=args.partitions,
-                    idle_lag_ms=args.idle_lag_ms)
+                    idle_lag_ms=args.idle_lag_ms, kafka_options=options)
 
     metrics = None
     if args.metrics_port is not None:
@@ -112,7 +120,13 @@ def _generate(args: argparse.Namespace) -> int:
         incident = Incident(server=args.incident_server,
                             start_ms=start + int(args.incident_after_s * 1000))
     gen = TelemetryGenerator(accounts=args.accounts, incident=incident, seed=args.seed)
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=20, acks="all")
+    try:
+        options = security.options_for(args.sasl_user, os.environ)
+    except ValueError as exc:
+        print(f"privmon generate: {exc}", file=sys.stderr)
+        return 2
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=20, acks="all",
+                             **options)
     sent = 0
     deadline = time.monotonic() + args.duration_s
     next_report = time.monotonic() + 5

@@ -88,7 +88,7 @@ class _Stage:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=worker.bootstrap,
             transactional_id=f"{worker.config.app_id}-{name}-{worker.worker_id}",
-            enable_idempotence=True, linger_ms=5,
+            enable_idempotence=True, linger_ms=5, **worker.kafka_options,
         )
 
     async def begin(self) -> None:
@@ -107,10 +107,12 @@ class _Stage:
             self.in_txn = False
 
 
-async def read_compacted(bootstrap: str, topic: str, partitions: int) -> dict[bytes, bytes]:
+async def read_compacted(
+    bootstrap: str, topic: str, partitions: int, options: dict[str, str]
+) -> dict[bytes, bytes]:
     """Latest committed value per key of a (small, compacted) topic."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **options)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(partitions)]
@@ -144,6 +146,7 @@ class Worker:
         idle_lag_ms: int = 5000,
         close_interval_s: float = 0.5,
         clock: Callable[[], int] = now_ms,
+        kafka_options: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.bootstrap = bootstrap
@@ -153,6 +156,7 @@ class Worker:
         self.idle_lag_ms = idle_lag_ms
         self.close_interval_s = close_interval_s
         self.clock = clock
+        self.kafka_options = dict(kafka_options or {})  # SASL settings, if any
         self.stats = WorkerStats()
         self.s1_parts: dict[int, Stage1Partition] = {}
         self.s2_parts: dict[int, Stage2Partition] = {}
@@ -164,7 +168,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.topic_partitions = await asyncio.to_thread(
-            ensure_topics, self.bootstrap, self.config, partitions=self.partitions
+            ensure_topics, self.bootstrap, self.config, partitions=self.partitions,
+            options=self.kafka_options,
         )
         sources = self.topic_partitions[self.config.topics.raw]
         await asyncio.gather(self._stage1(stop), self._stage2(stop, sources))
@@ -176,7 +181,7 @@ class Worker:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage1_group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=5000,
-            client_id=f"{self.config.app_id}-s1-{self.worker_id}",
+            client_id=f"{self.config.app_id}-s1-{self.worker_id}", **self.kafka_options,
         )
         await stage.producer.start()
         await consumer.start()
@@ -212,7 +217,8 @@ class Worker:
         await stage.abort()
         stage.rebuild = False
         topic = self.config.topics.progress
-        progress = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic])
+        progress = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic],
+                                        self.kafka_options)
         self.s1_parts = {}
         for tp in consumer.assignment():
             committed = await consumer.committed(tp)
@@ -271,7 +277,7 @@ class Worker:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage2_group, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
-            client_id=f"{self.config.app_id}-s2-{self.worker_id}",
+            client_id=f"{self.config.app_id}-s2-{self.worker_id}", **self.kafka_options,
         )
         await stage.producer.start()
         await consumer.start()
@@ -302,7 +308,8 @@ class Worker:
         await stage.abort()
         stage.rebuild = False
         topic = self.config.topics.ledger
-        ledger = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic])
+        ledger = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic],
+                                        self.kafka_options)
         released: dict[int, set[tuple[str, int]]] = {}
         for value in ledger.values():
             entry = json.loads(value)

@@ -25,9 +25,13 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
 
 
 def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
-                  replication: int = 1) -> dict[str, int]:
-    """Create missing topics; return every pipeline topic's partition count."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics")
+                  replication: int = 1, options: dict[str, str] | None = None) -> dict[str, int]:
+    """Create missing topics; return every pipeline topic's partition count.
+
+    ``options``: client security settings (SASL), see streams/localkafka/security.py.
+    """
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
+                             **(options or {}))
     try:
         specs = topic_specs(config, partitions=partitions)
         existing = set(admin.list_topics())

@@ -15,10 +15,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams.localkafka import jars
+from streams.localkafka import jars, security
 from streams.localkafka.procs import (
     HOST,
     alive,
@@ -76,7 +77,10 @@ class LocalKafka:
         port: int | None = None,
         heap_mb: int = 512,
         num_partitions: int = 1,
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        """``users`` (name -> password, must include "admin") turns on SASL/SCRAM and
+        the standard authorizer; see streams/localkafka/security.py."""
         if nodes not in (1, 3):
             raise ValueError(f"nodes: expected 1 or 3, got {nodes!r}")
         self.name = name
@@ -85,6 +89,9 @@ class LocalKafka:
         self.requested_port = port
         self.heap_mb = heap_mb
         self.num_partitions = num_partitions
+        if users is not None and security.ADMIN not in users:
+            raise ValueError(f"users: expected an {security.ADMIN!r} user, got {sorted(users)}")
+        self.users = dict(users) if users is not None else None
 
     # ----------------------------------------------------------------- state
     @property
@@ -198,11 +205,7 @@ class LocalKafka:
                 "process.roles=broker,controller",
                 f"node.id={spec.node_id}",
                 f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://{HOST}:{spec.port},CONTROLLER://{HOST}:{spec.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{spec.port}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
+                *self._listener_properties(spec),
                 f"log.dirs={self.node_dir(spec.node_id) / 'data'}",
                 f"num.partitions={self.num_partitions}",
                 f"default.replication.factor={replication}",
@@ -221,6 +224,25 @@ class LocalKafka:
             ]
         )
 
+    def _listener_properties(self, spec: NodeSpec) -> list[str]:
+        if self.users is not None:
+            return security.broker_properties(
+                HOST, spec.port, spec.controller_port, self.users[security.ADMIN]
+            )
+        return [
+            f"listeners=PLAINTEXT://{HOST}:{spec.port},CONTROLLER://{HOST}:{spec.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{spec.port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+
+    def client_options(self, user: str = security.ADMIN) -> dict[str, str]:
+        """Options for kafka-python/aiokafka clients of this cluster, as ``user``."""
+        if self.users is None:
+            return {}
+        return security.client_options(user, self.users[user])
+
     def _format(self, spec: NodeSpec, cluster_id: str, java: str, lib: Path) -> None:
         node_dir = self.node_dir(spec.node_id)
         if (node_dir / "data" / "meta.properties").exists():
@@ -231,6 +253,7 @@ class LocalKafka:
             f"-Dkafka.logs.dir={node_dir}",
             "kafka.tools.StorageTool", "format", "--ignore-formatted",
             "-t", cluster_id, "-c", str(node_dir / "server.properties"),
+            *(security.scram_format_args(self.users) if self.users is not None else []),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -316,6 +339,7 @@ class LocalKafka:
                         bootstrap_servers=self.bootstrap_servers,
                         request_timeout_ms=5000,
                         client_id="privmon-localkafka",
+                        **self.client_options(),
                     )
                     try:
                         brokers = admin.describe_cluster()["brokers"]

@@ -146,11 +146,13 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
     producer.close()
 
 
-def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True) -> list:
+def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True,
+               options: dict | None = None) -> list:
     """Every record of a topic, from the beginning (read_committed by default)."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False,
         isolation_level="read_committed" if committed_only else "read_uncommitted",
+        **(options or {}),
     )
     parts = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in parts]
@@ -192,18 +194,19 @@ def released_windows(setup: Setup, stream: str = "monitoring") -> set[int]:
             if json.loads(r.value)["stream"] == stream}
 
 
-def released_cells(setup: Setup, stream: str = "monitoring") -> set[tuple[int, tuple]]:
+def released_cells(setup: Setup, stream: str = "monitoring",
+                   options: dict | None = None) -> set[tuple[int, tuple]]:
     """(window, cell) pairs on the aggregate topic (read_committed)."""
     out = set()
-    for r in read_topic(setup.bootstrap, setup.topic(f"aggregates.{stream}")):
+    for r in read_topic(setup.bootstrap, setup.topic(f"aggregates.{stream}"), options=options):
         d = json.loads(r.value)
         out.add((d["window_start_ms"], tuple(d["cell"].values())))
     return out
 
 
-def all_released(setup: Setup, truth: Truth) -> Callable[[], bool]:
+def all_released(setup: Setup, truth: Truth, options: dict | None = None) -> Callable[[], bool]:
     expected = {(w, c) for w in truth.windows for c in CELLS}
-    return lambda: expected <= released_cells(setup)
+    return lambda: expected <= released_cells(setup, options=options)
 
 
 def partial_sums(setup: Setup, stream: str = "monitoring") -> dict:
