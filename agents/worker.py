@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition
@@ -44,6 +45,13 @@ from streams.pseudonym import Pseudonymizer
 from streams.topics import ensure_topics
 
 log = logging.getLogger("privmon.worker")
+def recoverable(exc: BaseException) -> bool:
+    """Errors a stage survives by dropping its state and replaying from committed
+    offsets: Kafka being away or moving leaders/coordinators. Not: being fenced
+    (another instance took over) or refused access (a configuration problem)."""
+    if isinstance(exc, ProducerFenced) or "Authorization" in type(exc).__name__:
+        return False
+    return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
 
 
 def now_ms() -> int:
@@ -80,16 +88,48 @@ class _Flag(ConsumerRebalanceListener):
 
 
 class _Stage:
+    """One stage's transactional producer and its state flags.
+
+    After a Kafka error (a broker or the whole cluster gone, a transaction
+    aborted by the coordinator) the stage drops its producer and in-memory
+    state: a new producer with the same transactional id fences the old
+    epoch, and the rebuild replays from the committed offsets, so recovery
+    needs no special case beyond what a restart already does.
+    """
+
     def __init__(self, worker: Worker, name: str) -> None:
         self.worker = worker
         self.name = name
         self.rebuild = True
         self.in_txn = False
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=worker.bootstrap,
-            transactional_id=f"{worker.config.app_id}-{name}-{worker.worker_id}",
-            enable_idempotence=True, linger_ms=5, **worker.kafka_options,
+        self.broken = False
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        w = self.worker
+        return AIOKafkaProducer(
+            bootstrap_servers=w.bootstrap,
+            transactional_id=f"{w.config.app_id}-{self.name}-{w.worker_id}",
+            enable_idempotence=True, linger_ms=5, **w.kafka_options,
         )
+
+    async def fail(self, exc: BaseException) -> None:
+        """Give up the current transaction and state after a Kafka error."""
+        log.warning("stage %s: %s: %s; recovering from committed state", self.name,
+                    type(exc).__name__, exc)
+        self.in_txn = False
+        self.broken = True
+        self.rebuild = True
+        try:
+            await asyncio.wait_for(self.producer.stop(), timeout=10)
+        except Exception:
+            pass
+
+    async def heal(self) -> None:
+        """Start a fresh producer after ``fail`` (raises while Kafka is still away)."""
+        producer = self._new_producer()
+        await producer.start()
+        self.producer, self.broken = producer, False
 
     async def begin(self) -> None:
         if not self.in_txn:
@@ -189,25 +229,35 @@ class Worker:
         last_close = 0.0
         try:
             while not stop.is_set():
-                if stage.rebuild:
-                    await self._rebuild_stage1(consumer, stage)
-                batch = await consumer.getmany(timeout_ms=200)
-                now = self.clock()
-                for tp, records in batch.items():
-                    part = self.s1_parts.get(tp.partition)
-                    if part is None:
-                        continue
-                    dead = part.ingest([(r.offset, r.key, r.value) for r in records], now_ms=now)
-                    if dead:
-                        await stage.begin()
-                        for offset, letter in dead:
-                            value = letter.to_dict(topic=tp.topic, partition=tp.partition,
-                                                   offset=offset)
-                            await stage.producer.send(topics.dlq, value=json.dumps(value).encode(),
-                                                      partition=tp.partition)
-                if time.monotonic() - last_close >= self.close_interval_s and not stage.rebuild:
-                    await self._close_stage1(consumer, stage, now)
-                    last_close = time.monotonic()
+                try:
+                    if stage.broken:
+                        await stage.heal()
+                    if stage.rebuild:
+                        await self._rebuild_stage1(consumer, stage)
+                    batch = await consumer.getmany(timeout_ms=200)
+                    now = self.clock()
+                    for tp, records in batch.items():
+                        part = self.s1_parts.get(tp.partition)
+                        if part is None:
+                            continue
+                        dead = part.ingest([(r.offset, r.key, r.value) for r in records],
+                                           now_ms=now)
+                        if dead:
+                            await stage.begin()
+                            for offset, letter in dead:
+                                value = letter.to_dict(topic=tp.topic, partition=tp.partition,
+                                                       offset=offset)
+                                await stage.producer.send(
+                                    topics.dlq, value=json.dumps(value).encode(),
+                                    partition=tp.partition)
+                    if time.monotonic() - last_close >= self.close_interval_s and not stage.rebuild:
+                        await self._close_stage1(consumer, stage, now)
+                        last_close = time.monotonic()
+                except Exception as exc:
+                    if not recoverable(exc):
+                        raise
+                    await stage.fail(exc)
+                    await asyncio.sleep(1.0)
         finally:
             await stage.abort()
             await consumer.stop()
@@ -285,18 +335,26 @@ class Worker:
         next_offsets: dict[int, int] = {}
         try:
             while not stop.is_set():
-                if stage.rebuild:
-                    next_offsets = await self._rebuild_stage2(consumer, stage, sources)
-                batch = await consumer.getmany(timeout_ms=200)
-                for tp, records in batch.items():
-                    part = self.s2_parts.get(tp.partition)
-                    if part is None:
-                        continue
-                    for r in records:
-                        part.on_record(r.offset, decode_partial(r.value))
-                    next_offsets[tp.partition] = records[-1].offset + 1
-                if not stage.rebuild:
-                    await self._release(stage, next_offsets)
+                try:
+                    if stage.broken:
+                        await stage.heal()
+                    if stage.rebuild:
+                        next_offsets = await self._rebuild_stage2(consumer, stage, sources)
+                    batch = await consumer.getmany(timeout_ms=200)
+                    for tp, records in batch.items():
+                        part = self.s2_parts.get(tp.partition)
+                        if part is None:
+                            continue
+                        for r in records:
+                            part.on_record(r.offset, decode_partial(r.value))
+                        next_offsets[tp.partition] = records[-1].offset + 1
+                    if not stage.rebuild:
+                        await self._release(stage, next_offsets)
+                except Exception as exc:
+                    if not recoverable(exc):
+                        raise
+                    await stage.fail(exc)
+                    await asyncio.sleep(1.0)
         finally:
             await stage.abort()
             await consumer.stop()

@@ -25,14 +25,18 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
 
 
 def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
-                  replication: int = 1, options: dict[str, str] | None = None) -> dict[str, int]:
+                  replication: int | None = None,
+                  options: dict[str, str] | None = None) -> dict[str, int]:
     """Create missing topics; return every pipeline topic's partition count.
 
-    ``options``: client security settings (SASL), see streams/localkafka/security.py.
+    ``replication`` defaults to min(3, brokers). ``options``: client security
+    settings (SASL), see streams/localkafka/security.py.
     """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
                              **(options or {}))
     try:
+        if replication is None:
+            replication = min(3, len(admin.describe_cluster()["brokers"]))
         specs = topic_specs(config, partitions=partitions)
         existing = set(admin.list_topics())
         new = [NewTopic(name, num_partitions=n, replication_factor=replication,

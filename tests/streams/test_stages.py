@@ -82,3 +82,19 @@ def test_late_events_are_counted_and_replayed_ones_skipped():
     assert again.stream_counts["monitoring"]["late"] == 0
     assert again.counts["replayed"] == 6 * len(POLICIES)
     assert again.open == {}
+
+
+def test_a_restarted_partition_does_not_close_windows_before_replaying_them():
+    """Regression: a watermark restored from progress closed open windows empty."""
+    truth = known_input(T0, 2)
+    part = Stage1Partition(partition=0, policies=POLICIES, pseudonymizer=PSEUDO, idle_lag_ms=0)
+    part.ingest([(i, *m) for i, m in enumerate(truth.messages)], now_ms=T0)
+    progress = part.progress()  # nothing closed yet: the windows are in the future
+    again = Stage1Partition(partition=0, policies=POLICIES, pseudonymizer=PSEUDO,
+                            idle_lag_ms=0, progress=progress, start_offset=0)
+    partials, _ = again.close(now_ms=T0 + 60_000, caught_up=False)  # before any replay
+    assert partials == []
+    again.ingest([(i, *m) for i, m in enumerate(truth.messages)], now_ms=T0 + 60_000)
+    partials, _ = again.close(now_ms=T0 + 60_000, caught_up=True)
+    events = sum(p.events for p in partials if p.stream == "monitoring")
+    assert events == sum(truth.events.values())
