@@ -31,12 +31,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.kafka_stage import Stage, read_compacted, recoverable, watch_rebalances
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition
 from streams.config import PipelineConfig
@@ -45,13 +45,6 @@ from streams.pseudonym import Pseudonymizer
 from streams.topics import ensure_topics
 
 log = logging.getLogger("privmon.worker")
-def recoverable(exc: BaseException) -> bool:
-    """Errors a stage survives by dropping its state and replaying from committed
-    offsets: Kafka being away or moving leaders/coordinators. Not: being fenced
-    (another instance took over) or refused access (a configuration problem)."""
-    if isinstance(exc, ProducerFenced) or "Authorization" in type(exc).__name__:
-        return False
-    return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
 
 
 def now_ms() -> int:
@@ -71,107 +64,6 @@ class WorkerStats:
     windows_released: int = 0
     cells_released: int = 0
     cells_suppressed: int = 0
-
-
-class _Flag(ConsumerRebalanceListener):
-    """Marks the stage for a rebuild after any rebalance; aborts its open transaction."""
-
-    def __init__(self, stage: _Stage) -> None:
-        self.stage = stage
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.stage.abort()
-        self.stage.rebuild = True
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.stage.rebuild = True
-
-
-class _Stage:
-    """One stage's transactional producer and its state flags.
-
-    After a Kafka error (a broker or the whole cluster gone, a transaction
-    aborted by the coordinator) the stage drops its producer and in-memory
-    state: a new producer with the same transactional id fences the old
-    epoch, and the rebuild replays from the committed offsets, so recovery
-    needs no special case beyond what a restart already does.
-    """
-
-    def __init__(self, worker: Worker, name: str) -> None:
-        self.worker = worker
-        self.name = name
-        self.rebuild = True
-        self.in_txn = False
-        self.broken = False
-        self.producer = self._new_producer()
-
-    def _new_producer(self) -> AIOKafkaProducer:
-        w = self.worker
-        return AIOKafkaProducer(
-            bootstrap_servers=w.bootstrap,
-            transactional_id=f"{w.config.app_id}-{self.name}-{w.worker_id}",
-            enable_idempotence=True, linger_ms=5, **w.kafka_options,
-        )
-
-    async def fail(self, exc: BaseException) -> None:
-        """Give up the current transaction and state after a Kafka error."""
-        log.warning("stage %s: %s: %s; recovering from committed state", self.name,
-                    type(exc).__name__, exc)
-        self.in_txn = False
-        self.broken = True
-        self.rebuild = True
-        try:
-            await asyncio.wait_for(self.producer.stop(), timeout=10)
-        except Exception:
-            pass
-
-    async def heal(self) -> None:
-        """Start a fresh producer after ``fail`` (raises while Kafka is still away)."""
-        producer = self._new_producer()
-        await producer.start()
-        self.producer, self.broken = producer, False
-
-    async def begin(self) -> None:
-        if not self.in_txn:
-            await self.producer.begin_transaction()
-            self.in_txn = True
-
-    async def commit(self) -> None:
-        if self.in_txn:
-            await self.producer.commit_transaction()
-            self.in_txn = False
-
-    async def abort(self) -> None:
-        if self.in_txn:
-            await self.producer.abort_transaction()
-            self.in_txn = False
-
-
-async def read_compacted(
-    bootstrap: str, topic: str, partitions: int, options: dict[str, str]
-) -> dict[bytes, bytes]:
-    """Latest committed value per key of a (small, compacted) topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, **options)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: dict[bytes, bytes] = {}
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp] for tp in parts])
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
-                for r in records:
-                    if r.key is not None:
-                        out[r.key] = r.value
-        return out
-    finally:
-        await consumer.stop()
 
 
 class Worker:
@@ -214,45 +106,25 @@ class Worker:
         sources = self.topic_partitions[self.config.topics.raw]
         await asyncio.gather(self._stage1(stop), self._stage2(stop, sources))
 
-    # ------------------------------------------------------------ stage 1
-    async def _stage1(self, stop: asyncio.Event) -> None:
-        topics = self.config.topics
-        stage = _Stage(self, "s1")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.stage1_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=5000,
-            client_id=f"{self.config.app_id}-s1-{self.worker_id}", **self.kafka_options,
-        )
+    # ------------------------------------------------------------ both stages
+    async def _drive(
+        self, stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyncio.Event,
+        rebuild: Callable[[], Awaitable[None]], step: Callable[[dict], Awaitable[None]],
+    ) -> None:
+        """Run one stage until ``stop``: rebuild after (re)assignment, then one
+        ``step`` per fetched batch; Kafka errors it can survive send it through
+        ``Stage.fail`` and a rebuild from committed state."""
         await stage.producer.start()
         await consumer.start()
-        consumer.subscribe([topics.raw], listener=_Flag(stage))
-        last_close = 0.0
+        consumer.subscribe([topic], listener=watch_rebalances(stage))
         try:
             while not stop.is_set():
                 try:
                     if stage.broken:
                         await stage.heal()
                     if stage.rebuild:
-                        await self._rebuild_stage1(consumer, stage)
-                    batch = await consumer.getmany(timeout_ms=200)
-                    now = self.clock()
-                    for tp, records in batch.items():
-                        part = self.s1_parts.get(tp.partition)
-                        if part is None:
-                            continue
-                        dead = part.ingest([(r.offset, r.key, r.value) for r in records],
-                                           now_ms=now)
-                        if dead:
-                            await stage.begin()
-                            for offset, letter in dead:
-                                value = letter.to_dict(topic=tp.topic, partition=tp.partition,
-                                                       offset=offset)
-                                await stage.producer.send(
-                                    topics.dlq, value=json.dumps(value).encode(),
-                                    partition=tp.partition)
-                    if time.monotonic() - last_close >= self.close_interval_s and not stage.rebuild:
-                        await self._close_stage1(consumer, stage, now)
-                        last_close = time.monotonic()
+                        await rebuild()
+                    await step(await consumer.getmany(timeout_ms=200))
                 except Exception as exc:
                     if not recoverable(exc):
                         raise
@@ -263,7 +135,40 @@ class Worker:
             await consumer.stop()
             await stage.producer.stop()
 
-    async def _rebuild_stage1(self, consumer: AIOKafkaConsumer, stage: _Stage) -> None:
+    # ------------------------------------------------------------ stage 1
+    async def _stage1(self, stop: asyncio.Event) -> None:
+        topics = self.config.topics
+        stage = Stage(self, "s1")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.stage1_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=5000,
+            client_id=f"{self.config.app_id}-s1-{self.worker_id}", **self.kafka_options,
+        )
+        last_close = 0.0
+
+        async def step(batch: dict) -> None:
+            nonlocal last_close
+            now = self.clock()
+            for tp, records in batch.items():
+                part = self.s1_parts.get(tp.partition)
+                if part is None:
+                    continue
+                dead = part.ingest([(r.offset, r.key, r.value) for r in records], now_ms=now)
+                if dead:
+                    await stage.begin()
+                    for offset, letter in dead:
+                        value = letter.to_dict(topic=tp.topic, partition=tp.partition,
+                                               offset=offset)
+                        await stage.producer.send(topics.dlq, value=json.dumps(value).encode(),
+                                                  partition=tp.partition)
+            if time.monotonic() - last_close >= self.close_interval_s and not stage.rebuild:
+                await self._close_stage1(consumer, stage, now)
+                last_close = time.monotonic()
+
+        await self._drive(stage, consumer, topics.raw, stop,
+                          lambda: self._rebuild_stage1(consumer, stage), step)
+
+    async def _rebuild_stage1(self, consumer: AIOKafkaConsumer, stage: Stage) -> None:
         await stage.abort()
         stage.rebuild = False
         topic = self.config.topics.progress
@@ -282,7 +187,7 @@ class Worker:
             )
         log.info("stage 1 assigned raw partitions %s", sorted(self.s1_parts))
 
-    async def _close_stage1(self, consumer: AIOKafkaConsumer, stage: _Stage, now: int) -> None:
+    async def _close_stage1(self, consumer: AIOKafkaConsumer, stage: Stage, now: int) -> None:
         topics = self.config.topics
         if not self.s1_parts:
             return
@@ -323,45 +228,33 @@ class Worker:
     # ------------------------------------------------------------ stage 2
     async def _stage2(self, stop: asyncio.Event, sources: int) -> None:
         topics = self.config.topics
-        stage = _Stage(self, "s2")
+        stage = Stage(self, "s2")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage2_group, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             client_id=f"{self.config.app_id}-s2-{self.worker_id}", **self.kafka_options,
         )
-        await stage.producer.start()
-        await consumer.start()
-        consumer.subscribe([topics.partials], listener=_Flag(stage))
         next_offsets: dict[int, int] = {}
-        try:
-            while not stop.is_set():
-                try:
-                    if stage.broken:
-                        await stage.heal()
-                    if stage.rebuild:
-                        next_offsets = await self._rebuild_stage2(consumer, stage, sources)
-                    batch = await consumer.getmany(timeout_ms=200)
-                    for tp, records in batch.items():
-                        part = self.s2_parts.get(tp.partition)
-                        if part is None:
-                            continue
-                        for r in records:
-                            part.on_record(r.offset, decode_partial(r.value))
-                        next_offsets[tp.partition] = records[-1].offset + 1
-                    if not stage.rebuild:
-                        await self._release(stage, next_offsets)
-                except Exception as exc:
-                    if not recoverable(exc):
-                        raise
-                    await stage.fail(exc)
-                    await asyncio.sleep(1.0)
-        finally:
-            await stage.abort()
-            await consumer.stop()
-            await stage.producer.stop()
+
+        async def rebuild() -> None:
+            nonlocal next_offsets
+            next_offsets = await self._rebuild_stage2(consumer, stage, sources)
+
+        async def step(batch: dict) -> None:
+            for tp, records in batch.items():
+                part = self.s2_parts.get(tp.partition)
+                if part is None:
+                    continue
+                for r in records:
+                    part.on_record(r.offset, decode_partial(r.value))
+                next_offsets[tp.partition] = records[-1].offset + 1
+            if not stage.rebuild:
+                await self._release(stage, next_offsets)
+
+        await self._drive(stage, consumer, topics.partials, stop, rebuild, step)
 
     async def _rebuild_stage2(
-        self, consumer: AIOKafkaConsumer, stage: _Stage, sources: int
+        self, consumer: AIOKafkaConsumer, stage: Stage, sources: int
     ) -> dict[int, int]:
         await stage.abort()
         stage.rebuild = False
@@ -387,7 +280,7 @@ class Worker:
         log.info("stage 2 assigned partials partitions %s", sorted(self.s2_parts))
         return next_offsets
 
-    async def _release(self, stage: _Stage, next_offsets: dict[int, int]) -> None:
+    async def _release(self, stage: Stage, next_offsets: dict[int, int]) -> None:
         topics = self.config.topics
         offsets = {}
         for q, part in self.s2_parts.items():

@@ -1,0 +1,131 @@
+"""Kafka plumbing shared by both stages: the transactional producer of a stage,
+rebalance handling, which errors are survivable, and reading compacted topics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+if TYPE_CHECKING:
+    from agents.worker import Worker
+
+log = logging.getLogger("privmon.worker")
+
+
+def recoverable(exc: BaseException) -> bool:
+    """Errors a stage survives by dropping its state and replaying from committed
+    offsets: Kafka being away or moving leaders/coordinators. Not: being fenced
+    (another instance took over) or refused access (a configuration problem)."""
+    if isinstance(exc, ProducerFenced) or "Authorization" in type(exc).__name__:
+        return False
+    return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
+
+
+class _Flag(ConsumerRebalanceListener):
+    """Marks the stage for a rebuild after any rebalance; aborts its open transaction."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.stage.abort()
+        self.stage.rebuild = True
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.stage.rebuild = True
+
+
+class Stage:
+    """One stage's transactional producer and its state flags.
+
+    After a Kafka error (a broker or the whole cluster gone, a transaction
+    aborted by the coordinator) the stage drops its producer and in-memory
+    state: a new producer with the same transactional id fences the old
+    epoch, and the rebuild replays from the committed offsets, so recovery
+    needs no special case beyond what a restart already does.
+    """
+
+    def __init__(self, worker: Worker, name: str) -> None:
+        self.worker = worker
+        self.name = name
+        self.rebuild = True
+        self.in_txn = False
+        self.broken = False
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        w = self.worker
+        return AIOKafkaProducer(
+            bootstrap_servers=w.bootstrap,
+            transactional_id=f"{w.config.app_id}-{self.name}-{w.worker_id}",
+            enable_idempotence=True, linger_ms=5, **w.kafka_options,
+        )
+
+    async def fail(self, exc: BaseException) -> None:
+        """Give up the current transaction and state after a Kafka error."""
+        log.warning("stage %s: %s: %s; recovering from committed state", self.name,
+                    type(exc).__name__, exc)
+        self.in_txn = False
+        self.broken = True
+        self.rebuild = True
+        try:
+            await asyncio.wait_for(self.producer.stop(), timeout=10)
+        except Exception:
+            pass
+
+    async def heal(self) -> None:
+        """Start a fresh producer after ``fail`` (raises while Kafka is still away)."""
+        producer = self._new_producer()
+        await producer.start()
+        self.producer, self.broken = producer, False
+
+    async def begin(self) -> None:
+        if not self.in_txn:
+            await self.producer.begin_transaction()
+            self.in_txn = True
+
+    async def commit(self) -> None:
+        if self.in_txn:
+            await self.producer.commit_transaction()
+            self.in_txn = False
+
+    async def abort(self) -> None:
+        if self.in_txn:
+            await self.producer.abort_transaction()
+            self.in_txn = False
+
+
+async def read_compacted(
+    bootstrap: str, topic: str, partitions: int, options: dict[str, str]
+) -> dict[bytes, bytes]:
+    """Latest committed value per key of a (small, compacted) topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                enable_auto_commit=False, **options)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: dict[bytes, bytes] = {}
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for r in records:
+                    if r.key is not None:
+                        out[r.key] = r.value
+        return out
+    finally:
+        await consumer.stop()
+
+
+def watch_rebalances(stage: Stage) -> ConsumerRebalanceListener:
+    """The listener that makes ``stage`` abort and rebuild after any rebalance."""
+    return _Flag(stage)
