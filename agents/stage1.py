@@ -154,12 +154,9 @@ class Stage1Partition:
     def close(self, *, now_ms: int, caught_up: bool = True) -> tuple[list[Partial], list[Mark]]:
         """Close every window the watermark has passed: its partials, then fresh marks.
 
-        While the partition is behind (replaying after a restart, or lagging),
-        only event time advances the watermark: the wall-clock fallback for
-        idle partitions would close windows whose events are still unread.
+        ``caught_up``: whether the partition has read all its input (see Watermark).
         """
-        wm = (self.watermark.value(now_ms) if caught_up
-              else min(self.watermark.max_event_ms, now_ms))
+        wm = self.watermark.value(now_ms, caught_up=caught_up)
         partials: list[Partial] = []
         for policy in self.policies:
             upto = self.specs[policy.name].closed_up_to(wm)

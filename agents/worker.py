@@ -192,8 +192,9 @@ class Worker:
         if not self.s1_parts:
             return
         await stage.begin()
-        partials_partitions = sorted(consumer._client.cluster.partitions_for_topic(
-            topics.partials) or range(self.partitions))
+        # Marks go to every partials partition; the count is what ensure_topics found
+        # (the stage-1 consumer is not subscribed to partials, so its metadata lacks it).
+        partials_partitions = range(self.topic_partitions[topics.partials])
         offsets = {}
         for p, part in self.s1_parts.items():
             tp = TopicPartition(topics.raw, p)

@@ -140,10 +140,10 @@ def result(totals: CellTotals, policy: StreamPolicy) -> dict[str, np.ndarray]:
         else:
             qs = quantiles_from_histogram(col, m.edges, m.quantiles)
             for j, q in enumerate(m.quantiles):
-                out[f"{m.name}.p{_pct(q)}"] = qs[:, j]
+                out[f"{m.name}.p{quantile_label(q)}"] = qs[:, j]
     return out
 
 
-def _pct(q: float) -> str:
+def quantile_label(q: float) -> str:
     """0.5 -> '50', 0.95 -> '95', 0.999 -> '99.9'."""
     return f"{q * 100:g}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from privacy.accumulators import CellTotals, _pct, quantiles_from_histogram
+from privacy.accumulators import CellTotals, quantile_label, quantiles_from_histogram
 from privacy.bounding import sensitivities
 from privacy.mechanisms import IntegerNoise
 from privacy.params import BooleanMetric, Mechanism, StreamPolicy, ValueMetric
@@ -182,7 +182,7 @@ def release_window(
             boot_sd = np.nanstd(boot, axis=0)
             lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
             for j, q in enumerate(m.quantiles):
-                metrics[f"{m.name}.p{_pct(q)}"] = [
+                metrics[f"{m.name}.p{quantile_label(q)}"] = [
                     MetricValue(
                         value=float(point[i, j]), noise_std=float(boot_sd[i, j]),
                         ci95_low=float(lo[i, j]), ci95_high=float(hi[i, j]),

@@ -40,5 +40,9 @@ class Watermark:
         if event_time_ms > self.max_event_ms:
             self.max_event_ms = event_time_ms
 
-    def value(self, now_ms: int) -> int:
-        return max(min(self.max_event_ms, now_ms), now_ms - self.idle_lag_ms)
+    def value(self, now_ms: int, *, caught_up: bool = True) -> int:
+        """The watermark now. While the partition is behind (replaying or lagging)
+        only event time counts: the wall-clock fallback would close windows whose
+        events are still unread."""
+        event_time = min(self.max_event_ms, now_ms)
+        return max(event_time, now_ms - self.idle_lag_ms) if caught_up else event_time
