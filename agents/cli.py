@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents import demo_cmd, kafka_cmd, pipeline_cmd
+from agents import (
+    alerts_cmd,
+    budget_cmd,
+    demo_cmd,
+    kafka_cmd,
+    pipeline_cmd,
+    report_cmd,
+    subscribe_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
     pipeline_cmd.add_parsers(sub)
+    subscribe_cmd.add_parsers(sub)
+    alerts_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
+    budget_cmd.add_parser(sub)
     return parser
 
 

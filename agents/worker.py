@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.kafka_stage import Stage, read_compacted, recoverable, watch_rebalances
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition
+from privacy.accountant import LedgerEntry
 from streams.config import PipelineConfig
 from streams.partials import decode as decode_partial
 from streams.pseudonym import Pseudonymizer
@@ -264,10 +265,8 @@ class Worker:
                                         self.kafka_options)
         released: dict[int, set[tuple[str, int]]] = {}
         for value in ledger.values():
-            entry = json.loads(value)
-            released.setdefault(entry["partials_partition"], set()).add(
-                (entry["stream"], entry["window_start_ms"])
-            )
+            entry = LedgerEntry.from_json(value)
+            released.setdefault(entry.partials_partition, set()).add(entry.key)
         self.s2_parts, next_offsets = {}, {}
         for tp in consumer.assignment():
             committed = await consumer.committed(tp)
@@ -297,20 +296,15 @@ class Worker:
                     key = "|".join(record.cell.values()).encode()
                     await stage.producer.send(topics.aggregate(stream), key=key,
                                               value=record.to_json())
-                b = policy.budget
-                entry = {
-                    "stream": stream, "window_start_ms": start,
-                    "window_end_ms": start + policy.window_ms, "partials_partition": q,
-                    "epsilon": b.epsilon, "delta": b.delta, "rho": b.rho or 0.0,
-                    "policy_version": policy.policy_version,
-                    "cells_total": rel.cells_total, "cells_released": len(rel.records),
-                    "suppressed_under_k": rel.suppressed_under_k,
-                    "suppressed_by_selection": rel.suppressed_by_selection,
-                }
+                entry = LedgerEntry.for_release(
+                    policy, window_start_ms=start, cells_released=len(rel.records),
+                    partials_partition=q, cells_total=rel.cells_total,
+                    suppressed_under_k=rel.suppressed_under_k,
+                    suppressed_by_selection=rel.suppressed_by_selection)
                 await stage.producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
-                                          value=json.dumps(entry).encode())
+                                          value=entry.to_json())
                 if self.on_release is not None:
-                    self.on_release(stream, b.epsilon)
+                    self.on_release(stream, entry.epsilon)
                 s = self.stats
                 s.windows_released += 1
                 s.cells_released += len(rel.records)

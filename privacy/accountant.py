@@ -21,7 +21,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from privacy.params import HorizonCap, Mechanism, StreamPolicy
@@ -115,7 +115,12 @@ def _check(label: str, policies: Sequence[StreamPolicy], cap: HorizonCap) -> Non
 
 @dataclass(frozen=True, kw_only=True)
 class LedgerEntry:
-    """One released (stream, window): immutable, appended once."""
+    """One released (stream, window): immutable, appended once.
+
+    The worker writes one entry per (stream, window, partials partition) to the
+    ledger topic (each partition releases a disjoint set of cells, all with the
+    window's full per-window cost); ``merge_partitions`` folds them per window.
+    """
 
     stream: str
     window_start_ms: int
@@ -125,10 +130,52 @@ class LedgerEntry:
     rho: float
     policy_version: str
     cells_released: int
+    partials_partition: int = 0
+    cells_total: int = 0
+    suppressed_under_k: int = 0
+    suppressed_by_selection: int = 0
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.stream, self.window_start_ms)
+
+    @classmethod
+    def for_release(cls, policy: StreamPolicy, *, window_start_ms: int, cells_released: int,
+                    partials_partition: int = 0, cells_total: int = 0,
+                    suppressed_under_k: int = 0, suppressed_by_selection: int = 0,
+                    ) -> LedgerEntry:
+        cost = window_cost(policy)
+        return cls(stream=policy.name, window_start_ms=window_start_ms,
+                   window_end_ms=window_start_ms + policy.window_ms, epsilon=cost.epsilon,
+                   delta=cost.delta, rho=cost.rho, policy_version=policy.policy_version,
+                   cells_released=cells_released, partials_partition=partials_partition,
+                   cells_total=cells_total, suppressed_under_k=suppressed_under_k,
+                   suppressed_by_selection=suppressed_by_selection)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> LedgerEntry:
+        raw = json.loads(data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def merge_partitions(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+    """One entry per (stream, window): counts summed over partials partitions."""
+    out: dict[tuple[str, int], LedgerEntry] = {}
+    for e in entries:
+        old = out.get(e.key)
+        if old is None:
+            out[e.key] = replace(e, partials_partition=0)
+            continue
+        out[e.key] = replace(
+            old, cells_released=old.cells_released + e.cells_released,
+            cells_total=old.cells_total + e.cells_total,
+            suppressed_under_k=old.suppressed_under_k + e.suppressed_under_k,
+            suppressed_by_selection=old.suppressed_by_selection + e.suppressed_by_selection)
+    return sorted(out.values(), key=lambda e: (e.stream, e.window_start_ms))
 
 
 class Accountant:
@@ -164,20 +211,21 @@ class Accountant:
         self._entries.append(entry)
         self._keys.add(entry.key)
 
+    @classmethod
+    def from_entries(cls, policies: Sequence[StreamPolicy],
+                     entries: Iterable[LedgerEntry]) -> Accountant:
+        """An in-memory accountant over ledger entries (e.g. read from the ledger
+        topic), one per (stream, window) after ``merge_partitions``."""
+        acc = cls(policies)
+        for e in merge_partitions(entries):
+            acc._append(e)
+        return acc
+
     def record(
         self, policy: StreamPolicy, *, window_start_ms: int, cells_released: int
     ) -> LedgerEntry:
-        cost = window_cost(policy)
-        entry = LedgerEntry(
-            stream=policy.name,
-            window_start_ms=window_start_ms,
-            window_end_ms=window_start_ms + policy.window_ms,
-            epsilon=cost.epsilon,
-            delta=cost.delta,
-            rho=cost.rho,
-            policy_version=policy.policy_version,
-            cells_released=cells_released,
-        )
+        entry = LedgerEntry.for_release(policy, window_start_ms=window_start_ms,
+                                        cells_released=cells_released)
         self._append(entry)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

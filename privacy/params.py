@@ -106,12 +106,15 @@ class HistogramMetric:
 
     ``edges`` are the bucket boundaries (strictly increasing); values below the
     first edge fall into the first bucket, above the last into the last one.
+    ``publish_buckets`` also releases every noisy bucket count (e.g. events per
+    hour of day); that is the same noisy vector, so it costs no extra budget.
     """
 
     name: str
     field: str
     edges: tuple[float, ...]
     quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
+    publish_buckets: bool = False
 
     def __post_init__(self) -> None:
         where = f"HistogramMetric({self.name!r})"
@@ -121,6 +124,9 @@ class HistogramMetric:
         for q in self.quantiles:
             if not 0 < _real(where, "quantiles", q) < 1:
                 raise _fail(where, "quantiles", self.quantiles, "expected values in (0, 1)")
+        if not isinstance(self.publish_buckets, bool):
+            raise TypeError(f"{where}.publish_buckets: expected a bool, got "
+                            f"{type(self.publish_buckets).__name__}")
         object.__setattr__(self, "edges", edges)
 
     @property

@@ -21,7 +21,13 @@ import numpy as np
 from privacy.accumulators import CellTotals, quantile_label, quantiles_from_histogram
 from privacy.bounding import sensitivities
 from privacy.mechanisms import IntegerNoise
-from privacy.params import BooleanMetric, Mechanism, StreamPolicy, ValueMetric
+from privacy.params import (
+    BooleanMetric,
+    HistogramMetric,
+    Mechanism,
+    StreamPolicy,
+    ValueMetric,
+)
 from privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
 from privacy.selection import PartitionSelection
 
@@ -77,6 +83,11 @@ class WindowRelease:
     cells_total: int
     suppressed_under_k: int
     suppressed_by_selection: int
+
+
+def bucket_label(metric: HistogramMetric, bucket: int) -> str:
+    """Name of a published histogram bucket, e.g. ``hour.bucket.13-14``."""
+    return f"{metric.name}.bucket.{metric.edges[bucket]:g}-{metric.edges[bucket + 1]:g}"
 
 
 def _value(
@@ -189,6 +200,10 @@ def release_window(
                     )
                     for i in range(idx.size)
                 ]
+            if m.publish_buckets:
+                half = noise.spread.ci95_half_width
+                for b in range(m.n_buckets):
+                    metrics[bucket_label(m, b)] = [_value(v, sd, half) for v in hist[:, b]]
 
     meta = privacy_metadata(policy)
     window_end = window_start_ms + policy.window_ms

@@ -26,6 +26,7 @@ from privacy.params import (
     StreamPolicy,
     ValueMetric,
 )
+from streams.schema import METRIC_FIELDS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "streams.toml"
 
@@ -87,6 +88,14 @@ def _build(where: str, cls: type, raw: Any, *, required: set[str], optional: set
 
 
 def _metric(where: str, raw: Any) -> Metric:
+    metric = _metric_of_kind(where, raw)
+    if metric.field not in METRIC_FIELDS:
+        raise ConfigError(f"{where}.field = {metric.field!r}: expected one of "
+                          f"{', '.join(METRIC_FIELDS)} (event fields a metric can aggregate)")
+    return metric
+
+
+def _metric_of_kind(where: str, raw: Any) -> Metric:
     kind = raw.get("kind") if isinstance(raw, Mapping) else None
     fields = {k: v for k, v in raw.items() if k != "kind"} if isinstance(raw, Mapping) else raw
     if kind == "value":
@@ -101,7 +110,7 @@ def _metric(where: str, raw: Any) -> Metric:
         if isinstance(fields.get("quantiles"), list):
             fields["quantiles"] = tuple(fields["quantiles"])
         return _build(where, HistogramMetric, fields, required={"name", "field", "edges"},
-                      optional={"quantiles"})
+                      optional={"quantiles", "publish_buckets"})
     raise ConfigError(f"{where}.kind = {kind!r}: expected 'value', 'boolean' or 'histogram'")
 
 

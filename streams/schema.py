@@ -44,6 +44,16 @@ class TelemetryEvent(msgspec.Struct, frozen=True):
     session_s: Annotated[float, Meta(ge=0, le=604_800)]
     event_time_ms: Annotated[int, Meta(ge=0)]
 
+    @property
+    def hour_utc(self) -> int:
+        """Hour of day (0-23, UTC) of the event: lets a daily stream show peak hours."""
+        return (self.event_time_ms // 3_600_000) % 24
+
+
+# The fields a metric may aggregate (``field = ...`` in configs/): numbers and
+# flags of TelemetryEvent, and the derived hour of day.
+METRIC_FIELDS = ("latency_ms", "bytes", "error", "session_s", "hour_utc")
+
 
 class _Envelope(msgspec.Struct):
     events: list[TelemetryEvent]

@@ -32,12 +32,20 @@ def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
     ``replication`` defaults to min(3, brokers). ``options``: client security
     settings (SASL), see streams/localkafka/security.py.
     """
+    return create_missing(bootstrap, topic_specs(config, partitions=partitions),
+                          replication=replication, options=options)
+
+
+def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
+                   replication: int | None = None,
+                   options: dict[str, str] | None = None) -> dict[str, int]:
+    """Create the topics of ``specs`` (name -> (partitions, configs)) that do not
+    exist yet; return each one's partition count."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
                              **(options or {}))
     try:
         if replication is None:
             replication = min(3, len(admin.describe_cluster()["brokers"]))
-        specs = topic_specs(config, partitions=partitions)
         existing = set(admin.list_topics())
         new = [NewTopic(name, num_partitions=n, replication_factor=replication,
                         topic_configs=cfg)

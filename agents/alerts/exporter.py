@@ -1,0 +1,97 @@
+"""The latest released values as Prometheus metrics, for Grafana and on-call.
+
+Per stream S, one gauge family per quantity, labelled by metric name and the
+cell's dimensions (released cells only; the values are already public):
+
+  privmon_S_value{metric="errors.rate", server="fra-03", region="eu-central"}
+  privmon_S_noise_std{...}   privmon_S_ci95_low{...}   privmon_S_ci95_high{...}
+  privmon_S_window_end_seconds{server=..., region=...}
+
+A cell that has not been released for ``stale_windows`` windows (e.g. it fell
+under k) disappears, so a dashboard never shows an old value as current.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from privacy.params import StreamPolicy
+from privacy.records import ReleaseRecord
+
+QUANTITIES = (("value", "released value"), ("noise_std", "std of the DP noise in the value"),
+              ("ci95_low", "lower end of the 95% noise interval"),
+              ("ci95_high", "upper end of the 95% noise interval"))
+
+
+def _metric_name(stream: str) -> str:
+    return "privmon_" + re.sub(r"[^a-zA-Z0-9_]", "_", stream)
+
+
+class LatestReleases(Collector):
+    """Keeps the newest released record per (stream, cell) and exposes it."""
+
+    def __init__(self, policies: Sequence[StreamPolicy], streams: Iterable[str],
+                 stale_windows: int = 3) -> None:
+        by_name = {p.name: p for p in policies}
+        self.policies = {s: by_name[s] for s in streams}
+        self.stale_windows = stale_windows
+        self.latest: dict[str, dict[tuple[str, ...], ReleaseRecord]] = {
+            s: {} for s in self.policies}
+
+    def update(self, record: ReleaseRecord) -> None:
+        cells = self.latest.get(record.stream)
+        if cells is None:
+            return
+        key = tuple(record.cell.values())
+        old = cells.get(key)
+        if old is None or old.window_start_ms <= record.window_start_ms:
+            cells[key] = record
+
+    def _current(self, stream: str) -> list[ReleaseRecord]:
+        cells = self.latest[stream]
+        if not cells:
+            return []
+        newest = max(r.window_start_ms for r in cells.values())
+        oldest_ok = newest - self.stale_windows * self.policies[stream].window_ms
+        for key in [k for k, r in cells.items() if r.window_start_ms < oldest_ok]:
+            del cells[key]
+        return list(cells.values())
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        for stream, policy in self.policies.items():
+            base = _metric_name(stream)
+            dims = list(policy.dimensions)
+            records = self._current(stream)
+            families = {q: GaugeMetricFamily(f"{base}_{q}", f"{stream}: {text}",
+                                             labels=["metric", *dims]) for q, text in QUANTITIES}
+            ends = GaugeMetricFamily(f"{base}_window_end_seconds",
+                                     f"{stream}: end of the window of the latest release",
+                                     labels=dims)
+            for r in records:
+                cell = [r.cell.get(d, "") for d in dims]
+                ends.add_metric(cell, r.window_end_ms / 1000)
+                for name, v in r.metrics.items():
+                    for q, _ in QUANTITIES:
+                        families[q].add_metric([name, *cell], getattr(v, q))
+            yield from families.values()
+            yield ends
+
+
+class AlertMetrics:
+    """The alert agent's registry: latest releases plus alert and delivery counters."""
+
+    def __init__(self, latest: LatestReleases) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(latest)
+        self.fired = Counter("privmon_alerts_fired", "alerts fired", ["rule"],
+                             registry=self.registry)
+        self.failed = Counter("privmon_alert_deliveries_failed", "alerts a sink did not take "
+                              "after retries", ["sink"], registry=self.registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)

@@ -1,0 +1,99 @@
+"""`privmon alerts`: the on-call agent (noise-aware alerts + Prometheus gauges)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from agents.alerts.agent import AlertAgent
+from agents.alerts.rules import DEFAULT_ALERTS, AlertConfigError, load_alert_config
+from agents.alerts.sinks import HttpSink
+from streams.config import DEFAULT_PATH, ConfigError, load_config, with_prefix
+from streams.localkafka import security
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "alerts", help="run the alert agent: noise-aware alerts and Prometheus gauges",
+        description=(
+            "Read released aggregates (read_committed) and fire the rules of --rules only "
+            "when they hold beyond the DP noise with the rule's confidence (see "
+            "agents/alerts/rules.py for the test and its false-alarm bound). Alerts go to "
+            "the alerts topic and, if given, to a webhook and an Alertmanager. With "
+            "--metrics-port the latest released values, their noise std and 95% intervals "
+            "are served as Prometheus gauges. Stops on SIGINT/SIGTERM."
+        ),
+    )
+    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    p.add_argument("--config", type=Path, default=DEFAULT_PATH, help="pipeline config (TOML)")
+    p.add_argument("--rules", type=Path, default=DEFAULT_ALERTS, help="alert rules (TOML)")
+    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
+    p.add_argument("--webhook", default=None, help="also POST alerts as JSON to this URL")
+    p.add_argument("--alertmanager", default=None,
+                   help="also post alerts to this Alertmanager (base URL, e.g. "
+                   "http://alertmanager:9093; uses /api/v2/alerts)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve the latest released values on 127.0.0.1:PORT/metrics")
+    p.add_argument("--export-streams", default="monitoring",
+                   help="streams whose latest values are exported (comma-separated)")
+    p.add_argument("--backlog-ms", type=int, default=120_000,
+                   help="at start, also evaluate windows that ended this long ago (default 2 min)")
+    p.add_argument("--sasl-user", default=None,
+                   help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")
+    p.add_argument("--duration-s", type=float, default=None, help="stop after this long")
+    p.set_defaults(func=run)
+
+
+def build_agent(args: argparse.Namespace) -> AlertAgent:
+    pipeline = load_config(args.config)
+    rules = load_alert_config(args.rules, pipeline)
+    if args.topic_prefix:
+        pipeline, rules = with_prefix(pipeline, args.topic_prefix), rules.with_prefix(
+            args.topic_prefix)
+    sinks = []
+    if args.webhook:
+        sinks.append(HttpSink("webhook", args.webhook))
+    if args.alertmanager:
+        sinks.append(HttpSink("alertmanager", args.alertmanager))
+    exported = [s.strip() for s in args.export_streams.split(",") if s.strip()]
+    names = [p.name for p in pipeline.policies]
+    for s in exported:
+        if s not in names:
+            raise ConfigError(f"--export-streams {s!r}: expected some of {names}")
+    return AlertAgent(pipeline=pipeline, alerts=rules, bootstrap=args.bootstrap, sinks=sinks,
+                      export_streams=exported, backlog_ms=args.backlog_ms,
+                      kafka_options=security.options_for(args.sasl_user, os.environ))
+
+
+async def _main(agent: AlertAgent, args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration_s is not None:
+        loop.call_later(args.duration_s, stop.set)
+    await agent.run(stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    try:
+        agent = build_agent(args)
+    except (ConfigError, AlertConfigError, ValueError) as exc:
+        print(f"privmon alerts: {exc}", file=sys.stderr)
+        return 2
+    agent.on_alert = lambda a: print(f"ALERT {a.describe()}", flush=True)
+    if args.metrics_port is not None:
+        agent.metrics.serve(args.metrics_port)
+    print(f"privmon alerts: {len(agent.alerts.rules)} rule(s) on {agent.streams}; alerts -> "
+          f"{agent.alerts.topic}" + "".join(f", {s.kind} {s.url}" for s in agent.sinks)
+          + (f"; metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""),
+          flush=True)
+    asyncio.run(_main(agent, args))
+    return 0

@@ -1,0 +1,147 @@
+"""`privmon budget`: what the releases so far have spent, from the ledger topic.
+
+The ledger (``privmon.ledger``, compacted, written by the worker in the same
+transaction as each release) has one entry per (stream, window, partials
+partition). Per stream this shows the per-window cost, how many windows were
+released, the guarantee composed over each of the policy's horizons (the
+current aligned horizon, per account: min(windows released, the
+participation cap's bound) windows) next to the worst case the config allows
+and the cap. Reading the ledger needs the worker's (or an admin's) access.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agents.kafka_stage import read_compacted
+from agents.releases import topic_partitions
+from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
+from privacy.params import HorizonCap
+from streams.config import DEFAULT_PATH, ConfigError, PipelineConfig, load_config, with_prefix
+from streams.localkafka import security
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("budget", help="privacy budget spent per stream, from the ledger",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    p.add_argument("--config", type=Path, default=DEFAULT_PATH, help="pipeline config (TOML)")
+    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
+    p.add_argument("--sasl-user", default=None,
+                   help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def _hours(ms: int) -> str:
+    if ms >= 86_400_000:
+        return f"{ms / 86_400_000:g} d"
+    return f"{ms / 3_600_000:g} h" if ms >= 3_600_000 else f"{ms / 1000:g} s"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def report(config: PipelineConfig, entries: list[LedgerEntry], now_ms: int) -> dict:
+    """The budget report as data (what ``--json`` prints)."""
+    acc = Accountant.from_entries(config.policies, entries)
+    per_window = acc.entries
+
+    def horizon(cap: HorizonCap, stream: str | None, policies: list) -> dict:
+        spent = acc.spent(cap, now_ms=now_ms, stream=stream)
+        worst = horizon_guarantee(policies, cap)
+        return {"horizon_ms": cap.horizon_ms, "horizon_start_ms":
+                (now_ms // cap.horizon_ms) * cap.horizon_ms,
+                "spent": {"epsilon": spent.epsilon, "delta": spent.delta, "rho": spent.rho},
+                "worst_case": {"epsilon": worst.epsilon, "delta": worst.delta},
+                "cap": {"epsilon": cap.max_epsilon, "delta": cap.max_delta}}
+
+    streams = []
+    for p in config.policies:
+        mine = [e for e in per_window if e.stream == p.name]
+        costs = sorted({(e.epsilon, e.delta, e.rho, e.policy_version) for e in mine})
+        streams.append({
+            "stream": p.name, "window_ms": p.window_ms, "windows_released": len(mine),
+            "cells_released": sum(e.cells_released for e in mine),
+            "cells_suppressed": sum(e.suppressed_under_k + e.suppressed_by_selection
+                                    for e in mine),
+            "last_window_start_ms": max((e.window_start_ms for e in mine), default=None),
+            "per_window": [{"epsilon": c[0], "delta": c[1], "rho": c[2], "policy_version": c[3]}
+                           for c in costs],
+            "horizons": [horizon(cap, p.name, [p]) for cap in p.horizon_caps],
+        })
+    overall = [horizon(cap, None, list(config.policies)) for cap in config.global_caps]
+    return {"now_ms": now_ms, "ledger": config.topics.ledger,
+            "entries": len(entries), "streams": streams, "all_streams": overall}
+
+
+def _print(rep: dict) -> None:
+    print(f"privmon budget: {rep['entries']} ledger entries on {rep['ledger']} "
+          f"(as of {_iso(rep['now_ms'])}); epsilon/delta are per account")
+
+    def line(h: dict) -> str:
+        s, w, c = h["spent"], h["worst_case"], h["cap"]
+        return (f"    over {_hours(h['horizon_ms'])} (since {_iso(h['horizon_start_ms'])}): "
+                f"spent epsilon {s['epsilon']:.4g}, delta {s['delta']:.2g}"
+                + (f" (rho {s['rho']:.3g})" if s["rho"] else "")
+                + f" | config worst case epsilon {w['epsilon']:.4g}, delta {w['delta']:.2g}"
+                f" | cap epsilon <= {c['epsilon']:g}, delta <= {c['delta']:g}")
+
+    for s in rep["streams"]:
+        costs = "; ".join(f"epsilon {c['epsilon']:g}, delta {c['delta']:g}"
+                          + (f", rho {c['rho']:g}" if c["rho"] else "")
+                          + f" (policy {c['policy_version']})" for c in s["per_window"]) or "-"
+        last = _iso(s["last_window_start_ms"]) if s["last_window_start_ms"] else "never"
+        print(f"\n  {s['stream']}: {s['windows_released']} windows of "
+              f"{_hours(s['window_ms'])}"
+              f" released (last {last}); {s['cells_released']} cells released, "
+              f"{s['cells_suppressed']} held back")
+        print(f"    per window: {costs}")
+        for h in s["horizons"]:
+            print(line(h))
+    print("\n  all streams together:")
+    for h in rep["all_streams"]:
+        print(line(h))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        if args.topic_prefix:
+            config = with_prefix(config, args.topic_prefix)
+        options = security.options_for(args.sasl_user, os.environ)
+        raw = asyncio.run(_read(args.bootstrap, config.topics.ledger, options))
+    except (ConfigError, ValueError, LookupError) as exc:
+        print(f"privmon budget: {exc}", file=sys.stderr)
+        return 2
+    entries = [LedgerEntry.from_json(v) for v in raw.values()]
+    rep = report(config, entries, int(time.time() * 1000))
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        _print(rep)
+    return 0
+
+
+async def _read(bootstrap: str, topic: str, options: dict) -> dict[bytes, bytes]:
+    from aiokafka import AIOKafkaConsumer
+
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, **options)
+    await probe.start()
+    try:
+        partitions = await topic_partitions(probe, topic)
+    finally:
+        await probe.stop()
+    if not partitions:
+        raise LookupError(f"ledger topic {topic!r} not found on {bootstrap} (nothing released "
+                          "yet, or another --config/--topic-prefix?)")
+    return await read_compacted(bootstrap, topic, len(partitions), options)

@@ -1,0 +1,231 @@
+"""Reading released aggregates back: for analysts, alerts and reports.
+
+Everything downstream of the worker reads the aggregate topics through this
+module, with ``isolation_level=read_committed`` (records of an aborted release
+are never seen) and nothing but read access to ``aggregates.<stream>``.
+
+  # Kafka aggregates.<stream> -> ReleaseRecord (schema privmon.release/1)
+  #   -> pandas DataFrame: one row per (window, cell); per metric the value,
+  #      its noise std and its 95% interval; the privacy metadata per row
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from privacy.records import ReleaseRecord
+from streams.config import DEFAULT_PATH, load_config, with_prefix
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger("privmon.releases")
+
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_time_ms(text: str, *, now_ms: int | None = None) -> int:
+    """A point in time as ms since the epoch, from ``now``, ``90m``/``2h``/``7d`` ago
+    (a leading ``-`` is allowed), or an ISO date/time (UTC unless it names an offset)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    text = text.strip()
+    if text == "now":
+        return now
+    m = _RELATIVE.match(text)
+    if m:
+        return now - int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"time {text!r}: expected 'now', a time ago like 90m, 2h or 7d, or an ISO "
+            "date/time like 2026-11-24 or 2026-11-24T08:00"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def aggregate_topic(stream: str, *, config: Path | str = DEFAULT_PATH,
+                    topic_prefix: str = "") -> str:
+    """The topic a stream is released to, by the pipeline config (and a prefix)."""
+    cfg = load_config(config)
+    if topic_prefix:
+        cfg = with_prefix(cfg, topic_prefix)
+    names = [p.name for p in cfg.policies]
+    if stream not in names:
+        raise ValueError(f"stream {stream!r}: expected one of {names} (from {config})")
+    return cfg.topics.aggregate(stream)
+
+
+def _decode(value: bytes, where: str) -> ReleaseRecord | None:
+    try:
+        return ReleaseRecord.from_json(value)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: not a release record (%s); skipped", where, exc)
+        return None
+
+
+def _in_range(record: ReleaseRecord, since_ms: int | None, until_ms: int | None) -> bool:
+    return ((since_ms is None or record.window_start_ms >= since_ms)
+            and (until_ms is None or record.window_start_ms < until_ms))
+
+
+async def _start_at(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
+                    since_ms: int | None) -> None:
+    """Seek to the first record produced at or after ``since_ms`` (a release is
+    produced after its window ends, so no record of a later window comes earlier)."""
+    if since_ms is None:
+        await consumer.seek_to_beginning(*parts)
+        return
+    found = await consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
+    ends = await consumer.end_offsets(parts)
+    for tp in parts:
+        consumer.seek(tp, found[tp].offset if found[tp] is not None else ends[tp])
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """Partition ids of ``topic`` from fresh cluster metadata (empty if it does not exist).
+
+    aiokafka's ``partitions_for_topic`` only knows topics the client already
+    tracks and ``topics()`` does not update that view, hence the metadata call."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return set(cluster.partitions_for_topic(topic) or ())
+
+
+async def _consumer(bootstrap: str, topic: str,
+                    options: Mapping[str, Any]) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                enable_auto_commit=False, **options)
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(consumer, topic)
+        if not partitions:
+            raise LookupError(f"topic {topic!r} does not exist on {bootstrap} (is the worker "
+                              "running with the same config and topic prefix?)")
+    except BaseException:
+        await consumer.stop()
+        raise
+    parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(parts)
+    return consumer, parts
+
+
+async def read_records(bootstrap: str, topic: str, *, since_ms: int | None = None,
+                       until_ms: int | None = None,
+                       options: Mapping[str, Any] | None = None) -> list[ReleaseRecord]:
+    """Every committed release record of ``topic`` with window start in
+    [since_ms, until_ms), read up to the end of the topic as of the call."""
+    consumer, parts = await _consumer(bootstrap, topic, options or {})
+    try:
+        await _start_at(consumer, parts, since_ms)
+        ends = await consumer.end_offsets(parts)
+        out: list[ReleaseRecord] = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, msgs in batch.items():
+                for msg in msgs:
+                    rec = _decode(msg.value, f"{tp.topic}[{tp.partition}]@{msg.offset}")
+                    if rec is not None and _in_range(rec, since_ms, until_ms):
+                        out.append(rec)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def follow_records(bootstrap: str, topic: str, stop: asyncio.Event, *,
+                         since_ms: int | None = None,
+                         options: Mapping[str, Any] | None = None,
+                         poll_ms: int = 500) -> AsyncIterator[ReleaseRecord]:
+    """Committed release records as they arrive (from ``since_ms``, else from now),
+    until ``stop`` is set."""
+    consumer, parts = await _consumer(bootstrap, topic, options or {})
+    try:
+        if since_ms is None:
+            await consumer.seek_to_end(*parts)
+        else:
+            await _start_at(consumer, parts, since_ms)
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=poll_ms)
+            for tp, msgs in batch.items():
+                for msg in msgs:
+                    rec = _decode(msg.value, f"{tp.topic}[{tp.partition}]@{msg.offset}")
+                    if rec is not None and _in_range(rec, since_ms, None):
+                        yield rec
+    finally:
+        await consumer.stop()
+
+
+def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
+    """One row per (window, cell): window bounds (UTC), the cell's dimensions, and per
+    metric ``m``: ``m``, ``m_std`` (noise std), ``m_ci95_low``, ``m_ci95_high``; then
+    the privacy metadata (mechanism, epsilon, delta, rho, k, policy_version)."""
+    import pandas as pd
+
+    rows = []
+    dims: dict[str, None] = {}  # cell dimension names, in order
+    for r in records:
+        dims.update(dict.fromkeys(r.cell))
+        row: dict[str, Any] = {"stream": r.stream, "window_start": r.window_start_ms,
+                               "window_end": r.window_end_ms, **r.cell}
+        for name, v in r.metrics.items():
+            row[name] = v.value
+            row[f"{name}_std"] = v.noise_std
+            row[f"{name}_ci95_low"] = v.ci95_low
+            row[f"{name}_ci95_high"] = v.ci95_high
+        p = r.privacy
+        row.update(mechanism=p.mechanism, epsilon=p.epsilon, delta=p.delta, rho=p.rho,
+                   k=p.k, policy_version=p.policy_version)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    for col in ("window_start", "window_end"):
+        frame[col] = pd.to_datetime(frame[col], unit="ms", utc=True)
+    return frame.sort_values(["window_start", *dims], kind="stable").reset_index(drop=True)
+
+
+def _run(coro: Any) -> Any:
+    """Run a coroutine to completion, also inside a notebook (whose loop is running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def releases(stream: str, *, bootstrap: str = "127.0.0.1:9092", since: str | None = None,
+             until: str | None = None, config: Path | str = DEFAULT_PATH,
+             topic_prefix: str = "", kafka_options: Mapping[str, Any] | None = None,
+             ) -> pd.DataFrame:
+    """Released aggregates of ``stream`` as a DataFrame (see ``to_frame``).
+
+    ``since``/``until`` select windows by start time (``7d`` ago, ``2026-11-24``...).
+    ``kafka_options`` carries SASL settings, e.g.
+    ``streams.localkafka.security.client_options("analyst", password)``.
+
+    >>> df = releases("monitoring", since="-1h")            # doctest: +SKIP
+    >>> df[["server", "errors.rate", "errors.rate_ci95_low"]]  # doctest: +SKIP
+    """
+    topic = aggregate_topic(stream, config=config, topic_prefix=topic_prefix)
+    since_ms = parse_time_ms(since) if since else None
+    until_ms = parse_time_ms(until) if until else None
+    records = _run(read_records(bootstrap, topic, since_ms=since_ms, until_ms=until_ms,
+                                options=kafka_options))
+    return to_frame(records)

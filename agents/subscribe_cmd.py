@@ -1,0 +1,178 @@
+"""`privmon subscribe` and `privmon export`: analysts' view of released aggregates.
+
+Both need only read access to ``aggregates.<stream>`` (the ``analyst``
+principal of configs/acls.toml) and read with read_committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agents.releases import (
+    aggregate_topic,
+    follow_records,
+    parse_time_ms,
+    read_records,
+    to_frame,
+)
+from privacy.records import MetricValue, ReleaseRecord
+from streams.config import DEFAULT_PATH, ConfigError
+from streams.localkafka import security
+
+DEFAULT_SUFFIXES = (".mean", ".rate", ".p95")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stream", help="release stream, e.g. monitoring, research, capacity")
+    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    p.add_argument("--config", type=Path, default=DEFAULT_PATH,
+                   help="pipeline config naming the streams and topics")
+    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
+    p.add_argument("--sasl-user", default=None,
+                   help="authenticate as this user (e.g. analyst); password in "
+                   f"${security.PASSWORD_ENV}")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "subscribe", help="print a stream's released aggregates live, as a table",
+        description="Print each released window of STREAM as a table: one row per cell, "
+        "each value with ± the half-width of its 95% noise interval. By default the "
+        "accounts and events counts and every mean, rate and p95; --metrics chooses. "
+        "Cells that were not released (under k or held back by DP selection) never appear.",
+    )
+    _common(s)
+    s.add_argument("--since", default=None,
+                   help="also print windows from this time: a time ago (e.g. 1h) or a UTC "
+                   "date/time (2026-11-24T08:00); default: only new releases")
+    s.add_argument("--metrics", default=None,
+                   help="comma-separated metric names, e.g. events,errors.rate,latency_hist.p99")
+    s.add_argument("--duration-s", type=float, default=None, help="stop after this long")
+    s.set_defaults(func=_subscribe)
+
+    e = sub.add_parser(
+        "export", help="write a stream's released aggregates to CSV or Parquet",
+        description="Write every committed release of STREAM with window start in "
+        "[--since, --until) to a file: one row per (window, cell), per metric its value, "
+        "noise std and 95% interval, and the privacy metadata (mechanism, epsilon, delta, "
+        "rho, k, policy version) needed for honest statistics.",
+    )
+    _common(e)
+    e.add_argument("--since", required=True,
+                   help="first window start: a time ago (e.g. 7d, 12h) or a UTC date/time "
+                   "(2026-11-01)")
+    e.add_argument("--until", default=None, help="windows starting before this (default: all)")
+    e.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    e.add_argument("-o", "--output", type=Path, default=None,
+                   help="output file (default: <stream>.<format> in the current directory)")
+    e.set_defaults(func=_export)
+
+
+def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
+    return security.options_for(args.sasl_user, os.environ)
+
+
+def _fmt(name: str, v: MetricValue) -> str:
+    half = (v.ci95_high - v.ci95_low) / 2
+    if name.endswith(".rate"):
+        return f"{v.value:6.1%} ±{half:.1%}"
+    if abs(v.value) >= 1e6:
+        return f"{v.value:10.4g} ±{half:.2g}"
+    return f"{v.value:8.0f} ±{half:<5.0f}" if abs(v.value) >= 100 else f"{v.value:8.2f} ±{half:.2f}"
+
+
+def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> str:
+    """A released window as a text table (cells sorted by their dimension values)."""
+    first = records[0]
+    names = metrics or [n for n in first.metrics if n in ("accounts", "events")
+                        or n.endswith(DEFAULT_SUFFIXES)]
+    dims = list(first.cell)
+    start = datetime.fromtimestamp(first.window_start_ms / 1000, UTC)
+    end = datetime.fromtimestamp(first.window_end_ms / 1000, UTC)
+    rows = [[*r.cell.values(), *(_fmt(n, r.metrics[n]) if n in r.metrics else "-" for n in names)]
+            for r in sorted(records, key=lambda r: tuple(r.cell.values()))]
+    head = [*dims, *names]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    p = first.privacy
+    lines = [f"[{first.stream}] window {start:%Y-%m-%d %H:%M:%S}-{end:%H:%M:%S} UTC: "
+             f"{len(records)} cells released (k={p.k}, {p.mechanism}, epsilon={p.epsilon:g}"
+             + (f", rho={p.rho:g}" if p.rho else "") + ")",
+             "  " + "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
+              for row in rows]
+    return "\n".join(lines)
+
+
+async def _follow(args: argparse.Namespace, topic: str, metrics: list[str] | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration_s is not None:
+        loop.call_later(args.duration_s, stop.set)
+    since = parse_time_ms(args.since) if args.since else None
+    pending: dict[tuple[str, int], list[ReleaseRecord]] = {}
+    touched: dict[tuple[str, int], float] = {}
+
+    def flush(quiet_s: float) -> None:
+        for key in sorted(k for k, t in touched.items() if time.monotonic() - t >= quiet_s):
+            print(format_window(pending.pop(key), metrics) + "\n", flush=True)
+            del touched[key]
+
+    async def tick() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+            flush(1.5)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async for rec in follow_records(args.bootstrap, topic, stop, since_ms=since,
+                                        options=_kafka_options(args)):
+            key = (rec.stream, rec.window_start_ms)
+            pending.setdefault(key, []).append(rec)
+            touched[key] = time.monotonic()
+    finally:
+        ticker.cancel()
+        flush(0.0)
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    try:
+        topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
+        metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+        print(f"privmon subscribe: {topic} on {args.bootstrap} (read_committed); "
+              "values are noisy: ± is the 95% noise interval. Ctrl-C to stop.", flush=True)
+        asyncio.run(_follow(args, topic, metrics))
+    except (ValueError, LookupError, ConfigError) as exc:
+        print(f"privmon subscribe: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
+        since = parse_time_ms(args.since)
+        until = parse_time_ms(args.until) if args.until else None
+        records = asyncio.run(read_records(args.bootstrap, topic, since_ms=since,
+                                           until_ms=until, options=_kafka_options(args)))
+    except (ValueError, LookupError, ConfigError) as exc:
+        print(f"privmon export: {exc}", file=sys.stderr)
+        return 2
+    frame = to_frame(records)
+    out = args.output or Path(f"{args.stream}.{args.format}")
+    if args.format == "csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    windows = frame["window_start"].nunique() if len(frame) else 0
+    print(f"privmon export: {len(frame)} rows ({windows} windows) from {topic} -> {out}",
+          file=sys.stderr)
+    return 0
