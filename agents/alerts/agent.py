@@ -155,7 +155,7 @@ class AlertAgent:
             self.fired.append(a)
             if self.on_alert is not None:
                 self.on_alert(a)
-            log.warning("ALERT %s", a.describe())
+            log.info("ALERT %s", a.describe())
         await producer.flush()
         for sink in self.sinks:
             if not await sink.send(alerts):

@@ -14,7 +14,7 @@ from tests.integration.pipeline_harness import read_topic
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_demo_releases_private_aggregates_and_flags_the_incident(bootstrap):
+def test_demo_releases_private_aggregates_and_alerts_on_the_incident(bootstrap):
     prefix = "demotest."
     result = subprocess.run(
         [sys.executable, "-m", "agents.cli", "demo", "--bootstrap", bootstrap,
@@ -24,7 +24,19 @@ def test_demo_releases_private_aggregates_and_flags_the_incident(bootstrap):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "[monitoring] window" in out and "[capacity] window" in out
-    assert "fra-03" in out and "above 5% with 95% confidence" in out
+    # The incident fires the noise-aware rule, and only for fra-03. Healthy servers fail 1%
+    # of requests with noise std ~1.5%: a false alarm needs noise > 4% + 4.4 std (~7 std,
+    # Laplace tail ~2.5e-5 per evaluation), so over ~50 evaluations this check fails
+    # spuriously with probability ~1e-3.
+    alerts = re.findall(r"^!! ALERT \[(\w+)\] window [\d:]+: (.*)$", out, re.M)
+    assert alerts, out[-3000:]
+    assert set(alerts) == {("page", "error rate of fra-03 (eu-central) above 5%")}
+    assert "with confidence 0.999" in out
+    fired = [json.loads(r.value) for r in read_topic(bootstrap, f"{prefix}privmon.alerts")]
+    assert len(fired) == len(alerts)
+    assert {(a["rule"], a["cell"]["server"]) for a in fired} == {
+        ("server_error_rate_high", "fra-03")}
+    assert all(a["value"]["value"] - a["z"] * a["value"]["noise_std"] > 0.05 for a in fired)
     dead = [int(n) for n in re.findall(r"dead-lettered (\d+),", out)]
     assert dead and dead[-1] > 0  # the malformed messages went to the dead-letter topic
 
