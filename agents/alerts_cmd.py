@@ -95,5 +95,11 @@ def run(args: argparse.Namespace) -> int:
           f"{agent.alerts.topic}" + "".join(f", {s.kind} {s.url}" for s in agent.sinks)
           + (f"; metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""),
           flush=True)
-    asyncio.run(_main(agent, args))
+    try:
+        asyncio.run(_main(agent, args))
+    except Exception as exc:
+        if not security.refused(exc):
+            raise
+        print(security.refusal_message("alerts", exc), file=sys.stderr)
+        return 3
     return 0

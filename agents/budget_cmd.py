@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, LookupError) as exc:
         print(f"privmon budget: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not security.refused(exc):
+            raise
+        print(security.refusal_message("budget", exc), file=sys.stderr)
+        return 3
     entries = [LedgerEntry.from_json(v) for v in raw.values()]
     rep = report(config, entries, int(time.time() * 1000))
     if args.json:
@@ -142,6 +147,7 @@ async def _read(bootstrap: str, topic: str, options: dict) -> dict[bytes, bytes]
     finally:
         await probe.stop()
     if not partitions:
-        raise LookupError(f"ledger topic {topic!r} not found on {bootstrap} (nothing released "
-                          "yet, or another --config/--topic-prefix?)")
+        raise LookupError(f"ledger topic {topic!r} not found on {bootstrap}: nothing released "
+                          "yet, another --config/--topic-prefix, or this principal may not "
+                          "see it (the ledger is internal: use the worker's or an admin login)")
     return await read_compacted(bootstrap, topic, len(partitions), options)

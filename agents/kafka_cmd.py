@@ -66,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "acl", help="create privmon's topics and ACLs (idempotent)",
         description="Create the pipeline's topics and the ACLs of configs/acls.toml "
         "(producer: write raw; worker: its topics, groups and transactional ids; analyst: "
-        "read aggregates only). Needs a broker with an authorizer and an admin login.",
+        "read aggregates only; alerter: read aggregates, write alerts). Needs a broker "
+        "with an authorizer and an admin login.",
     )
     acl.add_argument("action", choices=["apply"])
     acl.add_argument("--bootstrap", default=f"127.0.0.1:{DEFAULT_PORT}")
@@ -144,7 +145,7 @@ def _acl(args: argparse.Namespace) -> int:
     from streams.acls import DEFAULT_ACLS, apply_acls, load_principals
     from streams.config import DEFAULT_PATH, ConfigError, load_config
     from streams.localkafka import security
-    from streams.topics import ensure_topics
+    from streams.topics import create_missing, ensure_topics
 
     try:
         config = load_config(args.config or DEFAULT_PATH)
@@ -154,7 +155,10 @@ def _acl(args: argparse.Namespace) -> int:
         print(f"privmon kafka acl: {exc}", file=sys.stderr)
         return 2
     topics = ensure_topics(args.bootstrap, config, partitions=args.partitions, options=options)
+    # The alert agent's output topic (its principal may write, not create, topics).
+    topics |= create_missing(args.bootstrap, {config.topics.alerts: (args.partitions, {})},
+                             options=options)
     count = apply_acls(args.bootstrap, config, who, options)
     print(f"{len(topics)} topics present, {count} ACLs applied (existing ones unchanged) for "
-          f"{who.producer}, {who.worker}, {who.analyst}")
+          f"{who.producer}, {who.worker}, {who.analyst}, {who.alerter}")
     return 0

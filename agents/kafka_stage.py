@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
+from streams.localkafka.security import refused
+
 if TYPE_CHECKING:
     from agents.worker import Worker
 
@@ -20,7 +22,7 @@ def recoverable(exc: BaseException) -> bool:
     """Errors a stage survives by dropping its state and replaying from committed
     offsets: Kafka being away or moving leaders/coordinators. Not: being fenced
     (another instance took over) or refused access (a configuration problem)."""
-    if isinstance(exc, ProducerFenced) or "Authorization" in type(exc).__name__:
+    if isinstance(exc, ProducerFenced) or refused(exc):
         return False
     return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
 

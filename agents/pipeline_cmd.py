@@ -104,7 +104,13 @@ def _worker(args: argparse.Namespace) -> int:
                 last_status = time.monotonic()
         task.result()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        if not security.refused(exc):
+            raise
+        print(security.refusal_message("worker", exc), file=sys.stderr)
+        return 3
     print("status " + json.dumps(vars(worker.stats)), flush=True)
     return 0
 

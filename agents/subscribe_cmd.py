@@ -153,6 +153,11 @@ def _subscribe(args: argparse.Namespace) -> int:
     except (ValueError, LookupError, ConfigError) as exc:
         print(f"privmon subscribe: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not security.refused(exc):
+            raise
+        print(security.refusal_message("subscribe", exc), file=sys.stderr)
+        return 3
     return 0
 
 
@@ -166,6 +171,11 @@ def _export(args: argparse.Namespace) -> int:
     except (ValueError, LookupError, ConfigError) as exc:
         print(f"privmon export: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not security.refused(exc):
+            raise
+        print(security.refusal_message("export", exc), file=sys.stderr)
+        return 3
     frame = to_frame(records)
     out = args.output or Path(f"{args.stream}.{args.format}")
     if args.format == "csv":

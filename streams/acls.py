@@ -4,6 +4,7 @@
   worker    READ raw; READ/WRITE partials, progress, ledger; WRITE dlq and
             aggregates.*; its consumer groups; its transactional ids
   analyst   READ aggregates.* (prefix) with groups analyst-*; nothing else
+  alerter   READ aggregates.*; WRITE the alerts topic (privmon alerts)
 Everything else is denied by the broker's StandardAuthorizer. Applying is
 idempotent: Kafka ignores an ACL that already exists.
 """
@@ -36,11 +37,12 @@ class Principals:
     worker: str
     analyst: str
     analyst_group_prefix: str
+    alerter: str
 
 
 def load_principals(path: Path = DEFAULT_ACLS) -> Principals:
     raw = tomllib.loads(Path(path).read_text())
-    fields = {"producer", "worker", "analyst", "analyst_group_prefix"}
+    fields = {"producer", "worker", "analyst", "analyst_group_prefix", "alerter"}
     missing, unknown = sorted(fields - set(raw)), sorted(set(raw) - fields)
     if missing or unknown:
         raise ConfigError(
@@ -74,6 +76,8 @@ def acl_bindings(config: PipelineConfig, who: Principals) -> list[ACL]:
     acls += _allow(worker, X, f"{app}-", PREFIXED, W, D)
     acls += _allow(who.analyst, T, t.aggregate_prefix, PREFIXED, R, D)
     acls += _allow(who.analyst, G, who.analyst_group_prefix, PREFIXED, R, D)
+    acls += _allow(who.alerter, T, t.aggregate_prefix, PREFIXED, R, D)
+    acls += _allow(who.alerter, T, t.alerts, LITERAL, W, D)
     return acls
 
 

@@ -43,6 +43,7 @@ class Topics:
     ledger: str
     progress: str
     aggregate_prefix: str
+    alerts: str = "privmon.alerts"  # written by the alert agent (privmon alerts)
 
     def aggregate(self, stream: str) -> str:
         return f"{self.aggregate_prefix}{stream}"
@@ -165,7 +166,7 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
                      optional={"global_caps"})
         topics = _build("topics", Topics, top["topics"],
                         required={"raw", "dlq", "partials", "ledger", "progress",
-                                  "aggregate_prefix"})
+                                  "aggregate_prefix"}, optional={"alerts"})
         if not isinstance(top["streams"], Mapping) or not top["streams"]:
             raise ConfigError("streams: expected at least one [streams.<name>] table")
         version = str(top["policy_version"])
@@ -188,5 +189,5 @@ def with_prefix(config: PipelineConfig, prefix: str) -> PipelineConfig:
     t = config.topics
     topics = Topics(raw=prefix + t.raw, dlq=prefix + t.dlq, partials=prefix + t.partials,
                     ledger=prefix + t.ledger, progress=prefix + t.progress,
-                    aggregate_prefix=prefix + t.aggregate_prefix)
+                    aggregate_prefix=prefix + t.aggregate_prefix, alerts=prefix + t.alerts)
     return replace(config, topics=topics, app_id=prefix + config.app_id)

@@ -138,7 +138,7 @@ class AlertRule:
 
 @dataclass(frozen=True, kw_only=True)
 class AlertConfig:
-    topic: str
+    topic: str  # the pipeline config's topics.alerts
     rules: tuple[AlertRule, ...]
 
     def with_prefix(self, prefix: str) -> AlertConfig:
@@ -179,10 +179,10 @@ def load_alert_config(path: Path | str, pipeline: PipelineConfig) -> AlertConfig
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise AlertConfigError(f"{path}: {exc}") from None
-    unknown = set(raw) - {"topic", "rules"}
-    if unknown or not isinstance(raw.get("topic"), str) or not raw.get("rules"):
-        raise AlertConfigError(f"{path}: expected `topic = \"...\"` and [[rules]] tables "
-                               f"(see configs/alerts.toml); unknown keys: {sorted(unknown)}")
+    unknown = set(raw) - {"rules"}
+    if unknown or not raw.get("rules"):
+        raise AlertConfigError(f"{path}: expected [[rules]] tables (see configs/alerts.toml); "
+                               f"unknown keys: {sorted(unknown)}")
     rules = []
     for i, r in enumerate(raw["rules"]):
         extra = set(r) - RULE_KEYS
@@ -212,7 +212,7 @@ def load_alert_config(path: Path | str, pipeline: PipelineConfig) -> AlertConfig
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise AlertConfigError(f"{path}: rule names must be unique, got {names}")
-    return AlertConfig(topic=raw["topic"], rules=tuple(rules))
+    return AlertConfig(topic=pipeline.topics.alerts, rules=tuple(rules))
 
 
 @dataclass(frozen=True, kw_only=True)

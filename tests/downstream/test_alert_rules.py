@@ -212,8 +212,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-RULE = '''topic = "a"
-[[rules]]
+RULE = '''[[rules]]
 name = "r"
 stream = "monitoring"
 metric = "{metric}"

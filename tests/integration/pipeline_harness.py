@@ -45,7 +45,7 @@ def make_setup(tmp_path: Path, bootstrap: str, name: str) -> Setup:
     prefix = f"{name}-{secrets.token_hex(3)}."
     text = FAST.read_text().replace('app_id = "privmon"', f'app_id = "{prefix}privmon"')
     for value in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
-                  "privmon.progress"):
+                  "privmon.progress", "privmon.alerts"):
         text = text.replace(f'"{value}"', f'"{prefix}{value}"')
     text = text.replace('aggregate_prefix = "aggregates."',
                         f'aggregate_prefix = "{prefix}aggregates."')

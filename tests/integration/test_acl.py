@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 
 from streams.localkafka.cluster import LocalKafka
 from tests.integration.pipeline_harness import (
+    CELLS,
     REPO,
     all_released,
     first_window_after,
@@ -33,7 +34,8 @@ from tests.integration.pipeline_harness import (
 )
 
 USERS = {"admin": "admin-secret", "telemetry-producer": "producer-secret",
-         "privmon-worker": "worker-secret", "analyst": "analyst-secret"}
+         "privmon-worker": "worker-secret", "analyst": "analyst-secret",
+         "privmon-alerts": "alerts-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,23 @@ def test_acls_allow_each_role_only_its_topics(secure, tmp_path):
     assert _can_read(secure, "analyst", setup.topic("aggregates.monitoring"))
     assert not _can_read(secure, "telemetry-producer", setup.raw)
     assert _can_read(secure, "privmon-worker", setup.raw)
+    for topic in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger"):
+        assert not _can_read(secure, "privmon-alerts", setup.topic(topic)), topic
+
+    # The analysts' tools need nothing but read access to the aggregate topics.
+    out = tmp_path / "m.csv"
+    export = _privmon(["export", "monitoring", "--bootstrap", secure.bootstrap_servers,
+                       "--config", str(setup.config), "--since", "1h", "-o", str(out),
+                       "--sasl-user", "analyst"], USERS["analyst"])
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 1 + len(CELLS)  # header + 4 cells
+    budget = _privmon(["budget", "--bootstrap", secure.bootstrap_servers, "--config",
+                       str(setup.config), "--sasl-user", "analyst"], USERS["analyst"])
+    # The ledger is internal: the analyst cannot even see it.
+    assert budget.returncode == 2 and "the ledger is internal" in budget.stderr
+    # The alert agent runs as its own principal: reads aggregates, may write alerts.
+    alerts = _privmon(["alerts", "--bootstrap", secure.bootstrap_servers, "--config",
+                       str(setup.config), "--sasl-user", "privmon-alerts", "--duration-s", "6",
+                       "--backlog-ms", "3600000"], USERS["privmon-alerts"])
+    assert alerts.returncode == 0, alerts.stderr[-2000:]
+    assert "Authorization" not in alerts.stderr
