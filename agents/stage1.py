@@ -18,7 +18,10 @@ topic itself (their first message is at or after the committed offset).
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
+import pandas as pd
 
 from privacy import accumulators as acc
 from privacy.bounding import ContributionTable
@@ -26,17 +29,79 @@ from privacy.params import StreamPolicy
 from privacy.participation import ParticipationLimiter
 from streams.partials import Mark, Partial, partials_of
 from streams.pseudonym import Pseudonymizer
-from streams.schema import DeadLetter, InputLimits, decode_message, key_mismatch
+from streams.schema import (
+    DeadLetter,
+    InputLimits,
+    TelemetryEvent,
+    decode_message,
+    key_mismatch,
+)
 from streams.windows import Watermark, WindowSpec
 
 
 class _OpenWindow:
     def __init__(self, policy: StreamPolicy, first_offset: int) -> None:
         self.table = ContributionTable(policy)
-        self.accounts: dict[bytes, int] = {}
         self.cells: dict[tuple[str, ...], int] = {}
         self.labels: list[tuple[str, ...]] = []
         self.first_offset = first_offset
+
+    def cell_ids(self, labels: list[tuple[str, ...]]) -> np.ndarray:
+        """Dense ids of cell labels in this window (new labels get the next ids)."""
+        out = np.empty(len(labels), np.int64)
+        for i, label in enumerate(labels):
+            cell = self.cells.get(label)
+            if cell is None:
+                cell = self.cells[label] = len(self.labels)
+                self.labels.append(label)
+            out[i] = cell
+        return out
+
+
+class _Batch:
+    """The accepted events of one ``ingest`` call, as columns (built lazily)."""
+
+    def __init__(self, events: list[TelemetryEvent], accounts: list[int],
+                 offsets: list[int]) -> None:
+        self.events = events
+        self.n = len(events)
+        self.account = np.asarray(accounts, np.int64)
+        self.offset = np.asarray(offsets, np.int64)
+        self.time = np.fromiter((e.event_time_ms for e in events), np.int64, self.n)
+        self._columns: dict[str, np.ndarray] = {}
+        self._dims: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._codes: dict[tuple[str, ...], tuple[np.ndarray, list[tuple[str, ...]]]] = {}
+
+    def column(self, field: str) -> np.ndarray:
+        col = self._columns.get(field)
+        if col is None:
+            if field == "hour_utc":
+                col = (self.time // 3_600_000) % 24
+            else:
+                col = np.array(list(map(attrgetter(field), self.events)))
+            self._columns[field] = col
+        return col
+
+    def _dim(self, dim: str) -> tuple[np.ndarray, np.ndarray]:
+        got = self._dims.get(dim)
+        if got is None:
+            got = self._dims[dim] = pd.factorize(
+                np.fromiter(map(attrgetter(dim), self.events), object, self.n))
+        return got
+
+    def cell_codes(self, dims: tuple[str, ...]) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+        """Per event a batch-local code of its cell, and the label of each code."""
+        got = self._codes.get(dims)
+        if got is None:
+            per_dim = [self._dim(d) for d in dims]
+            combined = np.zeros(self.n, np.int64)
+            for codes, uniques in per_dim:
+                combined = combined * len(uniques) + codes
+            cells, first = np.unique(combined, return_index=True)
+            codes = np.searchsorted(cells, combined)
+            labels = [tuple(str(u[c[i]]) for c, u in per_dim) for i in first.tolist()]
+            got = self._codes[dims] = (codes, labels)
+        return got
 
 
 class Stage1Partition:
@@ -70,6 +135,10 @@ class Stage1Partition:
         # close still-open windows before it has re-read their events. It grows
         # again from the replayed events (and from the wall clock once caught up).
         self.next_offset = start_offset
+        # Pseudonym -> dense id (bounding and the cap work on ints); pruned with the
+        # participation state at period boundaries (see close).
+        self.account_ids: dict[bytes, int] = {}
+        self._next_account_id = 0
         self.rng = np.random.default_rng()
         self.counts = {"messages": 0, "accepted": 0, "dead_lettered": 0, "replayed": 0}
         self.stream_counts = {p.name: {"included": 0, "late": 0, "over_cap": 0}
@@ -85,70 +154,100 @@ class Stage1Partition:
         all of an account's events in one partition, so that bounding per
         account (and distinct-account counts) hold across partitions. An event
         under another key is dead-lettered as ``key_mismatch``.
+
+        Per message: decode and pseudonymize (one HMAC per message and key
+        period); then per batch, as numpy columns: windows, lateness, the
+        participation cap per (account, window), cells, and bounding.
         """
         dead: list[tuple[int, DeadLetter]] = []
-        # (stream, window) -> rows of (pseudonym, cell tuple, latency.., offset)
-        batches: dict[tuple[str, int], list] = {}
+        events: list[TelemetryEvent] = []
+        accounts: list[int] = []
+        offsets: list[int] = []
         for offset, key, value in records:
             self.next_offset = max(self.next_offset, offset + 1)
             replay = offset < self.replay_until
             self.counts["messages"] += 1
             decoded = decode_message(value or b"", now_ms=now_ms, limits=self.limits)
-            mismatched = [e for e in decoded.events if key != e.account_id.encode()]
-            if mismatched:
-                decoded.events = [e for e in decoded.events if key == e.account_id.encode()]
-                decoded.dead += [key_mismatch(e, self.limits) for e in mismatched]
+            evs = decoded.events
+            if evs:
+                try:
+                    owner = key.decode() if key is not None else None
+                except UnicodeDecodeError:
+                    owner = None
+                if any(e.account_id != owner for e in evs):
+                    decoded.dead += [key_mismatch(e, self.limits)
+                                     for e in evs if e.account_id != owner]
+                    evs = [e for e in evs if e.account_id == owner]
             if not replay:
                 dead.extend((offset, d) for d in decoded.dead)
                 self.counts["dead_lettered"] += len(decoded.dead)
-            for event in decoded.events:
-                if not replay:
-                    self.counts["accepted"] += 1
-                self.watermark.observe(event.event_time_ms)
-                pseudonym = self.pseudonymizer.pseudonym(event.account_id, event.event_time_ms)
-                for policy in self.policies:
-                    spec = self.specs[policy.name]
-                    start = spec.start_of(event.event_time_ms)
-                    if start + policy.window_ms <= self.closed[policy.name]:
-                        if replay:
-                            self.counts["replayed"] += 1
-                        else:
-                            self.stream_counts[policy.name]["late"] += 1
-                        continue
-                    batches.setdefault((policy.name, start), []).append(
-                        (pseudonym, event, offset)
-                    )
-        for (stream, start), rows in batches.items():
-            self._add(stream, start, rows)
+                self.counts["accepted"] += len(evs)
+            if evs:
+                events += evs
+                accounts += self._account_ids(evs)
+                offsets += [offset] * len(evs)
+        if events:
+            self._ingest_batch(_Batch(events, accounts, offsets))
         return dead
 
-    def _add(self, stream: str, start: int, rows: list) -> None:
-        policy = next(p for p in self.policies if p.name == stream)
-        keep = self.limiters[stream].admit([r[0] for r in rows], np.full(len(rows), start))
-        counts = self.stream_counts[stream]
-        counts["over_cap"] += int((~keep).sum())
-        rows = [r for r, k in zip(rows, keep, strict=True) if k]
-        if not rows:
-            return
-        window = self.open.get((stream, start))
+    def _account_ids(self, evs: list[TelemetryEvent]) -> list[int]:
+        """Dense per-partition ids of the events' pseudonyms (one account per message)."""
+        p = self.pseudonymizer
+        times = [e.event_time_ms for e in evs]
+        lo, hi = min(times), max(times)
+        if p.key_index(lo) == p.key_index(hi):  # one key period: one HMAC for the message
+            return [self._id_of(p.pseudonym(evs[0].account_id, lo))] * len(evs)
+        return [self._id_of(p.pseudonym(e.account_id, t)) for e, t in zip(evs, times, strict=True)]
+
+    def _id_of(self, pseudonym: bytes) -> int:
+        got = self.account_ids.get(pseudonym)
+        if got is None:
+            got = self.account_ids[pseudonym] = self._next_account_id
+            self._next_account_id += 1
+        return got
+
+    def _ingest_batch(self, batch: _Batch) -> None:
+        self.watermark.observe(int(batch.time.max()))
+        replay = batch.offset < self.replay_until
+        for policy in self.policies:
+            name = policy.name
+            start = batch.time - batch.time % policy.window_ms
+            late = start + policy.window_ms <= self.closed[name]
+            n_replayed = int((late & replay).sum())
+            self.counts["replayed"] += n_replayed
+            self.stream_counts[name]["late"] += int(late.sum()) - n_replayed
+            live = np.flatnonzero(~late)
+            if live.size == 0:
+                continue
+            # The windows-per-period cap, decided once per (account, window) pair.
+            # (ids < 2^31; window numbers of ms timestamps < 2^32)
+            pair = (batch.account[live] << 32) | (start[live] // policy.window_ms)
+            pairs, inverse = np.unique(pair, return_inverse=True)
+            admitted = self.limiters[name].admit(
+                (pairs >> 32).tolist(), (pairs & 0xFFFFFFFF) * policy.window_ms)
+            keep = admitted[inverse.reshape(-1)]
+            self.stream_counts[name]["over_cap"] += int((~keep).sum())
+            live = live[keep]
+            if live.size == 0:
+                continue
+            codes, labels = batch.cell_codes(policy.dimensions)
+            fields = {m.field for m in policy.metrics}
+            for window_start in np.unique(start[live]).tolist():
+                idx = live[start[live] == window_start]
+                self._add(policy, window_start, idx, batch, codes, labels, fields)
+
+    def _add(self, policy: StreamPolicy, start: int, idx: np.ndarray, batch: _Batch,
+             codes: np.ndarray, labels: list[tuple[str, ...]], fields: set[str]) -> None:
+        first = int(batch.offset[idx].min())
+        window = self.open.get((policy.name, start))
         if window is None:
-            window = self.open[(stream, start)] = _OpenWindow(policy, rows[0][2])
-        window.first_offset = min(window.first_offset, min(r[2] for r in rows))
-        accounts = np.empty(len(rows), np.int64)
-        cells = np.empty(len(rows), np.int64)
-        for i, (pseudonym, event, _) in enumerate(rows):
-            accounts[i] = window.accounts.setdefault(pseudonym, len(window.accounts))
-            label = tuple(str(getattr(event, d)) for d in policy.dimensions)
-            cell = window.cells.get(label)
-            if cell is None:
-                cell = window.cells[label] = len(window.labels)
-                window.labels.append(label)
-            cells[i] = cell
-        fields = {m.field for m in policy.metrics}
-        window.table.add(accounts, cells, {
-            f: np.array([getattr(r[1], f) for r in rows]) for f in fields
-        })
-        counts["included"] += len(rows)
+            window = self.open[(policy.name, start)] = _OpenWindow(policy, first)
+        window.first_offset = min(window.first_offset, first)
+        used, local = np.unique(codes[idx], return_inverse=True)
+        cells = window.cell_ids([labels[c] for c in used.tolist()])[local.reshape(-1)]
+        window.table.add(batch.account[idx], cells,
+                         {f: batch.column(f)[idx] for f in fields})
+        self.stream_counts[policy.name]["included"] += int(idx.size)
 
     # ------------------------------------------------------------- close
     def close(self, *, now_ms: int, caught_up: bool = True) -> tuple[list[Partial], list[Mark]]:
@@ -172,8 +271,18 @@ class Stage1Partition:
             self.closed[policy.name] = upto
             if upto // policy.participation.period_ms > 0:
                 self.limiters[policy.name].forget_before(upto // policy.participation.period_ms - 1)
+                self._prune_account_ids()
         marks = [Mark(self.partition, p.name, self.closed[p.name]) for p in self.policies]
         return partials, marks
+
+    def _prune_account_ids(self) -> None:
+        """Forget ids no limiter remembers (every open window's accounts are in a
+        limiter's state: admission put them there, for the window's period)."""
+        live: set[int] = set()
+        for limiter in self.limiters.values():
+            live |= limiter.accounts()
+        if len(live) < len(self.account_ids):
+            self.account_ids = {k: v for k, v in self.account_ids.items() if v in live}
 
     def commit_offset(self) -> int:
         """Raw offset to commit: the first message of the oldest open window, if any."""

@@ -66,6 +66,10 @@ class ParticipationLimiter:
         self.dropped += int((~keep).sum())
         return keep
 
+    def accounts(self) -> set[Hashable]:
+        """Accounts with state (admitted or capped in a remembered period)."""
+        return set(self._state)
+
     def forget_before(self, period: int) -> None:
         """Drop state of periods before ``period`` (call as periods pass)."""
         self._state = {a: s for a, s in self._state.items() if s[0] >= period}

@@ -1,0 +1,447 @@
+"""Pipeline benchmark: the limit, the naive Faust baseline and privmon, side by side.
+
+    python -m bench.pipeline [--events-single N] [--events-envelope N] [--write]
+
+One run starts one local Kafka broker (streams/localkafka), generates the same
+telemetry into two topics (single-event messages; envelopes of --envelope
+events per message, keyed by account), and measures on each, one after the
+other, each in its own process (peak RSS = that process's VmHWM):
+
+- limit:    raw aiokafka consume + privmon's validating decode, no processing;
+- faust:    bench/faust_baseline.py, a Faust agent updating a windowed Table per
+            event (same 1-minute windows, per (server, region)), no privacy;
+- privmon:  `privmon worker` on configs/streams.toml (monitoring, research and
+            capacity: bounding, aggregation, selection, noise, release), 1 and
+            (envelopes) 2 workers.
+
+events/s is events / (last event processed - first message read). Then a live
+run measures release latency: --latency-rate events/s over --latency-cells
+cells with 5-second windows, latency = the window's ledger entry visible to a
+read_committed reader minus (window end + grace). Figures go to stdout and, with
+--write, to bench/RESULTS.md. Nothing here is asserted: benchmarks report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = "2026-01-01=" + "42" * 32
+
+
+# --------------------------------------------------------------- measured parts
+async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
+    """Consume everything and decode it with privmon's decoder; nothing else."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams.schema import decode_message
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or
+             (await _partitions(consumer, topic))]
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    n, first = 0, None
+    now = int(time.time() * 1000)
+    while n < expect:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+        if first is None and batch:
+            first = time.perf_counter()
+        for msgs in batch.values():
+            for m in msgs:
+                n += len(decode_message(m.value, now_ms=now).events)
+    last = time.perf_counter()
+    await consumer.stop()
+    return {"events": n, "seconds": last - (first or last)}
+
+
+async def _partitions(consumer: object, topic: str) -> set[int]:
+    from agents.releases import topic_partitions
+
+    return await topic_partitions(consumer, topic)
+
+
+def _hwm_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_limit(bootstrap: str, topic: str, expect: int) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.pipeline", "_limit", bootstrap, topic,
+                           str(expect)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path) -> dict:
+    report = workdir / f"faust-{topic}.json"
+    env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic,
+           "BENCH_DATADIR": str(workdir / f"faust-{topic}"), "BENCH_EXPECT": str(expect),
+           "BENCH_REPORT": str(report), "BENCH_WINDOW_S": "60", "PYTHONPATH": str(REPO)}
+    log = open(workdir / f"faust-{topic}.log", "wb")
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "faust_baseline.py"),
+                             "worker", "--loglevel", "warning"], env=env, cwd=workdir,
+                            stdout=log, stderr=subprocess.STDOUT)
+    hwm = 0.0
+    deadline = time.monotonic() + 1800
+    try:
+        while not report.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"faust baseline did not finish; see {log.name}")
+            hwm = max(hwm, _hwm_mib(proc.pid))
+            time.sleep(0.2)
+        time.sleep(0.2)
+        hwm = max(hwm, _hwm_mib(proc.pid))
+        r = json.loads(report.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+    return {"events": r["events"], "seconds": r["last_s"] - r["first_s"], "rss_mib": hwm}
+
+
+def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir: Path,
+                tag: str) -> dict:
+    """`privmon worker` processes until their accepted events sum to ``expect``."""
+    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PYTHONPATH": str(REPO)}
+    procs, logs = [], []
+    for w in range(workers):
+        log = workdir / f"privmon-{tag}-w{w}.log"
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
+             "--config", str(config), "--worker-id", f"bench{w}", "--status-every-s", "0.25"],
+            cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
+    hwm = [0.0] * workers
+    first = last = None
+    deadline = time.monotonic() + 1800
+    try:
+        while True:
+            accepted = 0
+            for w, log in enumerate(logs):
+                lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                         if ln.startswith("status ")]
+                if lines:
+                    accepted += json.loads(lines[-1][7:])["accepted"]
+                hwm[w] = max(hwm[w], _hwm_mib(procs[w].pid))
+            now = time.perf_counter()
+            if accepted and first is None:
+                first = now
+            if accepted >= expect:
+                last = now
+                break
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"privmon worker stopped early; see {logs[0]}")
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+    # 'first' is the first status line with accepted > 0 (<= 0.25 s after the first read).
+    return {"events": accepted, "seconds": last - first, "rss_mib": max(hwm)}
+
+
+# ------------------------------------------------------------------ set-up
+def produce(bootstrap: str, topic: str, events: int, envelope: int, partitions: int,
+            seed: int = 7) -> float:
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from streams.generator import TelemetryGenerator
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    admin.close()
+    # Envelopes are one account's batch of reports: fewer, busier accounts, so that
+    # a 100k-event chunk holds ~``envelope`` events per account.
+    chunk = 100_000
+    accounts = 100_000 if envelope == 1 else max(100, chunk // envelope)
+    gen = TelemetryGenerator(accounts=accounts, seed=seed)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20,
+                             max_request_size=8 << 20, acks=1)
+    t0 = time.perf_counter()
+    now = int(time.time() * 1000)
+    done, messages = 0, 0
+    while done < events:
+        n = min(chunk, events - done)
+        batch = gen.events(n, start_ms=now - 50_000, end_ms=now)
+        if envelope == 1:
+            for e in batch:
+                producer.send(topic, key=e["account_id"].encode(), value=json.dumps(e).encode())
+            messages += n
+        else:
+            by_account: dict[str, list] = {}
+            for e in batch:
+                by_account.setdefault(e["account_id"], []).append(e)
+            for account, own in by_account.items():
+                for i in range(0, len(own), envelope):
+                    producer.send(topic, key=account.encode(),
+                                  value=json.dumps({"events": own[i:i + envelope]}).encode())
+                    messages += 1
+        done += n
+        print(f"  produced {done:,}/{events:,} events to {topic}", file=sys.stderr, flush=True)
+    producer.flush()
+    producer.close()
+    print(f"  {messages:,} messages, {events / messages:.1f} events per message",
+          file=sys.stderr, flush=True)
+    return time.perf_counter() - t0
+
+
+def bench_config(workdir: Path, raw: str, prefix: str) -> Path:
+    """configs/streams.toml on its own topics, reading ``raw``."""
+    text = (REPO / "configs" / "streams.toml").read_text()
+    text = text.replace('raw = "telemetry.raw"', f'raw = "{raw}"')
+    for name in ("telemetry.dlq", "privmon.partials", "privmon.ledger", "privmon.progress",
+                 "privmon.alerts"):
+        text = text.replace(f'"{name}"', f'"{prefix}{name}"')
+    text = text.replace('aggregate_prefix = "aggregates."',
+                        f'aggregate_prefix = "{prefix}aggregates."')
+    text = text.replace('app_id = "privmon"', f'app_id = "{prefix}privmon"')
+    path = workdir / f"{prefix}streams.toml"
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- latency
+LATENCY_TOML = """
+policy_version = "bench-latency"
+app_id = "{prefix}privmon"
+[topics]
+raw = "{prefix}raw"
+dlq = "{prefix}dlq"
+partials = "{prefix}partials"
+ledger = "{prefix}ledger"
+progress = "{prefix}progress"
+aggregate_prefix = "{prefix}aggregates."
+[streams.monitoring]
+window_ms = {window_ms}
+grace_ms = {grace_ms}
+dimensions = ["server", "region"]
+k = 5
+[streams.monitoring.bounds]
+max_cells = 1
+max_events_per_cell = 10
+[streams.monitoring.budget]
+mechanism = "geometric"
+epsilon = 1.0
+delta = 1e-7
+shares = {{ selection = 0.2, events = 0.2, latency = 0.2, errors = 0.4 }}
+[streams.monitoring.participation]
+max_windows = 100000
+period_ms = 86_400_000
+[[streams.monitoring.horizon_caps]]
+horizon_ms = 86_400_000
+max_epsilon = 100000.0
+max_delta = 1.0
+[[streams.monitoring.metrics]]
+name = "latency"
+kind = "value"
+field = "latency_ms"
+lower = 0
+upper = 5000
+[[streams.monitoring.metrics]]
+name = "errors"
+kind = "boolean"
+field = "error"
+[[global_caps]]
+horizon_ms = 86_400_000
+max_epsilon = 100000.0
+max_delta = 1.0
+"""
+
+
+def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, seconds: float,
+                window_ms: int = 2000, grace_ms: int = 1000) -> dict:
+    """Live load over ``cells`` cells; per window, ledger visible - (end + grace)."""
+    import threading
+
+    import numpy as np
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from streams.generator import TelemetryGenerator
+
+    prefix = "lat."
+    config = workdir / "latency.toml"
+    config.write_text(LATENCY_TOML.format(prefix=prefix, window_ms=window_ms, grace_ms=grace_ms))
+    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PYTHONPATH": str(REPO)}
+    log = workdir / "privmon-latency.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap, "--config",
+         str(config), "--worker-id", "lat", "--idle-lag-ms", "1000", "--status-every-s", "5"],
+        cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    time.sleep(4)  # topics
+    gen = TelemetryGenerator(accounts=cells * 5, seed=3)
+    gen.servers = [(f"s{i:05d}", f"r{i % 4}") for i in range(cells)]
+    gen.home = np.arange(cells * 5) % cells  # every cell has 5 home accounts
+    gen.account_p = np.full(cells * 5, 1 / (cells * 5))
+    stop = threading.Event()
+
+    def load() -> None:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, batch_size=1 << 20)
+        tick = 0.1
+        while not stop.is_set():
+            t = int(time.time() * 1000)
+            by_account: dict[str, list] = {}
+            for e in gen.events(int(rate * tick), start_ms=t - int(tick * 1000), end_ms=t):
+                by_account.setdefault(e["account_id"], []).append(e)
+            for account, own in by_account.items():
+                producer.send(f"{prefix}raw", key=account.encode(),
+                              value=json.dumps({"events": own}).encode())
+            time.sleep(max(0.0, tick - (time.time() * 1000 - t) / 1000))
+        producer.close()
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False)
+    tps = [TopicPartition(f"{prefix}ledger", p)
+           for p in (consumer.partitions_for_topic(f"{prefix}ledger") or {0})]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    visible: dict[int, float] = {}
+    released: dict[int, int] = {}
+    hwm = 0.0
+    end = time.time() + seconds
+    while time.time() < end:
+        for records in consumer.poll(timeout_ms=100).values():
+            now = time.time()
+            for r in records:
+                entry = json.loads(r.value)
+                start = entry["window_start_ms"]
+                visible[start] = now  # the last partition's entry makes the window complete
+                released[start] = released.get(start, 0) + entry["cells_total"]
+        hwm = max(hwm, _hwm_mib(worker.pid))
+    stop.set()
+    worker.terminate()
+    worker.wait(timeout=60)
+    consumer.close()
+    first = min(visible) if visible else 0
+    # The first two windows include start-up; the last may be incomplete.
+    starts = sorted(visible)[2:-1]
+    lat = [visible[s] - (s + window_ms + grace_ms) / 1000 for s in starts]
+    if not lat:
+        raise RuntimeError(f"no windows released in the latency run; see {log}")
+    return {"windows": len(lat), "p50_s": float(np.percentile(lat, 50)),
+            "p99_s": float(np.percentile(lat, 99)), "max_s": max(lat),
+            "cells_per_window": int(np.median([released[s] for s in starts])),
+            "rss_mib": hwm, "first_window": first}
+
+
+# ------------------------------------------------------------------- main
+def _row(name: str, r: dict, limit: dict | None = None, base: dict | None = None) -> str:
+    eps = r["events"] / r["seconds"] if r["seconds"] else float("nan")
+    vs_limit = f"{eps / (limit['events'] / limit['seconds']):.1%}" if limit else ""
+    vs_base = f"{eps / (base['events'] / base['seconds']):.1f}x" if base else ""
+    rss = f"{r['rss_mib']:.0f}" if "rss_mib" in r else ""
+    return f"| {name} | {r['events']:,} | {r['seconds']:.2f} | {eps:,.0f} | {vs_limit} | " \
+           f"{vs_base} | {rss} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "_limit":
+        print(json.dumps(asyncio.run(_limit(argv[1], argv[2], int(argv[3])))))
+        return 0
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline",
+                                description=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events-single", type=int, default=100_000)
+    p.add_argument("--events-envelope", type=int, default=1_000_000)
+    p.add_argument("--envelope", type=int, default=100, help="events per envelope message")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--latency-cells", type=int, default=10_000)
+    p.add_argument("--latency-rate", type=float, default=20_000)
+    p.add_argument("--latency-seconds", type=float, default=60)
+    p.add_argument("--skip-faust", action="store_true")
+    p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
+    args = p.parse_args(argv)
+
+    from streams.localkafka.cluster import LocalKafka
+
+    workdir = Path(tempfile.mkdtemp(prefix="privmon-bench-"))
+    cluster = LocalKafka(name="bench", state_root=workdir / "kafka", port=None,
+                         num_partitions=args.partitions)
+    print(f"bench: starting Kafka (work dir {workdir}) ...", file=sys.stderr, flush=True)
+    bootstrap = cluster.start()
+    lines = []
+    try:
+        results: dict[str, dict] = {}
+        for mode, events, env_size in (("single", args.events_single, 1),
+                                       ("envelope", args.events_envelope, args.envelope)):
+            topic = f"bench-{mode}"
+            secs = produce(bootstrap, topic, events, env_size, args.partitions)
+            print(f"bench: {mode}: produced {events:,} events in {secs:.1f}s", file=sys.stderr)
+            r = results[mode] = {}
+            r["limit"] = run_limit(bootstrap, topic, events)
+            print(f"bench: {mode} limit: {r['limit']}", file=sys.stderr, flush=True)
+            if not args.skip_faust:
+                r["faust"] = run_faust(bootstrap, topic, events, workdir)
+                print(f"bench: {mode} faust: {r['faust']}", file=sys.stderr, flush=True)
+            for workers in (1, 2) if mode == "envelope" else (1,):
+                cfg = bench_config(workdir, topic, f"{mode}{workers}.")
+                r[f"privmon{workers}"] = run_privmon(bootstrap, cfg, events, workers, workdir,
+                                                     f"{mode}{workers}")
+                print(f"bench: {mode} privmon x{workers}: {r[f'privmon{workers}']}",
+                      file=sys.stderr, flush=True)
+        lat = run_latency(bootstrap, workdir, cells=args.latency_cells, rate=args.latency_rate,
+                          seconds=args.latency_seconds)
+        print(f"bench: latency: {lat}", file=sys.stderr, flush=True)
+    finally:
+        cluster.stop(purge=True)
+
+    import aiokafka
+    import faust
+    import numpy
+
+    lines.append(f"## Pipeline: limit vs naive Faust vs privmon ({time.strftime('%Y-%m-%d')})\n")
+    lines.append(f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                 f"{platform.python_version()}, Kafka 4.1.1 (local, 1 broker, "
+                 f"{args.partitions} partitions), aiokafka {aiokafka.__version__}, "
+                 f"faust-streaming {faust.__version__}, numpy {numpy.__version__}. "
+                 f"`python -m bench.pipeline` (one run; each pipeline in its own process).\n")
+    for mode, env_size in (("single", 1), ("envelope", args.envelope)):
+        r = results[mode]
+        lines.append(f"\n{mode} ({'1 event' if env_size == 1 else f'<= {env_size} events'} "
+                     "per message):\n")
+        lines.append("| pipeline | events | seconds | events/s | of limit | vs Faust | "
+                     "peak RSS MiB |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append(_row("limit: aiokafka + decode", r["limit"]))
+        if "faust" in r:
+            lines.append(_row("naive Faust windowed Table", r["faust"], r["limit"]))
+        for w in (1, 2):
+            if f"privmon{w}" in r:
+                lines.append(_row(f"privmon, {w} worker{'s' if w > 1 else ''}",
+                                  r[f"privmon{w}"], r["limit"], r.get("faust")))
+    lines.append(f"\nRelease latency, live load: {args.latency_rate:,.0f} events/s over "
+                 f"{args.latency_cells:,} cells ({lat['cells_per_window']:,} cells per window "
+                 f"seen), 2 s windows, 1 s grace, {lat['windows']} windows: p50 "
+                 f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s after "
+                 f"window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB.\n")
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        with open(REPO / "bench" / "RESULTS.md", "a") as f:
+            f.write("\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
