@@ -100,7 +100,8 @@ def _worker(args: argparse.Namespace) -> int:
                 metrics.update(worker.stats, worker.lag)
             due = args.status_every_s and time.monotonic() - last_status >= args.status_every_s
             if due and not task.done():
-                print("status " + json.dumps(vars(worker.stats)), flush=True)
+                print("status " + json.dumps({**vars(worker.stats), "raw_lag": worker.lag}),
+                      flush=True)
                 last_status = time.monotonic()
         task.result()
 

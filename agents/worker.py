@@ -95,6 +95,7 @@ class Worker:
         self.s2_parts: dict[int, Stage2Partition] = {}
         self.topic_partitions: dict[str, int] = {}
         self.lag: dict[int, int] = {}
+        self._retired: dict[str, int] = {}  # stage-1 counts of dropped partition states
         self.on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
         self.stage1_group = f"{config.app_id}-stage1"
         self.stage2_group = f"{config.app_id}-stage2"
@@ -175,7 +176,9 @@ class Worker:
         topic = self.config.topics.progress
         progress = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic],
                                         self.kafka_options)
+        self._retire_stage1_counts()
         self.s1_parts = {}
+        self.lag = {}
         for tp in consumer.assignment():
             committed = await consumer.committed(tp)
             start = committed if committed is not None else 0
@@ -217,15 +220,27 @@ class Worker:
         await stage.commit()
         self._refresh_stage1_stats()
 
+    def _stage1_counts(self) -> dict[str, int]:
+        parts = self.s1_parts.values()
+        return {
+            "messages": sum(p.counts["messages"] for p in parts),
+            "accepted": sum(p.counts["accepted"] for p in parts),
+            "dead_lettered": sum(p.counts["dead_lettered"] for p in parts),
+            "late": sum(c["late"] for p in parts for c in p.stream_counts.values()),
+            "over_cap": sum(c["over_cap"] for p in parts for c in p.stream_counts.values()),
+        }
+
+    def _retire_stage1_counts(self) -> None:
+        """Keep the counts of partition states about to be dropped (rebalance, recovery):
+        the stats are per process run. Events re-read after a rebuild count again."""
+        for k, v in self._stage1_counts().items():
+            self._retired[k] = self._retired.get(k, 0) + v
+
     def _refresh_stage1_stats(self) -> None:
         s = self.stats
-        parts = self.s1_parts.values()
-        s.messages = sum(p.counts["messages"] for p in parts)
-        s.accepted = sum(p.counts["accepted"] for p in parts)
-        s.dead_lettered = sum(p.counts["dead_lettered"] for p in parts)
-        s.late = sum(c["late"] for p in parts for c in p.stream_counts.values())
-        s.over_cap = sum(c["over_cap"] for p in parts for c in p.stream_counts.values())
-        s.windows_open = sum(len(p.open) for p in parts)
+        for k, v in self._stage1_counts().items():
+            setattr(s, k, self._retired.get(k, 0) + v)
+        s.windows_open = sum(len(p.open) for p in self.s1_parts.values())
 
     # ------------------------------------------------------------ stage 2
     async def _stage2(self, stop: asyncio.Event, sources: int) -> None:

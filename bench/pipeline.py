@@ -97,7 +97,7 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path) -> dict:
            "BENCH_REPORT": str(report), "BENCH_WINDOW_S": "60", "PYTHONPATH": str(REPO)}
     log = open(workdir / f"faust-{topic}.log", "wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "faust_baseline.py"),
-                             "worker", "--loglevel", "warning"], env=env, cwd=workdir,
+                             "worker", "--loglevel", "warn"], env=env, cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
     hwm = 0.0
     deadline = time.monotonic() + 1800
@@ -118,8 +118,12 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path) -> dict:
 
 
 def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir: Path,
-                tag: str) -> dict:
-    """`privmon worker` processes until their accepted events sum to ``expect``."""
+                tag: str, partitions: int) -> dict:
+    """`privmon worker` processes until every raw partition is read to its end.
+
+    Done = the workers' status lines (every 0.25 s) report lag 0 for all
+    ``partitions`` raw partitions after reading at least ``expect`` events
+    (events re-read after a rebalance count again in "accepted")."""
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PYTHONPATH": str(REPO)}
     procs, logs = [], []
     for w in range(workers):
@@ -131,20 +135,23 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
             cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
     hwm = [0.0] * workers
     first = last = None
+    accepted = 0
     deadline = time.monotonic() + 1800
     try:
         while True:
-            accepted = 0
+            accepted, lag = 0, {}
             for w, log in enumerate(logs):
                 lines = [ln for ln in log.read_text(errors="replace").splitlines()
                          if ln.startswith("status ")]
                 if lines:
-                    accepted += json.loads(lines[-1][7:])["accepted"]
+                    status = json.loads(lines[-1][7:])
+                    accepted += status["accepted"]
+                    lag.update(status.get("raw_lag", {}))
                 hwm[w] = max(hwm[w], _hwm_mib(procs[w].pid))
             now = time.perf_counter()
             if accepted and first is None:
                 first = now
-            if accepted >= expect:
+            if accepted >= expect and len(lag) == partitions and not any(lag.values()):
                 last = now
                 break
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
@@ -156,7 +163,8 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
         for p in procs:
             p.wait(timeout=60)
     # 'first' is the first status line with accepted > 0 (<= 0.25 s after the first read).
-    return {"events": accepted, "seconds": last - first, "rss_mib": max(hwm)}
+    return {"events": expect, "accepted": accepted, "seconds": last - first,
+            "rss_mib": max(hwm)}
 
 
 # ------------------------------------------------------------------ set-up
@@ -397,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             for workers in (1, 2) if mode == "envelope" else (1,):
                 cfg = bench_config(workdir, topic, f"{mode}{workers}.")
                 r[f"privmon{workers}"] = run_privmon(bootstrap, cfg, events, workers, workdir,
-                                                     f"{mode}{workers}")
+                                                     f"{mode}{workers}", args.partitions)
                 print(f"bench: {mode} privmon x{workers}: {r[f'privmon{workers}']}",
                       file=sys.stderr, flush=True)
         lat = run_latency(bootstrap, workdir, cells=args.latency_cells, rate=args.latency_rate,
