@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.localkafka.security import refused
 
@@ -126,6 +127,33 @@ async def read_compacted(
         return out
     finally:
         await consumer.stop()
+
+
+async def send_many(producer: AIOKafkaProducer, topic: str,
+                    records: list[tuple[bytes | None, bytes, int | None]],
+                    partitions: int) -> int:
+    """Send (key, value, partition) records in one batch per partition, not one
+    coroutine per record (~10x less overhead for thousands of partials).
+
+    ``partition`` None means by key, with Kafka's default (murmur2) partitioner:
+    the partition ``producer.send`` would have chosen, so keyed records land
+    where they always did. Inside a transaction like ``send``."""
+    every = list(range(partitions))
+    builders: dict[int, object] = {}
+    for key, value, part in records:
+        if part is None:
+            part = DefaultPartitioner()(key, every, every)
+        builder = builders.get(part)
+        if builder is None:
+            builder = builders[part] = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:  # full
+            await producer.send_batch(builder, topic, partition=part)
+            builder = builders[part] = producer.create_batch()
+            builder.append(key=key, value=value, timestamp=None)
+    for part, builder in builders.items():
+        if builder.record_count():
+            await producer.send_batch(builder, topic, partition=part)
+    return len(records)
 
 
 def watch_rebalances(stage: Stage) -> ConsumerRebalanceListener:

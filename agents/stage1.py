@@ -250,6 +250,12 @@ class Stage1Partition:
         self.stream_counts[policy.name]["included"] += int(idx.size)
 
     # ------------------------------------------------------------- close
+    def due(self, *, now_ms: int, caught_up: bool = True) -> bool:
+        """Whether ``close`` would close a window now (else it would change nothing)."""
+        wm = self.watermark.value(now_ms, caught_up=caught_up)
+        return any(self.specs[p.name].closed_up_to(wm) > self.closed[p.name]
+                   for p in self.policies)
+
     def close(self, *, now_ms: int, caught_up: bool = True) -> tuple[list[Partial], list[Mark]]:
         """Close every window the watermark has passed: its partials, then fresh marks.
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.kafka_stage import Stage, read_compacted, recoverable, watch_rebalances
+from agents.kafka_stage import Stage, read_compacted, recoverable, send_many, watch_rebalances
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition
 from privacy.accountant import LedgerEntry
@@ -77,7 +77,7 @@ class Worker:
         pseudonymizer: Pseudonymizer,
         partitions: int = 4,
         idle_lag_ms: int = 5000,
-        close_interval_s: float = 0.5,
+        close_interval_s: float = 0.1,
         clock: Callable[[], int] = now_ms,
         kafka_options: dict[str, str] | None = None,
     ) -> None:
@@ -195,29 +195,40 @@ class Worker:
         topics = self.config.topics
         if not self.s1_parts:
             return
+        # Only when a window can close: no transaction (and no marks) otherwise.
+        caught_up = {}
+        for p in self.s1_parts:
+            tp = TopicPartition(topics.raw, p)
+            high = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            caught_up[p] = high is not None and position >= high
+            self.lag[p] = max(0, (high or 0) - position)
+        if not any(part.due(now_ms=now, caught_up=caught_up[p])
+                   for p, part in self.s1_parts.items()):
+            self._refresh_stage1_stats()
+            return
         await stage.begin()
         # Marks go to every partials partition; the count is what ensure_topics found
         # (the stage-1 consumer is not subscribed to partials, so its metadata lacks it).
         partials_partitions = range(self.topic_partitions[topics.partials])
         offsets = {}
+        t0 = time.perf_counter()
+        out: list[tuple[bytes | None, bytes, int | None]] = []
         for p, part in self.s1_parts.items():
-            tp = TopicPartition(topics.raw, p)
-            high = consumer.highwater(tp)
-            position = await consumer.position(tp)
-            caught_up = high is not None and position >= high
-            self.lag[p] = max(0, (high or 0) - position)
-            partials, marks = part.close(now_ms=now, caught_up=caught_up)
-            for partial in partials:
-                await stage.producer.send(topics.partials, key=partial.key(),
-                                          value=partial.encode())
-            for mark in marks:
-                for q in partials_partitions:
-                    await stage.producer.send(topics.partials, value=mark.encode(), partition=q)
+            partials, marks = part.close(now_ms=now, caught_up=caught_up[p])
+            out += [(partial.key(), partial.encode(), None) for partial in partials]
+            out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]
             await stage.producer.send(topics.progress, key=str(p).encode(),
                                       value=json.dumps(part.progress()).encode())
             offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+        sent = await send_many(stage.producer, topics.partials, out, len(partials_partitions))
+        sent -= sum(1 for _, _, q in out if q is not None)
+        t1 = time.perf_counter()
         await stage.producer.send_offsets_to_transaction(offsets, self.stage1_group)
         await stage.commit()
+        if sent:
+            log.info("stage 1 closed windows: %d partials, %.3f s to compute and send, "
+                     "%.3f s to commit", sent, t1 - t0, time.perf_counter() - t1)
         self._refresh_stage1_stats()
 
     def _stage1_counts(self) -> dict[str, int]:
@@ -298,19 +309,22 @@ class Worker:
     async def _release(self, stage: Stage, next_offsets: dict[int, int]) -> None:
         topics = self.config.topics
         offsets = {}
+        t0 = time.perf_counter()
+        windows = 0
         for q, part in self.s2_parts.items():
             ready = part.releasable()
             if not ready:
                 continue
             await stage.begin()
             for stream, start in ready:
+                windows += 1
                 policy = part.policies[stream]
                 rel = part.release(stream, start, lambda c, p=policy: dict(
                     zip(p.dimensions, c, strict=True)))
-                for record in rel.records:
-                    key = "|".join(record.cell.values()).encode()
-                    await stage.producer.send(topics.aggregate(stream), key=key,
-                                              value=record.to_json())
+                topic = topics.aggregate(stream)
+                await send_many(stage.producer, topic,
+                                [("|".join(r.cell.values()).encode(), r.to_json(), None)
+                                 for r in rel.records], self.topic_partitions[topic])
                 entry = LedgerEntry.for_release(
                     policy, window_start_ms=start, cells_released=len(rel.records),
                     partials_partition=q, cells_total=rel.cells_total,
@@ -327,5 +341,9 @@ class Worker:
             tp = TopicPartition(topics.partials, q)
             offsets[tp] = part.commit_offset(next_offsets.get(q, 0))
         if offsets:
+            t1 = time.perf_counter()
             await stage.producer.send_offsets_to_transaction(offsets, self.stage2_group)
             await stage.commit()
+            if windows:
+                log.info("stage 2 released %d window partition(s): %.3f s to compute and "
+                         "send, %.3f s to commit", windows, t1 - t0, time.perf_counter() - t1)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from privacy.accumulators import CellTotals
@@ -41,10 +42,10 @@ class Partial:
         return SEP.join((self.stream, str(self.window_start_ms), *self.cell)).encode()
 
     def encode(self) -> bytes:
-        return json.dumps({
+        return msgspec.json.encode({  # compact JSON, ~3x faster than json.dumps
             "k": "partial", "p": self.partition, "s": self.stream, "w": self.window_start_ms,
             "cell": list(self.cell), "a": self.accounts, "e": self.events, "m": self.columns,
-        }, separators=(",", ":")).encode()
+        })
 
 
 @dataclass(frozen=True)
