@@ -115,6 +115,7 @@ class Stage1Partition:
         limits: InputLimits = InputLimits(),
         progress: dict | None = None,
         start_offset: int = 0,
+        count_from: int = 0,
     ) -> None:
         self.partition = partition
         self.policies = policies
@@ -131,6 +132,9 @@ class Stage1Partition:
         # Offsets below this were processed by an earlier incarnation: their
         # events in closed windows were already counted (released or late).
         self.replay_until = int(progress.get("next_offset", 0))
+        # Counters count each message once per process: offsets below this were
+        # counted by an earlier state of this partition in this process (or replayed).
+        self.count_from = max(self.replay_until, count_from)
         # The watermark is NOT restored from progress: it would let this partition
         # close still-open windows before it has re-read their events. It grows
         # again from the replayed events (and from the wall clock once caught up).
@@ -166,7 +170,8 @@ class Stage1Partition:
         for offset, key, value in records:
             self.next_offset = max(self.next_offset, offset + 1)
             replay = offset < self.replay_until
-            self.counts["messages"] += 1
+            counted = offset >= self.count_from
+            self.counts["messages"] += counted
             decoded = decode_message(value or b"", now_ms=now_ms, limits=self.limits)
             evs = decoded.events
             if evs:
@@ -178,8 +183,9 @@ class Stage1Partition:
                     decoded.dead += [key_mismatch(e, self.limits)
                                      for e in evs if e.account_id != owner]
                     evs = [e for e in evs if e.account_id == owner]
-            if not replay:
+            if not replay:  # (dead letters of an aborted transaction are sent again)
                 dead.extend((offset, d) for d in decoded.dead)
+            if counted:
                 self.counts["dead_lettered"] += len(decoded.dead)
                 self.counts["accepted"] += len(evs)
             if evs:
@@ -209,13 +215,13 @@ class Stage1Partition:
     def _ingest_batch(self, batch: _Batch) -> None:
         self.watermark.observe(int(batch.time.max()))
         replay = batch.offset < self.replay_until
+        counted = batch.offset >= self.count_from
         for policy in self.policies:
             name = policy.name
             start = batch.time - batch.time % policy.window_ms
             late = start + policy.window_ms <= self.closed[name]
-            n_replayed = int((late & replay).sum())
-            self.counts["replayed"] += n_replayed
-            self.stream_counts[name]["late"] += int(late.sum()) - n_replayed
+            self.counts["replayed"] += int((late & replay).sum())
+            self.stream_counts[name]["late"] += int((late & counted).sum())
             live = np.flatnonzero(~late)
             if live.size == 0:
                 continue
@@ -226,7 +232,7 @@ class Stage1Partition:
             admitted = self.limiters[name].admit(
                 (pairs >> 32).tolist(), (pairs & 0xFFFFFFFF) * policy.window_ms)
             keep = admitted[inverse.reshape(-1)]
-            self.stream_counts[name]["over_cap"] += int((~keep).sum())
+            self.stream_counts[name]["over_cap"] += int((~keep & counted[live]).sum())
             live = live[keep]
             if live.size == 0:
                 continue

@@ -96,6 +96,7 @@ class Worker:
         self.topic_partitions: dict[str, int] = {}
         self.lag: dict[int, int] = {}
         self._retired: dict[str, int] = {}  # stage-1 counts of dropped partition states
+        self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
         self.on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
         self.stage1_group = f"{config.app_id}-stage1"
         self.stage2_group = f"{config.app_id}-stage2"
@@ -188,6 +189,7 @@ class Worker:
                 partition=tp.partition, policies=self.config.policies,
                 pseudonymizer=self.pseudonymizer, idle_lag_ms=self.idle_lag_ms,
                 progress=json.loads(raw) if raw else None, start_offset=start,
+                count_from=self._counted.get(tp.partition, 0),
             )
         log.info("stage 1 assigned raw partitions %s", sorted(self.s1_parts))
 
@@ -243,9 +245,11 @@ class Worker:
 
     def _retire_stage1_counts(self) -> None:
         """Keep the counts of partition states about to be dropped (rebalance, recovery):
-        the stats are per process run. Events re-read after a rebuild count again."""
+        the stats are per process run, each raw message counted once."""
         for k, v in self._stage1_counts().items():
             self._retired[k] = self._retired.get(k, 0) + v
+        for p, part in self.s1_parts.items():
+            self._counted[p] = max(self._counted.get(p, 0), part.next_offset)
 
     def _refresh_stage1_stats(self) -> None:
         s = self.stats
