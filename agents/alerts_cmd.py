@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
 from agents.alerts.agent import AlertAgent
 from agents.alerts.rules import DEFAULT_ALERTS, AlertConfigError, load_alert_config
 from agents.alerts.sinks import HttpSink
+from agents.releases import stop_event
 from streams.config import DEFAULT_PATH, ConfigError, load_config, with_prefix
 from streams.localkafka import security
 
@@ -71,13 +71,7 @@ def build_agent(args: argparse.Namespace) -> AlertAgent:
 
 
 async def _main(agent: AlertAgent, args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if args.duration_s is not None:
-        loop.call_later(args.duration_s, stop.set)
-    await agent.run(stop)
+    await agent.run(stop_event(args.duration_s))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,11 +89,5 @@ def run(args: argparse.Namespace) -> int:
           f"{agent.alerts.topic}" + "".join(f", {s.kind} {s.url}" for s in agent.sinks)
           + (f"; metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""),
           flush=True)
-    try:
-        asyncio.run(_main(agent, args))
-    except Exception as exc:
-        if not security.refused(exc):
-            raise
-        print(security.refusal_message("alerts", exc), file=sys.stderr)
-        return 3
+    asyncio.run(_main(agent, args))
     return 0

@@ -14,6 +14,7 @@ from agents import (
     report_cmd,
     subscribe_cmd,
 )
+from streams.localkafka import security
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not security.refused(exc):
+            raise
+        # Kafka refused this principal something: say which ACLs are missing, exit 3.
+        print(security.refusal_message(args.command, exc), file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

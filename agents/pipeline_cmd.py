@@ -105,13 +105,7 @@ def _worker(args: argparse.Namespace) -> int:
                 last_status = time.monotonic()
         task.result()
 
-    try:
-        asyncio.run(main())
-    except Exception as exc:
-        if not security.refused(exc):
-            raise
-        print(security.refusal_message("worker", exc), file=sys.stderr)
-        return 3
+    asyncio.run(main())
     print("status " + json.dumps(vars(worker.stats)), flush=True)
     return 0
 

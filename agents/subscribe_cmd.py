@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from agents.releases import (
     follow_records,
     parse_time_ms,
     read_records,
+    stop_event,
     to_frame,
 )
 from privacy.records import MetricValue, ReleaseRecord
@@ -111,12 +111,7 @@ def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> st
 
 
 async def _follow(args: argparse.Namespace, topic: str, metrics: list[str] | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if args.duration_s is not None:
-        loop.call_later(args.duration_s, stop.set)
+    stop = stop_event(args.duration_s)
     since = parse_time_ms(args.since) if args.since else None
     pending: dict[tuple[str, int], list[ReleaseRecord]] = {}
     touched: dict[tuple[str, int], float] = {}
@@ -153,11 +148,6 @@ def _subscribe(args: argparse.Namespace) -> int:
     except (ValueError, LookupError, ConfigError) as exc:
         print(f"privmon subscribe: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if not security.refused(exc):
-            raise
-        print(security.refusal_message("subscribe", exc), file=sys.stderr)
-        return 3
     return 0
 
 
@@ -171,11 +161,6 @@ def _export(args: argparse.Namespace) -> int:
     except (ValueError, LookupError, ConfigError) as exc:
         print(f"privmon export: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if not security.refused(exc):
-            raise
-        print(security.refusal_message("export", exc), file=sys.stderr)
-        return 3
     frame = to_frame(records)
     out = args.output or Path(f"{args.stream}.{args.format}")
     if args.format == "csv":
