@@ -26,7 +26,7 @@ import pandas as pd
 from privacy import accumulators as acc
 from privacy.bounding import ContributionTable
 from privacy.params import StreamPolicy
-from privacy.participation import ParticipationLimiter
+from privacy.participation import DenseParticipationLimiter
 from streams.partials import Mark, Partial, partials_of
 from streams.pseudonym import Pseudonymizer
 from streams.schema import (
@@ -124,7 +124,7 @@ class Stage1Partition:
         self.pseudonymizer = pseudonymizer
         self.limits = limits
         self.watermark = Watermark(idle_lag_ms=idle_lag_ms)
-        self.limiters = {p.name: ParticipationLimiter(p.participation) for p in policies}
+        self.limiters = {p.name: DenseParticipationLimiter(p.participation) for p in policies}
         self.open: dict[tuple[str, int], _OpenWindow] = {}
         progress = progress or {}
         self.closed: dict[str, int] = {p.name: int(progress.get("closed", {}).get(p.name, 0))
@@ -143,6 +143,7 @@ class Stage1Partition:
         # participation state at period boundaries (see close).
         self.account_ids: dict[bytes, int] = {}
         self._next_account_id = 0
+        self._free_ids: list[int] = []  # ids of pruned pseudonyms, reused first
         self.rng = np.random.default_rng()
         self.counts = {"messages": 0, "accepted": 0, "dead_lettered": 0, "replayed": 0}
         self.stream_counts = {p.name: {"included": 0, "late": 0, "over_cap": 0}
@@ -208,8 +209,12 @@ class Stage1Partition:
     def _id_of(self, pseudonym: bytes) -> int:
         got = self.account_ids.get(pseudonym)
         if got is None:
-            got = self.account_ids[pseudonym] = self._next_account_id
-            self._next_account_id += 1
+            if self._free_ids:
+                got = self._free_ids.pop()
+            else:
+                got = self._next_account_id
+                self._next_account_id += 1
+            self.account_ids[pseudonym] = got
         return got
 
     def _ingest_batch(self, batch: _Batch) -> None:
@@ -294,7 +299,9 @@ class Stage1Partition:
         for limiter in self.limiters.values():
             live |= limiter.accounts()
         if len(live) < len(self.account_ids):
-            self.account_ids = {k: v for k, v in self.account_ids.items() if v in live}
+            kept = {k: v for k, v in self.account_ids.items() if v in live}
+            self._free_ids += sorted(set(self.account_ids.values()) - live, reverse=True)
+            self.account_ids = kept
 
     def commit_offset(self) -> int:
         """Raw offset to commit: the first message of the oldest open window, if any."""

@@ -42,3 +42,28 @@ def test_in_order_windows_are_admitted_exactly_up_to_the_cap():
     assert limiter.dropped == 14
     limiter.forget_before(1)
     assert len(limiter) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 40)), max_size=300),
+    cap=st.integers(1, 6),
+    split=st.integers(1, 60),
+    forget_at=st.integers(0, 300),
+)
+def test_the_dense_limiter_decides_exactly_like_the_reference(events, cap, split, forget_at):
+    from privacy.participation import DenseParticipationLimiter
+
+    ref = ParticipationLimiter(ParticipationCap(max_windows=cap, period_ms=PERIOD), recent=2)
+    dense = DenseParticipationLimiter(ParticipationCap(max_windows=cap, period_ms=PERIOD),
+                                      recent=2, capacity=2)
+    for start in range(0, len(events), split):
+        chunk = events[start:start + split]
+        windows = np.array([w * 60_000 for _, w in chunk], np.int64)
+        accounts = [a for a, _ in chunk]
+        assert ref.admit(accounts, windows).tolist() == dense.admit(accounts, windows).tolist()
+        if start <= forget_at < start + split:
+            ref.forget_before(2)
+            dense.forget_before(2)
+            assert ref.accounts() == dense.accounts()
+    assert ref.dropped == dense.dropped
