@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 
 from agents.alerts.agent import AlertAgent
 from agents.alerts.rules import DEFAULT_ALERTS, AlertConfigError, load_alert_config
 from agents.alerts.sinks import HttpSink
+from agents.cli_options import add_deployment_options, kafka_options
 from agents.releases import stop_event
-from streams.config import DEFAULT_PATH, ConfigError, load_config, with_prefix
-from streams.localkafka import security
+from streams.config import ConfigError, load_config, with_prefix
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,10 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "are served as Prometheus gauges. Stops on SIGINT/SIGTERM."
         ),
     )
-    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
-    p.add_argument("--config", type=Path, default=DEFAULT_PATH, help="pipeline config (TOML)")
+    add_deployment_options(p)
     p.add_argument("--rules", type=Path, default=DEFAULT_ALERTS, help="alert rules (TOML)")
-    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
     p.add_argument("--webhook", default=None, help="also POST alerts as JSON to this URL")
     p.add_argument("--alertmanager", default=None,
                    help="also post alerts to this Alertmanager (base URL, e.g. "
@@ -43,8 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="streams whose latest values are exported (comma-separated)")
     p.add_argument("--backlog-ms", type=int, default=120_000,
                    help="at start, also evaluate windows that ended this long ago (default 2 min)")
-    p.add_argument("--sasl-user", default=None,
-                   help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")
     p.add_argument("--duration-s", type=float, default=None, help="stop after this long")
     p.set_defaults(func=run)
 
@@ -67,7 +62,7 @@ def build_agent(args: argparse.Namespace) -> AlertAgent:
             raise ConfigError(f"--export-streams {s!r}: expected some of {names}")
     return AlertAgent(pipeline=pipeline, alerts=rules, bootstrap=args.bootstrap, sinks=sinks,
                       export_streams=exported, backlog_ms=args.backlog_ms,
-                      kafka_options=security.options_for(args.sasl_user, os.environ))
+                      kafka_options=kafka_options(args))
 
 
 async def _main(agent: AlertAgent, args: argparse.Namespace) -> None:

@@ -14,29 +14,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
+from agents.cli_options import add_deployment_options, kafka_options
 from agents.kafka_stage import read_compacted
 from agents.releases import topic_partitions
 from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privacy.params import HorizonCap
-from streams.config import DEFAULT_PATH, ConfigError, PipelineConfig, load_config, with_prefix
-from streams.localkafka import security
+from streams.config import ConfigError, PipelineConfig, load_config, with_prefix
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("budget", help="privacy budget spent per stream, from the ledger",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
-    p.add_argument("--config", type=Path, default=DEFAULT_PATH, help="pipeline config (TOML)")
-    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
-    p.add_argument("--sasl-user", default=None,
-                   help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")
+    add_deployment_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -118,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if args.topic_prefix:
             config = with_prefix(config, args.topic_prefix)
-        options = security.options_for(args.sasl_user, os.environ)
+        options = kafka_options(args)
         raw = asyncio.run(_read(args.bootstrap, config.topics.ledger, options))
     except (ConfigError, ValueError, LookupError) as exc:
         print(f"privmon budget: {exc}", file=sys.stderr)

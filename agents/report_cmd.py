@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
 
 from agents.capacity_report import PANELS, render
+from agents.cli_options import add_deployment_options, kafka_options
 from agents.releases import aggregate_topic, read_records, to_frame
-from streams.config import DEFAULT_PATH, ConfigError
-from streams.localkafka import security
+from streams.config import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default capacity-report-<date>)")
     p.add_argument("--top-servers", type=int, default=5, help="servers in the top-servers plot")
-    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
-    p.add_argument("--config", type=Path, default=DEFAULT_PATH, help="pipeline config (TOML)")
-    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
-    p.add_argument("--sasl-user", default=None,
-                   help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")
+    add_deployment_options(p)
     p.set_defaults(func=run)
 
 
@@ -46,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         records = asyncio.run(read_records(
             args.bootstrap, topic, since_ms=since,
-            options=security.options_for(args.sasl_user, os.environ)))
+            options=kafka_options(args)))
         frame = to_frame(records)
         print(f"privmon report: {len(frame)} released cells; rendering {len(PANELS)} plots ...",
               file=sys.stderr, flush=True)

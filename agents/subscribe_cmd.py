@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agents.cli_options import add_deployment_options, kafka_options
 from agents.releases import (
     aggregate_topic,
     follow_records,
@@ -23,21 +23,14 @@ from agents.releases import (
     to_frame,
 )
 from privacy.records import MetricValue, ReleaseRecord
-from streams.config import DEFAULT_PATH, ConfigError
-from streams.localkafka import security
+from streams.config import ConfigError
 
 DEFAULT_SUFFIXES = (".mean", ".rate", ".p95")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("stream", help="release stream, e.g. monitoring, research, capacity")
-    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
-    p.add_argument("--config", type=Path, default=DEFAULT_PATH,
-                   help="pipeline config naming the streams and topics")
-    p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
-    p.add_argument("--sasl-user", default=None,
-                   help="authenticate as this user (e.g. analyst); password in "
-                   f"${security.PASSWORD_ENV}")
+    add_deployment_options(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -73,10 +66,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--output", type=Path, default=None,
                    help="output file (default: <stream>.<format> in the current directory)")
     e.set_defaults(func=_export)
-
-
-def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
-    return security.options_for(args.sasl_user, os.environ)
 
 
 def _fmt(name: str, v: MetricValue) -> str:
@@ -129,7 +118,7 @@ async def _follow(args: argparse.Namespace, topic: str, metrics: list[str] | Non
     ticker = asyncio.create_task(tick())
     try:
         async for rec in follow_records(args.bootstrap, topic, stop, since_ms=since,
-                                        options=_kafka_options(args)):
+                                        options=kafka_options(args)):
             key = (rec.stream, rec.window_start_ms)
             pending.setdefault(key, []).append(rec)
             touched[key] = time.monotonic()
@@ -157,7 +146,7 @@ def _export(args: argparse.Namespace) -> int:
         since = parse_time_ms(args.since)
         until = parse_time_ms(args.until) if args.until else None
         records = asyncio.run(read_records(args.bootstrap, topic, since_ms=since,
-                                           until_ms=until, options=_kafka_options(args)))
+                                           until_ms=until, options=kafka_options(args)))
     except (ValueError, LookupError, ConfigError) as exc:
         print(f"privmon export: {exc}", file=sys.stderr)
         return 2

@@ -216,21 +216,22 @@ class Worker:
         offsets = {}
         t0 = time.perf_counter()
         out: list[tuple[bytes | None, bytes, int | None]] = []
+        n_partials = 0
         for p, part in self.s1_parts.items():
             partials, marks = part.close(now_ms=now, caught_up=caught_up[p])
+            n_partials += len(partials)
             out += [(partial.key(), partial.encode(), None) for partial in partials]
             out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]
             await stage.producer.send(topics.progress, key=str(p).encode(),
                                       value=json.dumps(part.progress()).encode())
             offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
-        sent = await send_many(stage.producer, topics.partials, out, len(partials_partitions))
-        sent -= sum(1 for _, _, q in out if q is not None)
+        await send_many(stage.producer, topics.partials, out, len(partials_partitions))
         t1 = time.perf_counter()
         await stage.producer.send_offsets_to_transaction(offsets, self.stage1_group)
         await stage.commit()
-        if sent:
+        if n_partials:
             log.info("stage 1 closed windows: %d partials, %.3f s to compute and send, "
-                     "%.3f s to commit", sent, t1 - t0, time.perf_counter() - t1)
+                     "%.3f s to commit", n_partials, t1 - t0, time.perf_counter() - t1)
         self._refresh_stage1_stats()
 
     def _stage1_counts(self) -> dict[str, int]:
