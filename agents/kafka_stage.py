@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -12,6 +13,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.localkafka.security import refused
+from streams.participation_state import MAX_RECORD_BYTES
 
 if TYPE_CHECKING:
     from agents.worker import Worker
@@ -66,6 +68,8 @@ class Stage:
             bootstrap_servers=w.bootstrap,
             transactional_id=f"{w.config.app_id}-{self.name}-{w.worker_id}",
             enable_idempotence=True, linger_ms=5, **w.kafka_options,
+            # participation-state records can be larger than Kafka's 1 MB default
+            max_request_size=MAX_RECORD_BYTES + 64 * 1024,
         )
 
     async def fail(self, exc: BaseException) -> None:
@@ -106,24 +110,42 @@ async def read_compacted(
     bootstrap: str, topic: str, partitions: int, options: dict[str, str]
 ) -> dict[bytes, bytes]:
     """Latest committed value per key of a (small, compacted) topic."""
+    out: dict[bytes, bytes] = {}
+    for latest in (await read_latest(bootstrap, topic, range(partitions), options)).values():
+        out.update(latest)
+    return out
+
+
+async def read_latest(
+    bootstrap: str, topic: str, partitions: Iterable[int], options: dict[str, str]
+) -> dict[int, dict[bytes, bytes]]:
+    """Per partition, the latest committed value per key (tombstones remove keys)."""
+    parts = [TopicPartition(topic, p) for p in partitions]
+    out: dict[int, dict[bytes, bytes]] = {tp.partition: {} for tp in parts}
+    if not parts:  # (and no consumer: stopping one right after its start raises
+        return out  # CancelledError from aiokafka's not-yet-started no-group task)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 enable_auto_commit=False, **options)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
-        out: dict[bytes, bytes] = {}
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < ends[tp] for tp in parts])
 
         while await behind():
             batch = await consumer.getmany(timeout_ms=1000)
-            for records in batch.values():
+            for tp, records in batch.items():
+                latest = out[tp.partition]
                 for r in records:
-                    if r.key is not None:
-                        out[r.key] = r.value
+                    if r.key is None:
+                        continue
+                    if r.value is None:
+                        latest.pop(r.key, None)
+                    else:
+                        latest[r.key] = r.value
         return out
     finally:
         await consumer.stop()

@@ -10,14 +10,21 @@ and numpy, no Kafka: the worker feeds it records and ships what it returns.
 
 Recovery contract (see agents/worker.py): the worker commits, in one Kafka
 transaction, the partials and marks of ``close`` together with
-``progress()`` and the raw offset ``commit_offset()``. After a crash the
-partition restarts from that offset with that progress: windows it had
-closed are skipped on replay, windows it had open are rebuilt from the raw
-topic itself (their first message is at or after the committed offset).
+``progress()``, the changed participation-cap state ``take_state()`` and the
+raw offset ``commit_offset()``. After a crash the partition restarts from
+that offset with that progress and state: windows it had closed are skipped
+on replay, windows it had open are rebuilt from the raw topic itself (their
+first message is at or after the committed offset), and the cap remembers
+the windows each account was admitted to, so a restart never resets it.
+The saved state already includes the open windows' admissions; their
+replayed events find their window in the account's recent windows and are
+not counted twice (if it fell out of that short list they are counted
+again, which only drops more).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from operator import attrgetter
 
 import numpy as np
@@ -28,6 +35,7 @@ from privacy.bounding import ContributionTable
 from privacy.params import StreamPolicy
 from privacy.participation import DenseParticipationLimiter
 from streams.partials import Mark, Partial, partials_of
+from streams.participation_state import BUCKETS, StateChunk, bucket_of, state_key
 from streams.pseudonym import Pseudonymizer
 from streams.schema import (
     DeadLetter,
@@ -114,9 +122,12 @@ class Stage1Partition:
         idle_lag_ms: int,
         limits: InputLimits = InputLimits(),
         progress: dict | None = None,
+        participation: Sequence[StateChunk] = (),
         start_offset: int = 0,
         count_from: int = 0,
     ) -> None:
+        """``progress`` and ``participation``: what an earlier incarnation committed
+        (``progress()`` and the latest ``take_state()`` chunks), if anything."""
         self.partition = partition
         self.policies = policies
         self.specs = {p.name: WindowSpec(window_ms=p.window_ms, grace_ms=p.grace_ms)
@@ -144,6 +155,10 @@ class Stage1Partition:
         self.account_ids: dict[bytes, int] = {}
         self._next_account_id = 0
         self._free_ids: list[int] = []  # ids of pruned pseudonyms, reused first
+        self._pseudonyms: list[bytes | None] = []  # id -> pseudonym (for saving state)
+        self._bucket = np.full(1024, -1, np.int8)  # id -> state bucket (-1: free)
+        self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
+        self._restore(participation)
         self.rng = np.random.default_rng()
         self.counts = {"messages": 0, "accepted": 0, "dead_lettered": 0, "replayed": 0}
         self.stream_counts = {p.name: {"included": 0, "late": 0, "over_cap": 0}
@@ -211,9 +226,15 @@ class Stage1Partition:
         if got is None:
             if self._free_ids:
                 got = self._free_ids.pop()
+                self._pseudonyms[got] = pseudonym
             else:
                 got = self._next_account_id
                 self._next_account_id += 1
+                self._pseudonyms.append(pseudonym)
+                if got >= self._bucket.size:
+                    self._bucket = np.concatenate(
+                        [self._bucket, np.full(self._bucket.size, -1, np.int8)])
+            self._bucket[got] = bucket_of(pseudonym)
             self.account_ids[pseudonym] = got
         return got
 
@@ -288,7 +309,9 @@ class Stage1Partition:
             self.closed[policy.name] = upto
             if upto // policy.participation.period_ms > 0:
                 self.limiters[policy.name].forget_before(upto // policy.participation.period_ms - 1)
-                self._prune_account_ids()
+        for name, limiter in self.limiters.items():  # before pruning: ids still mean the same
+            self._dirty_buckets[name].update(np.unique(self._bucket[limiter.take_dirty()]).tolist())
+        self._prune_account_ids()
         marks = [Mark(self.partition, p.name, self.closed[p.name]) for p in self.policies]
         return partials, marks
 
@@ -300,8 +323,45 @@ class Stage1Partition:
             live |= limiter.accounts()
         if len(live) < len(self.account_ids):
             kept = {k: v for k, v in self.account_ids.items() if v in live}
-            self._free_ids += sorted(set(self.account_ids.values()) - live, reverse=True)
+            freed = sorted(set(self.account_ids.values()) - live, reverse=True)
+            for i in freed:
+                self._pseudonyms[i] = None
+            self._bucket[freed] = -1
+            self._free_ids += freed
             self.account_ids = kept
+
+    # ------------------------------------------------- participation state
+    def take_state(self) -> list[tuple[bytes, bytes | None]]:
+        """(key, value) records of the cap state changed up to the last ``close``:
+        one per changed (stream, bucket), None for a bucket now empty. To commit
+        with that close (see the recovery contract above)."""
+        out: list[tuple[bytes, bytes | None]] = []
+        for name, buckets in self._dirty_buckets.items():
+            if not buckets:
+                continue
+            limiter = self.limiters[name]
+            for b in sorted(buckets):
+                ids = np.flatnonzero(self._bucket[:self._next_account_id] == b)
+                period, count, recent = limiter.rows(ids)
+                has = period >= 0
+                ids = ids[has]
+                if ids.size == 0:
+                    out.append((state_key(name, b), None))
+                    continue
+                chunk = StateChunk(stream=name, bucket=b,
+                                   pseudonyms=[self._pseudonyms[i] for i in ids.tolist()],
+                                   period=period[has], count=count[has], recent=recent[has])
+                out.append((state_key(name, b), chunk.encode()))
+            buckets.clear()
+        return out
+
+    def _restore(self, chunks: Sequence[StateChunk]) -> None:
+        for chunk in chunks:
+            limiter = self.limiters.get(chunk.stream)
+            if limiter is None or not 0 <= chunk.bucket < BUCKETS:
+                continue  # a stream no longer configured
+            ids = np.array([self._id_of(p) for p in chunk.pseudonyms], np.int64)
+            limiter.restore(ids, chunk.period, chunk.count, chunk.recent)
 
     def commit_offset(self) -> int:
         """Raw offset to commit: the first message of the oldest open window, if any."""

@@ -6,13 +6,16 @@ nothing accepted is lost, even after SIGKILL at any instant):
 - Stage 1 (group ``privmon-stage1`` on the raw topic) keeps open windows in
   memory and never commits a raw offset past the first message of a window
   it has not closed. Closing windows is one Kafka transaction: the partials,
-  the marks, the partition's progress record (which windows are closed) and
-  the raw offsets, together. A crash before the commit aborts all of it and
-  the raw topic is re-read from the committed offset, rebuilding the open
-  windows; a crash after it finds the progress record, which makes replayed
-  events of closed windows be skipped. So partials of each (stream, window,
-  stage-1 partition) become visible exactly once, with every accepted event
-  of that partition in them or counted late.
+  the marks, the partition's progress record (which windows are closed), its
+  changed participation-cap state (which windows each account was admitted
+  to, so the per-day cap survives restarts) and the raw offsets, together.
+  A crash before the commit aborts all of it and the raw topic is re-read
+  from the committed offset, rebuilding the open windows; a crash after it
+  finds the progress record, which makes replayed events of closed windows
+  be skipped, and the cap state, which keeps each account's admitted windows.
+  So partials of each (stream, window, stage-1 partition) become visible
+  exactly once, with every accepted event of that partition in them or
+  counted late.
 - Stage 2 (group ``privmon-stage2`` on partials, read_committed) releases a
   window once every stage-1 partition marked it, in one transaction: the
   release records, a ledger record per (stream, window, partials partition),
@@ -36,12 +39,20 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.kafka_stage import Stage, read_compacted, recoverable, send_many, watch_rebalances
+from agents.kafka_stage import (
+    Stage,
+    read_compacted,
+    read_latest,
+    recoverable,
+    send_many,
+    watch_rebalances,
+)
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition
 from privacy.accountant import LedgerEntry
 from streams.config import PipelineConfig
 from streams.partials import decode as decode_partial
+from streams.participation_state import StateChunk
 from streams.pseudonym import Pseudonymizer
 from streams.topics import ensure_topics
 
@@ -177,6 +188,9 @@ class Worker:
         topic = self.config.topics.progress
         progress = await read_compacted(self.bootstrap, topic, self.topic_partitions[topic],
                                         self.kafka_options)
+        assigned = sorted(tp.partition for tp in consumer.assignment())
+        state = await read_latest(self.bootstrap, self.config.topics.participation, assigned,
+                                  self.kafka_options)
         self._retire_stage1_counts()
         self.s1_parts = {}
         self.lag = {}
@@ -189,6 +203,7 @@ class Worker:
                 partition=tp.partition, policies=self.config.policies,
                 pseudonymizer=self.pseudonymizer, idle_lag_ms=self.idle_lag_ms,
                 progress=json.loads(raw) if raw else None, start_offset=start,
+                participation=[StateChunk.decode(v) for v in state[tp.partition].values()],
                 count_from=self._counted.get(tp.partition, 0),
             )
         log.info("stage 1 assigned raw partitions %s", sorted(self.s1_parts))
@@ -219,6 +234,8 @@ class Worker:
         n_partials = 0
         for p, part in self.s1_parts.items():
             partials, marks = part.close(now_ms=now, caught_up=caught_up[p])
+            await send_many(stage.producer, topics.participation,
+                            [(k, v, p) for k, v in part.take_state()], 0)
             n_partials += len(partials)
             out += [(partial.key(), partial.encode(), None) for partial in partials]
             out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]

@@ -90,6 +90,7 @@ class DenseParticipationLimiter:
         self._period = np.full(capacity, -1, np.int64)
         self._count = np.zeros(capacity, np.int32)
         self._recent = np.full((capacity, recent), -1, np.int64)
+        self._dirty = np.zeros(capacity, bool)  # state changed since take_dirty()
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -104,6 +105,7 @@ class DenseParticipationLimiter:
         self._count = np.concatenate([self._count, np.zeros(new - size, np.int32)])
         self._recent = np.concatenate(
             [self._recent, np.full((new - size, self.recent), -1, np.int64)])
+        self._dirty = np.concatenate([self._dirty, np.zeros(new - size, bool)])
 
     def admit(self, accounts: Sequence[int], window_start_ms: np.ndarray) -> np.ndarray:
         """Boolean mask of the events whose (account, window) is within the cap."""
@@ -118,7 +120,7 @@ class DenseParticipationLimiter:
         keep = np.zeros(windows.size, bool)
         decided: dict[tuple[int, int], bool] = {}
         period_ms, cap = self.cap.period_ms, self.cap.max_windows
-        periods, counts, recents = self._period, self._count, self._recent
+        periods, counts, recents, dirty = self._period, self._count, self._recent, self._dirty
         for i, (account, window) in enumerate(zip(accounts, windows.tolist(), strict=True)):
             ok = decided.get((account, window))
             if ok is None:
@@ -127,6 +129,7 @@ class DenseParticipationLimiter:
                 if have < period:  # no state, or an older period: start afresh
                     periods[account], counts[account] = period, 0
                     recents[account] = -1
+                    dirty[account] = True
                     have = period
                 row = recents[account]
                 if have > period:  # an earlier period, after a later one began: drop
@@ -138,6 +141,7 @@ class DenseParticipationLimiter:
                     counts[account] += 1
                     row[:-1] = row[1:].copy()
                     row[-1] = window
+                    dirty[account] = True
                 else:
                     ok = False
                 decided[(account, window)] = ok
@@ -155,3 +159,36 @@ class DenseParticipationLimiter:
         self._period[old] = -1
         self._count[old] = 0
         self._recent[old] = -1
+        self._dirty |= old
+
+    # --------------------------------------------------- persistence (restarts)
+    def take_dirty(self) -> np.ndarray:
+        """Ids whose state changed since the last call (then forgets that they did)."""
+        ids = np.flatnonzero(self._dirty)
+        self._dirty[ids] = False
+        return ids
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """State of ``ids``: period (-1: none), windows admitted, recent window starts."""
+        ids = np.asarray(ids, np.int64)
+        return self._period[ids].copy(), self._count[ids].copy(), self._recent[ids].copy()
+
+    def restore(self, ids: np.ndarray, period: np.ndarray, count: np.ndarray,
+                recent: np.ndarray) -> None:
+        """Put back state saved with ``rows`` (after a restart, under new dense ids).
+
+        ``recent`` may have another width than this limiter's: the newest
+        entries are kept; a window that no longer fits is counted again if
+        seen, which only drops more.
+        """
+        ids = np.asarray(ids, np.int64)
+        recent = np.asarray(recent, np.int64).reshape(ids.size, -1)
+        if ids.size == 0:
+            return
+        self._grow(int(ids.max()) + 1)
+        self._period[ids] = period
+        self._count[ids] = count
+        width = min(self.recent, recent.shape[1])
+        self._recent[ids] = -1
+        if width:
+            self._recent[ids, -width:] = recent[:, recent.shape[1] - width:]

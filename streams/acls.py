@@ -1,7 +1,7 @@
 """Who may do what on Kafka: ACLs for the producer, the worker and analysts.
 
   producer  WRITE raw
-  worker    READ raw; READ/WRITE partials, progress, ledger; WRITE dlq and
+  worker    READ raw; READ/WRITE partials, progress, ledger, participation; WRITE dlq and
             aggregates.*; its consumer groups; its transactional ids
   analyst   READ aggregates.* (prefix) with groups analyst-*; nothing else
   alerter   READ aggregates.*; WRITE the alerts topic (privmon alerts)
@@ -67,7 +67,7 @@ def acl_bindings(config: PipelineConfig, who: Principals) -> list[ACL]:
     acls = _allow(who.producer, T, t.raw, LITERAL, W, D)
     worker = who.worker
     acls += _allow(worker, T, t.raw, LITERAL, R, D)
-    for topic in (t.partials, t.progress, t.ledger):
+    for topic in (t.partials, t.progress, t.ledger, t.participation):
         acls += _allow(worker, T, topic, LITERAL, R, W, D)
     acls += _allow(worker, T, t.dlq, LITERAL, W, D)
     acls += _allow(worker, T, t.aggregate_prefix, PREFIXED, W, D)

@@ -44,6 +44,8 @@ class Topics:
     progress: str
     aggregate_prefix: str
     alerts: str = "privmon.alerts"  # written by the alert agent (privmon alerts)
+    # stage 1's participation-cap state (streams/participation_state.py)
+    participation: str = "privmon.participation"
 
     def aggregate(self, stream: str) -> str:
         return f"{self.aggregate_prefix}{stream}"
@@ -166,7 +168,7 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
                      optional={"global_caps"})
         topics = _build("topics", Topics, top["topics"],
                         required={"raw", "dlq", "partials", "ledger", "progress",
-                                  "aggregate_prefix"}, optional={"alerts"})
+                                  "aggregate_prefix"}, optional={"alerts", "participation"})
         if not isinstance(top["streams"], Mapping) or not top["streams"]:
             raise ConfigError("streams: expected at least one [streams.<name>] table")
         version = str(top["policy_version"])
@@ -189,5 +191,6 @@ def with_prefix(config: PipelineConfig, prefix: str) -> PipelineConfig:
     t = config.topics
     topics = Topics(raw=prefix + t.raw, dlq=prefix + t.dlq, partials=prefix + t.partials,
                     ledger=prefix + t.ledger, progress=prefix + t.progress,
-                    aggregate_prefix=prefix + t.aggregate_prefix, alerts=prefix + t.alerts)
+                    aggregate_prefix=prefix + t.aggregate_prefix, alerts=prefix + t.alerts,
+                    participation=prefix + t.participation)
     return replace(config, topics=topics, app_id=prefix + config.app_id)

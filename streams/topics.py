@@ -6,6 +6,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.config import PipelineConfig
+from streams.participation_state import MAX_RECORD_BYTES
 
 COMPACTED = {"cleanup.policy": "compact"}
 
@@ -18,6 +19,9 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
         t.partials: (partitions, {}),
         t.progress: (1, COMPACTED),
         t.ledger: (1, COMPACTED),
+        # one partition per raw partition: stage 1 restores only its own
+        t.participation: (partitions, {**COMPACTED,
+                                       "max.message.bytes": str(MAX_RECORD_BYTES + 64 * 1024)}),
     }
     for policy in config.policies:
         specs[t.aggregate(policy.name)] = (1, {})

@@ -18,7 +18,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 REPO = Path(__file__).resolve().parents[2]
 FAST = Path(__file__).with_name("fast_streams.toml")
 WINDOW_MS = 4_000  # monitoring window of fast_streams.toml
-TOPIC_KEYS = ("raw", "dlq", "partials", "ledger", "progress")
 
 
 @dataclass
@@ -36,7 +35,8 @@ class Setup:
 
     def all_topics(self) -> list[str]:
         names = ["telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
-                 "privmon.progress", "aggregates.monitoring", "aggregates.capacity"]
+                 "privmon.progress", "privmon.participation", "aggregates.monitoring",
+                 "aggregates.capacity"]
         return [self.topic(n) for n in names]
 
 
@@ -45,7 +45,7 @@ def make_setup(tmp_path: Path, bootstrap: str, name: str) -> Setup:
     prefix = f"{name}-{secrets.token_hex(3)}."
     text = FAST.read_text().replace('app_id = "privmon"', f'app_id = "{prefix}privmon"')
     for value in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
-                  "privmon.progress", "privmon.alerts"):
+                  "privmon.progress", "privmon.alerts", "privmon.participation"):
         text = text.replace(f'"{value}"', f'"{prefix}{value}"')
     text = text.replace('aggregate_prefix = "aggregates."',
                         f'aggregate_prefix = "{prefix}aggregates."')

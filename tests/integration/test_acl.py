@@ -124,12 +124,13 @@ def test_acls_allow_each_role_only_its_topics(secure, tmp_path):
         stop_worker(worker)
 
     for topic in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
-                  "privmon.progress"):
+                  "privmon.progress", "privmon.participation"):
         assert not _can_read(secure, "analyst", setup.topic(topic)), topic
     assert _can_read(secure, "analyst", setup.topic("aggregates.monitoring"))
     assert not _can_read(secure, "telemetry-producer", setup.raw)
     assert _can_read(secure, "privmon-worker", setup.raw)
-    for topic in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger"):
+    for topic in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
+                  "privmon.participation"):
         assert not _can_read(secure, "privmon-alerts", setup.topic(topic)), topic
 
     # The analysts' tools need nothing but read access to the aggregate topics.

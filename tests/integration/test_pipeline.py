@@ -102,7 +102,7 @@ def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path)
         if topic in (setup.raw, setup.topic("telemetry.dlq")):
             continue
         for record in read_topic(bootstrap, topic, committed_only=False):
-            blob = (record.key or b"") + record.value
+            blob = (record.key or b"") + (record.value or b"")
             assert not any(c in blob for c in canaries), f"identifier leaked into {topic}"
     assert not any(c.decode() in log.read_text() for c in canaries), "identifier in the log"
     assert not any(c in metrics for c in canaries), "identifier in the metrics"
@@ -171,3 +171,48 @@ def test_sigkill_at_any_point_releases_each_cell_once_and_loses_nothing(bootstra
     assert kills == 5
     _check_against_truth(setup, truth)  # each (window, cell) once, values around the truth
     _check_exact_partials(setup, truth)  # every event counted exactly once
+
+
+def test_the_daily_window_cap_holds_across_a_sigkill(bootstrap, tmp_path):
+    """An account capped at 2 monitoring windows a day, worker SIGKILLed after its
+    2 windows were released: after the restart it contributes to no further window
+    (before the cap state was saved, the restart reset it and it got 2 more)."""
+    setup = make_setup(tmp_path, bootstrap, "cap")
+    text = setup.config.read_text()
+    setup.config.write_text(text.replace("max_windows = 1000", "max_windows = 2", 1))
+    log = tmp_path / "worker.log"
+
+    def phase(worker, accounts: bytes) -> set[int]:
+        truth = known_input(first_window_after(int(time.time() * 1000)), 2)
+        truth.messages = [(k.replace(b"acct-", accounts), v.replace(b"acct-", accounts))
+                          for k, v in truth.messages]  # other accounts: not capped
+        solo = [(b"solo-acct", json.dumps({"events": [{
+            "account_id": "solo-acct", "server": "solo-01", "region": "eu",
+            "client_version": "5.2.1", "platform": "chrome", "latency_ms": 20.0,
+            "bytes": 10, "error": False, "session_s": 1.0,
+            "event_time_ms": w + 700}]}).encode()) for w in truth.windows]
+        produce(bootstrap, setup.raw, truth.messages + solo)
+        wait_for(all_released(setup, truth), timeout_s=90, what="releases",
+                 procs=[worker], log=log)
+        return set(truth.windows)
+
+    def solo_windows() -> set[int]:
+        return {json.loads(r.value)["w"] for r in read_topic(bootstrap,
+                                                             setup.topic("privmon.partials"))
+                if json.loads(r.value)["k"] == "partial"
+                and json.loads(r.value)["cell"][0] == "solo-01"}
+
+    worker = start_worker(setup, "w1", log)
+    try:
+        before = phase(worker, b"acct-")
+        assert solo_windows() == before  # admitted to its first 2 windows of the day
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = start_worker(setup, "w1", log)
+        after = phase(worker, b"later-")
+    finally:
+        stop_worker(worker)
+    assert before.isdisjoint(after)
+    assert solo_windows() == before, "the restart reset the account's daily window cap"
+    status = json.loads(log.read_text().strip().splitlines()[-1].removeprefix("status "))
+    assert status["over_cap"] == 2  # its events of the 2 later windows, counted as dropped

@@ -1,0 +1,166 @@
+"""The per-day window cap survives restarts (stage 1 without Kafka).
+
+The worker commits ``take_state()`` with each close; a restarted partition
+gets the latest record per key (what the compacted topic keeps) and replays
+the raw topic from ``commit_offset()``. Emulated here exactly that way, with
+crashes after every close at random cut points.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from agents.stage1 import Stage1Partition
+from privacy.params import ParticipationCap
+from privacy.participation import DenseParticipationLimiter
+from streams.config import load_config
+from streams.participation_state import BUCKETS, StateChunk, bucket_of
+from streams.pseudonym import Pseudonymizer
+from tests.integration.pipeline_harness import FAST
+
+PSEUDO = Pseudonymizer({0: b"k" * 32})
+MONITORING = load_config(FAST).policy("monitoring")  # 4 s windows, 1 s grace
+WINDOW_MS, GRACE_MS = MONITORING.window_ms, MONITORING.grace_ms
+T0 = 1_800_000_000_000 - 1_800_000_000_000 % 86_400_000 + 3_600_000  # 01:00 UTC
+CAP = 3
+WINDOWS = 8
+
+
+def _policy(max_windows: int = CAP):
+    return replace(MONITORING, participation=ParticipationCap(max_windows=max_windows,
+                                                              period_ms=86_400_000))
+
+
+def _event(account: str, server: str, t: int) -> dict:
+    return {"account_id": account, "server": server, "region": "eu", "client_version": "1",
+            "platform": "chrome", "latency_ms": 10.0, "bytes": 100, "error": False,
+            "session_s": 1.0, "event_time_ms": t}
+
+
+def _raw_log() -> list[tuple[int, bytes, bytes]]:
+    """Account "solo" (alone on server "solo") twice in each of WINDOWS windows; six
+    other accounts once a window. In time order, as (offset, key, value)."""
+    messages = []
+    for w in range(WINDOWS):
+        start = T0 + w * WINDOW_MS
+        messages.append((start + 100, "solo", "solo"))
+        messages += [(start + 1000 + i, f"acct-{i}", "x") for i in range(6)]
+        messages.append((start + 2500, "solo", "solo"))
+    return [(offset, account.encode(), json.dumps(_event(account, server, t)).encode())
+            for offset, (t, account, server) in enumerate(messages)]
+
+
+def _time(value: bytes) -> int:
+    return json.loads(value)["event_time_ms"]
+
+
+def _run(log, cuts: list[int], *, persist: bool, max_windows: int = CAP) -> list[bytes]:
+    """Process ``log`` with a crash after each cut: ingest up to the cut, close what
+    the time allows, commit (partials, progress, state, offset), then a fresh
+    partition replays from the committed offset. Returns the committed partials."""
+    policies = (_policy(max_windows),)
+    topic: dict[bytes, bytes] = {}  # the compacted participation topic
+    progress, committed, out = None, 0, []
+    for cut in [*cuts, len(log)]:
+        part = Stage1Partition(
+            partition=0, policies=policies, pseudonymizer=PSEUDO, idle_lag_ms=0,
+            progress=progress, start_offset=committed,
+            participation=[StateChunk.decode(v) for v in topic.values()] if persist else ())
+        batch = log[committed:cut]
+        part.ingest(batch, now_ms=T0)
+        now = _time(log[cut - 1][2]) if cut < len(log) else T0 + 10 * 86_400_000
+        partials, _ = part.close(now_ms=now, caught_up=True)
+        for key, value in part.take_state():  # the same transaction as the partials
+            if value is None:
+                topic.pop(key, None)
+            else:
+                topic[key] = value
+        out += [p.encode() for p in partials]
+        progress, committed = part.progress(), part.commit_offset()
+    return sorted(out)
+
+
+def _solo_windows(partials: list[bytes]) -> list[int]:
+    decoded = [json.loads(p) for p in partials]
+    return sorted(p["w"] for p in decoded if p["cell"][0] == "solo" and p["a"] > 0)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_restarts_at_random_points_change_nothing(seed):
+    log = _raw_log()
+    rnd = random.Random(seed)
+    cuts = sorted(rnd.sample(range(1, len(log)), rnd.randint(1, 12)))
+    uninterrupted = _run(log, [], persist=True)
+    assert _solo_windows(uninterrupted) == [T0 + w * WINDOW_MS for w in range(CAP)]
+    # Exactly the same partials, byte for byte: nothing admitted twice, nothing lost.
+    assert _run(log, cuts, persist=True) == uninterrupted
+
+
+def test_without_saved_state_a_restart_resets_the_cap():
+    """The non-private variant (what the worker did before): every restart forgets
+    the day's windows, and "solo" contributes to more than CAP windows."""
+    log = _raw_log()
+    cuts = [i for i, (_, _, v) in enumerate(log) if _time(v) % WINDOW_MS == 2500][:-1]
+    assert len(_solo_windows(_run(log, cuts, persist=False))) > CAP
+    assert len(_solo_windows(_run(log, cuts, persist=True))) == CAP
+
+
+def test_state_is_saved_only_for_changed_buckets_and_pruned_with_the_period():
+    log = _raw_log()
+    part = Stage1Partition(partition=0, policies=(_policy(),), pseudonymizer=PSEUDO,
+                           idle_lag_ms=0)
+    part.ingest(log[:8], now_ms=T0)
+    part.close(now_ms=T0 + WINDOW_MS + GRACE_MS)
+    first = dict(part.take_state())
+    pseudonyms = {PSEUDO.pseudonym(f"acct-{i}", T0) for i in range(6)}
+    pseudonyms.add(PSEUDO.pseudonym("solo", T0))
+    assert set(first) == {f"monitoring|{b}".encode() for b in {bucket_of(p) for p in pseudonyms}}
+    saved = [StateChunk.decode(v) for v in first.values()]
+    assert sorted(p for c in saved for p in c.pseudonyms) == sorted(pseudonyms)
+    assert all((c.count == 1).all() and (c.period == T0 // 86_400_000).all() for c in saved)
+    assert part.take_state() == []  # nothing changed since
+    # Two days later the day's state is forgotten: every bucket becomes a tombstone.
+    part.close(now_ms=T0 + 2 * 86_400_000)
+    assert dict(part.take_state()) == dict.fromkeys(first)
+
+
+def test_state_chunk_round_trips_exactly_and_refuses_bad_input():
+    rng = np.random.default_rng(0)
+    n = 50
+    chunk = StateChunk(stream="monitoring", bucket=7,
+                       pseudonyms=[rng.bytes(16) for _ in range(n)],
+                       period=rng.integers(0, 30_000, n), count=rng.integers(0, 120, n,
+                                                                             dtype=np.int32),
+                       recent=rng.integers(-1, 2**40, (n, 4)))
+    back = StateChunk.decode(chunk.encode())
+    assert back.stream == "monitoring" and back.bucket == 7 and back.pseudonyms == chunk.pseudonyms
+    for name in ("period", "count", "recent"):
+        assert np.array_equal(getattr(back, name), getattr(chunk, name)), name
+    with pytest.raises(ValueError, match="16 bytes"):
+        replace(chunk, pseudonyms=[b"short"] * n).encode()
+    assert 0 <= bucket_of(b"\xff" * 16) < BUCKETS
+
+
+def test_a_restored_limiter_decides_like_the_original():
+    cap = ParticipationCap(max_windows=3, period_ms=100)
+    rng = np.random.default_rng(1)
+    first = DenseParticipationLimiter(cap)
+    accounts = rng.integers(0, 40, 400).tolist()
+    windows = np.sort(rng.integers(0, 300, 400)) // 10 * 10
+    first.admit(accounts[:200], windows[:200])
+    ids = np.array(sorted(first.accounts()))
+    moved = ids + 1000  # other dense ids after the restart
+    second = DenseParticipationLimiter(cap, recent=2)  # narrower: keeps the newest
+    second.restore(moved, *first.rows(ids))
+    wide = DenseParticipationLimiter(cap)
+    wide.restore(moved, *first.rows(ids))
+    later_first = first.admit(accounts[200:], windows[200:])
+    later_wide = wide.admit([a + 1000 for a in accounts[200:]], windows[200:])
+    assert np.array_equal(later_first, later_wide)
+    later_narrow = second.admit([a + 1000 for a in accounts[200:]], windows[200:])
+    assert not (later_narrow & ~later_first).any()  # only ever drops more
