@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = Path(__file__).with_name("fast_streams.toml")
@@ -231,3 +232,25 @@ def partial_sums(setup: Setup, stream: str = "monitoring") -> dict:
 def first_window_after(now_ms: int, lead_ms: int = 1000) -> int:
     start = now_ms + lead_ms
     return start - start % WINDOW_MS + WINDOW_MS
+
+
+def can_read(cluster, user: str, topic: str) -> bool:
+    """Whether ``user`` may read ``topic`` (``cluster``: bootstrap_servers, client_options)."""
+    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap_servers,
+                             enable_auto_commit=False, **cluster.client_options(user))
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            consumer.poll(timeout_ms=500)
+            if consumer.position(tp) is not None:
+                return True
+    except KafkaError as exc:
+        if "Authorization" in type(exc).__name__:
+            return False
+        raise
+    finally:
+        consumer.close()
+    return True

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import (
     ACLFilter,
     ACLOperation,
@@ -18,13 +18,13 @@ from kafka.admin import (
     ResourcePatternFilter,
     ResourceType,
 )
-from kafka.errors import KafkaError
 
 from streams.localkafka.cluster import LocalKafka
 from tests.integration.pipeline_harness import (
     CELLS,
     REPO,
     all_released,
+    can_read,
     first_window_after,
     known_input,
     make_setup,
@@ -63,27 +63,6 @@ def _acl_count(cluster) -> int:
                                                ACLResourcePatternType.ANY)))
     admin.close()
     return len(acls)
-
-
-def _can_read(cluster, user: str, topic: str) -> bool:
-    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap_servers,
-                             enable_auto_commit=False, **cluster.client_options(user))
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            consumer.poll(timeout_ms=500)
-            if consumer.position(tp) is not None:
-                return True
-    except KafkaError as exc:
-        if "Authorization" in type(exc).__name__:
-            return False
-        raise
-    finally:
-        consumer.close()
-    return True
 
 
 def test_acls_allow_each_role_only_its_topics(secure, tmp_path):
@@ -125,13 +104,13 @@ def test_acls_allow_each_role_only_its_topics(secure, tmp_path):
 
     for topic in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
                   "privmon.progress", "privmon.participation"):
-        assert not _can_read(secure, "analyst", setup.topic(topic)), topic
-    assert _can_read(secure, "analyst", setup.topic("aggregates.monitoring"))
-    assert not _can_read(secure, "telemetry-producer", setup.raw)
-    assert _can_read(secure, "privmon-worker", setup.raw)
+        assert not can_read(secure, "analyst", setup.topic(topic)), topic
+    assert can_read(secure, "analyst", setup.topic("aggregates.monitoring"))
+    assert not can_read(secure, "telemetry-producer", setup.raw)
+    assert can_read(secure, "privmon-worker", setup.raw)
     for topic in ("telemetry.raw", "telemetry.dlq", "privmon.partials", "privmon.ledger",
                   "privmon.participation"):
-        assert not _can_read(secure, "privmon-alerts", setup.topic(topic)), topic
+        assert not can_read(secure, "privmon-alerts", setup.topic(topic)), topic
 
     # The analysts' tools need nothing but read access to the aggregate topics.
     out = tmp_path / "m.csv"
