@@ -112,6 +112,13 @@ class Worker:
         self.stage1_group = f"{config.app_id}-stage1"
         self.stage2_group = f"{config.app_id}-stage2"
 
+    def _instance(self, stage: str) -> str:
+        """Static group membership (KIP-345): a worker restarted under the same
+        --worker-id takes its partitions back at once, instead of waiting for the
+        coordinator to time out its killed predecessor (session.timeout.ms). The
+        cost: a worker that stops for good keeps its partitions until that timeout."""
+        return f"{self.config.app_id}-{stage}-{self.worker_id}"
+
     async def run(self, stop: asyncio.Event) -> None:
         self.topic_partitions = await asyncio.to_thread(
             ensure_topics, self.bootstrap, self.config, partitions=self.partitions,
@@ -156,7 +163,8 @@ class Worker:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage1_group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=5000,
-            client_id=f"{self.config.app_id}-s1-{self.worker_id}", **self.kafka_options,
+            client_id=f"{self.config.app_id}-s1-{self.worker_id}",
+            group_instance_id=self._instance("s1"), **self.kafka_options,
         )
         last_close = 0.0
 
@@ -282,7 +290,8 @@ class Worker:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage2_group, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
-            client_id=f"{self.config.app_id}-s2-{self.worker_id}", **self.kafka_options,
+            client_id=f"{self.config.app_id}-s2-{self.worker_id}",
+            group_instance_id=self._instance("s2"), **self.kafka_options,
         )
         next_offsets: dict[int, int] = {}
 
