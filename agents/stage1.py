@@ -35,7 +35,13 @@ from privacy.bounding import ContributionTable
 from privacy.params import StreamPolicy
 from privacy.participation import DenseParticipationLimiter
 from streams.partials import Mark, Partial, partials_of
-from streams.participation_state import BUCKETS, StateChunk, bucket_of, state_key
+from streams.participation_state import (
+    BUCKETS,
+    PSEUDONYM_BYTES,
+    StateChunk,
+    bucket_of,
+    state_key,
+)
 from streams.pseudonym import Pseudonymizer
 from streams.schema import (
     DeadLetter,
@@ -155,8 +161,9 @@ class Stage1Partition:
         self.account_ids: dict[bytes, int] = {}
         self._next_account_id = 0
         self._free_ids: list[int] = []  # ids of pruned pseudonyms, reused first
-        self._pseudonyms: list[bytes | None] = []  # id -> pseudonym (for saving state)
-        self._bucket = np.full(1024, -1, np.int8)  # id -> state bucket (-1: free)
+        # id -> pseudonym bytes and state bucket (-1: free), for saving the cap state
+        self._pseudonyms = np.zeros((1024, PSEUDONYM_BYTES), np.uint8)
+        self._bucket = np.full(1024, -1, np.int8)
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
         self._restore(participation)
         self.rng = np.random.default_rng()
@@ -226,15 +233,16 @@ class Stage1Partition:
         if got is None:
             if self._free_ids:
                 got = self._free_ids.pop()
-                self._pseudonyms[got] = pseudonym
             else:
                 got = self._next_account_id
                 self._next_account_id += 1
-                self._pseudonyms.append(pseudonym)
                 if got >= self._bucket.size:
                     self._bucket = np.concatenate(
                         [self._bucket, np.full(self._bucket.size, -1, np.int8)])
+                    self._pseudonyms = np.concatenate(
+                        [self._pseudonyms, np.zeros_like(self._pseudonyms)])
             self._bucket[got] = bucket_of(pseudonym)
+            self._pseudonyms[got] = memoryview(pseudonym)
             self.account_ids[pseudonym] = got
         return got
 
@@ -324,8 +332,6 @@ class Stage1Partition:
         if len(live) < len(self.account_ids):
             kept = {k: v for k, v in self.account_ids.items() if v in live}
             freed = sorted(set(self.account_ids.values()) - live, reverse=True)
-            for i in freed:
-                self._pseudonyms[i] = None
             self._bucket[freed] = -1
             self._free_ids += freed
             self.account_ids = kept
@@ -349,7 +355,7 @@ class Stage1Partition:
                     out.append((state_key(name, b), None))
                     continue
                 chunk = StateChunk(stream=name, bucket=b,
-                                   pseudonyms=[self._pseudonyms[i] for i in ids.tolist()],
+                                   pseudonyms=self._pseudonyms[ids].tobytes(),
                                    period=period[has], count=count[has], recent=recent[has])
                 out.append((state_key(name, b), chunk.encode()))
             buckets.clear()
@@ -360,7 +366,7 @@ class Stage1Partition:
             limiter = self.limiters.get(chunk.stream)
             if limiter is None or not 0 <= chunk.bucket < BUCKETS:
                 continue  # a stream no longer configured
-            ids = np.array([self._id_of(p) for p in chunk.pseudonyms], np.int64)
+            ids = np.array([self._id_of(p) for p in chunk.pseudonym_list()], np.int64)
             limiter.restore(ids, chunk.period, chunk.count, chunk.recent)
 
     def commit_offset(self) -> int:

@@ -57,24 +57,34 @@ class _Wire(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class StateChunk:
-    """The saved cap state of one (stream, bucket): row i is account pseudonyms[i]."""
+    """The saved cap state of one (stream, bucket): row i is the account whose
+    pseudonym is bytes ``16*i`` to ``16*(i+1)`` of ``pseudonyms``."""
 
     stream: str
     bucket: int
-    pseudonyms: list[bytes]
+    pseudonyms: bytes  # n pseudonyms of PSEUDONYM_BYTES each, concatenated
     period: np.ndarray  # int64, the period (e.g. UTC day number) of the counts
     count: np.ndarray  # int32, windows admitted in that period
     recent: np.ndarray  # int64 (n, r), the last admitted window starts (-1: none)
 
+    def __post_init__(self) -> None:
+        n, extra = divmod(len(self.pseudonyms), PSEUDONYM_BYTES)
+        if extra or not len(self.period) == len(self.count) == len(self.recent) == n:
+            raise ValueError(
+                f"participation state: expected {PSEUDONYM_BYTES} bytes of pseudonym per "
+                f"row and one period, count and recent row each; got {len(self.pseudonyms)} "
+                f"bytes and {len(self.period)}, {len(self.count)}, {len(self.recent)} rows")
+
+    def pseudonym_list(self) -> list[bytes]:
+        blob, w = self.pseudonyms, PSEUDONYM_BYTES
+        return [blob[i:i + w] for i in range(0, len(blob), w)]
+
     def encode(self) -> bytes:
-        n = len(self.pseudonyms)
-        if any(len(p) != PSEUDONYM_BYTES for p in self.pseudonyms):
-            raise ValueError(f"pseudonyms: expected {PSEUDONYM_BYTES} bytes each")
+        n = len(self.period)
         recent = np.asarray(self.recent, "<i8").reshape(n, -1)
         value = msgspec.msgpack.encode(_Wire(
             v=VERSION, s=self.stream, b=self.bucket, n=n, r=recent.shape[1],
-            pseudonyms=b"".join(self.pseudonyms),
-            period=np.asarray(self.period, "<i8").tobytes(),
+            pseudonyms=self.pseudonyms, period=np.asarray(self.period, "<i8").tobytes(),
             count=np.asarray(self.count, "<i4").tobytes(), recent=recent.tobytes()))
         if len(value) > MAX_RECORD_BYTES:
             raise ValueError(
@@ -88,16 +98,9 @@ class StateChunk:
         wire = msgspec.msgpack.decode(value, type=_Wire)
         if wire.v != VERSION:
             raise ValueError(f"participation state: expected version {VERSION}, got {wire.v}")
-        n, r = wire.n, wire.r
-        blob = wire.pseudonyms
-        if len(blob) != n * PSEUDONYM_BYTES:
-            raise ValueError(f"participation state: expected {n} pseudonyms, "
-                             f"got {len(blob)} bytes")
         return cls(
-            stream=wire.s, bucket=wire.b,
-            pseudonyms=[blob[i:i + PSEUDONYM_BYTES] for i in range(0, len(blob),
-                                                                    PSEUDONYM_BYTES)],
+            stream=wire.s, bucket=wire.b, pseudonyms=wire.pseudonyms,
             period=np.frombuffer(wire.period, "<i8").astype(np.int64),
             count=np.frombuffer(wire.count, "<i4").astype(np.int32),
-            recent=np.frombuffer(wire.recent, "<i8").astype(np.int64).reshape(n, r),
+            recent=np.frombuffer(wire.recent, "<i8").astype(np.int64).reshape(wire.n, wire.r),
         )

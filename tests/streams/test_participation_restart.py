@@ -121,7 +121,7 @@ def test_state_is_saved_only_for_changed_buckets_and_pruned_with_the_period():
     pseudonyms.add(PSEUDO.pseudonym("solo", T0))
     assert set(first) == {f"monitoring|{b}".encode() for b in {bucket_of(p) for p in pseudonyms}}
     saved = [StateChunk.decode(v) for v in first.values()]
-    assert sorted(p for c in saved for p in c.pseudonyms) == sorted(pseudonyms)
+    assert sorted(p for c in saved for p in c.pseudonym_list()) == sorted(pseudonyms)
     assert all((c.count == 1).all() and (c.period == T0 // 86_400_000).all() for c in saved)
     assert part.take_state() == []  # nothing changed since
     # Two days later the day's state is forgotten: every bucket becomes a tombstone.
@@ -133,16 +133,17 @@ def test_state_chunk_round_trips_exactly_and_refuses_bad_input():
     rng = np.random.default_rng(0)
     n = 50
     chunk = StateChunk(stream="monitoring", bucket=7,
-                       pseudonyms=[rng.bytes(16) for _ in range(n)],
+                       pseudonyms=rng.bytes(16 * n),
                        period=rng.integers(0, 30_000, n), count=rng.integers(0, 120, n,
                                                                              dtype=np.int32),
                        recent=rng.integers(-1, 2**40, (n, 4)))
     back = StateChunk.decode(chunk.encode())
-    assert back.stream == "monitoring" and back.bucket == 7 and back.pseudonyms == chunk.pseudonyms
+    assert (back.stream, back.bucket, back.pseudonyms) == ("monitoring", 7, chunk.pseudonyms)
+    assert back.pseudonym_list()[1] == chunk.pseudonyms[16:32]
     for name in ("period", "count", "recent"):
         assert np.array_equal(getattr(back, name), getattr(chunk, name)), name
-    with pytest.raises(ValueError, match="16 bytes"):
-        replace(chunk, pseudonyms=[b"short"] * n).encode()
+    with pytest.raises(ValueError, match="16 bytes of pseudonym per row"):
+        replace(chunk, pseudonyms=chunk.pseudonyms[:-1])
     assert 0 <= bucket_of(b"\xff" * 16) < BUCKETS
 
 
