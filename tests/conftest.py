@@ -8,7 +8,7 @@ raises, so those tests error (they never skip).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -63,3 +63,22 @@ def topic_name(request: pytest.FixtureRequest) -> str:
     """A topic name unique to the test (the broker is shared)."""
     safe = "".join(c if c.isalnum() else "-" for c in request.node.name)[:80]
     return f"t-{safe}-{time.monotonic_ns() % 10**9}"
+
+
+FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure (fault counts, recovery times, corpus size): listed
+    under "privmon figures" at the end of every run, so CI logs carry them."""
+    lines = request.config.stash.setdefault(FIGURES, [])
+    return lambda text: lines.append((request.node.name, text))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("privmon figures")
+        for test, text in lines:
+            terminalreporter.write_line(f"{test}: {text}")

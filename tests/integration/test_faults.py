@@ -2,7 +2,7 @@
 raw partition stopped and brought back, and the whole cluster restarted. After all of
 it: no (window, cell) released twice, no accepted event lost (exact partial sums equal
 the input), and the worker recovered by itself. Recovery times (fault to the next
-committed release) are printed: run with -s to see them."""
+committed release) are listed under "privmon figures" at the end of the run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 from kafka import KafkaProducer
@@ -24,6 +25,7 @@ from tests.integration.pipeline_harness import (
     first_window_after,
     known_input,
     make_setup,
+    partial_sums,
     read_topic,
     start_worker,
     stop_worker,
@@ -65,7 +67,7 @@ def _time_to_next_release(setup, before: int, worker, log, timeout_s: float = 12
     return time.monotonic() - started
 
 
-def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path):
+def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path, figures):
     setup = make_setup(tmp_path, cluster3.bootstrap_servers, "faults")
     log = tmp_path / "worker.log"
     windows = 30
@@ -129,10 +131,15 @@ def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path):
     finally:
         stop_worker(worker)
 
-    _check_against_truth(setup, truth)  # no (window, cell) twice
+    records = _check_against_truth(setup, truth)  # no (window, cell) twice
     _check_exact_partials(setup, truth)  # no accepted event lost or counted twice
+    released = Counter((r.window_start_ms, tuple(r.cell.values())) for r in records)
+    in_partials = sum(s[1] for s in partial_sums(setup).values())
     letters = read_topic(cluster3.bootstrap_servers, setup.topic("telemetry.dlq"))
     assert letters == []
-    print(json.dumps({"kills": KILLS,
-                      "recovery_s": {k: [round(v, 1) for v in vs] for k, vs in recovery.items()},
-                      "windows": windows, "cells_checked": len(truth.events)}))
+    figures(json.dumps({
+        "faults": {"worker_sigkill": KILLS, "leader_broker_stop": 1, "cluster_restart": 1},
+        "windows": windows, "releases_checked": len(records),
+        "duplicates": sum(n - 1 for n in released.values()),
+        "events_lost": sum(truth.events.values()) - in_partials,
+        "recovery_s": {k: [round(v, 1) for v in vs] for k, vs in recovery.items()}}))

@@ -31,7 +31,7 @@ def _rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_hostile_corpus_is_dead_lettered_and_good_input_counts(bootstrap, tmp_path):
+def test_hostile_corpus_is_dead_lettered_and_good_input_counts(bootstrap, tmp_path, figures):
     setup = make_setup(tmp_path, bootstrap, "hostile")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(setup.raw, num_partitions=4, replication_factor=1,
@@ -74,6 +74,7 @@ def test_hostile_corpus_is_dead_lettered_and_good_input_counts(bootstrap, tmp_pa
     assert status["accepted"] == good
     assert status["dead_lettered"] == sum(expected.values())
     assert status["messages"] == len(truth.messages) + len(entries)
-    print(f"corpus {len(entries)} messages, {sum(expected.values())} dead letters, "
-          f"worker RSS {rss:.0f} MiB")
+    figures(f"corpus {len(entries)} messages, {sum(expected.values())} dead letters "
+            f"(reasons {dict(sorted(expected.items()))}) = the DLQ exactly; accepted {good} = "
+            f"status; worker RSS {rss:.0f} MiB")
     assert rss < 512, f"worker RSS {rss:.0f} MiB"
