@@ -15,6 +15,7 @@ from agents import (
     subscribe_cmd,
 )
 from streams.localkafka import security
+from streams.topics import TopicLayoutError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except TopicLayoutError as exc:
+        print(f"privmon {args.command}: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if not security.refused(exc):
             raise

@@ -159,9 +159,11 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
 
     ``partition`` None means by key, with Kafka's default (murmur2) partitioner:
     the partition ``producer.send`` would have chosen, so keyed records land
-    where they always did. Inside a transaction like ``send``."""
+    where they always did. Inside a transaction like ``send``. Returns once the
+    broker has the records (raises what it refused)."""
     every = list(range(partitions))
     builders: dict[int, object] = {}
+    sent: list[asyncio.Future] = []
     for key, value, part in records:
         if part is None:
             part = DefaultPartitioner()(key, every, every)
@@ -169,12 +171,15 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
         if builder is None:
             builder = builders[part] = producer.create_batch()
         if builder.append(key=key, value=value, timestamp=None) is None:  # full
-            await producer.send_batch(builder, topic, partition=part)
+            sent.append(await producer.send_batch(builder, topic, partition=part))
             builder = builders[part] = producer.create_batch()
             builder.append(key=key, value=value, timestamp=None)
     for part, builder in builders.items():
         if builder.record_count():
-            await producer.send_batch(builder, topic, partition=part)
+            sent.append(await producer.send_batch(builder, topic, partition=part))
+    # Wait for the broker's answer: a refused batch (too large, not authorized) must
+    # raise here, before the transaction commits, not vanish in an unread future.
+    await asyncio.gather(*sent)
 
 
 def watch_rebalances(stage: Stage) -> ConsumerRebalanceListener:

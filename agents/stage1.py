@@ -33,7 +33,7 @@ import pandas as pd
 from privacy import accumulators as acc
 from privacy.bounding import ContributionTable
 from privacy.params import StreamPolicy
-from privacy.participation import DenseParticipationLimiter
+from privacy.participation import DenseParticipationLimiter, open_recent
 from streams.partials import Mark, Partial, partials_of
 from streams.participation_state import (
     BUCKETS,
@@ -346,6 +346,9 @@ class Stage1Partition:
             if not buckets:
                 continue
             limiter = self.limiters[name]
+            # Windows that end at or before `closed` are closed: their events never
+            # reach the limiter again, so their recent entries need not be saved.
+            open_after = self.closed[name] - self.specs[name].window_ms
             for b in sorted(buckets):
                 ids = np.flatnonzero(self._bucket[:self._next_account_id] == b)
                 period, count, recent = limiter.rows(ids)
@@ -356,7 +359,8 @@ class Stage1Partition:
                     continue
                 chunk = StateChunk(stream=name, bucket=b,
                                    pseudonyms=self._pseudonyms[ids].tobytes(),
-                                   period=period[has], count=count[has], recent=recent[has])
+                                   period=period[has], count=count[has],
+                                   recent=open_recent(recent[has], open_after))
                 out.append((state_key(name, b), chunk.encode()))
             buckets.clear()
         return out

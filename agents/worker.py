@@ -239,24 +239,28 @@ class Worker:
         offsets = {}
         t0 = time.perf_counter()
         out: list[tuple[bytes | None, bytes, int | None]] = []
+        state: list[tuple[bytes, bytes | None, int]] = []  # raw partition p -> state's p
         n_partials = 0
         for p, part in self.s1_parts.items():
             partials, marks = part.close(now_ms=now, caught_up=caught_up[p])
-            await send_many(stage.producer, topics.participation,
-                            [(k, v, p) for k, v in part.take_state()], 0)
+            state += [(k, v, p) for k, v in part.take_state()]
             n_partials += len(partials)
             out += [(partial.key(), partial.encode(), None) for partial in partials]
             out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]
             await stage.producer.send(topics.progress, key=str(p).encode(),
                                       value=json.dumps(part.progress()).encode())
             offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
-        await send_many(stage.producer, topics.partials, out, len(partials_partitions))
+        await asyncio.gather(
+            send_many(stage.producer, topics.partials, out, len(partials_partitions)),
+            send_many(stage.producer, topics.participation, state, 0))
         t1 = time.perf_counter()
         await stage.producer.send_offsets_to_transaction(offsets, self.stage1_group)
         await stage.commit()
         if n_partials:
-            log.info("stage 1 closed windows: %d partials, %.3f s to compute and send, "
-                     "%.3f s to commit", n_partials, t1 - t0, time.perf_counter() - t1)
+            log.info("stage 1 closed windows: %d partials, %d cap-state records (%.0f KiB), "
+                     "%.3f s to compute and send, %.3f s to commit", n_partials, len(state),
+                     sum(len(v or b"") for _, v, _ in state) / 1024, t1 - t0,
+                     time.perf_counter() - t1)
         self._refresh_stage1_stats()
 
     def _stage1_counts(self) -> dict[str, int]:

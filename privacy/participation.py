@@ -75,6 +75,23 @@ class ParticipationLimiter:
         self._state = {a: s for a, s in self._state.items() if s[0] >= period}
 
 
+def open_recent(recent: np.ndarray, open_after_ms: int) -> np.ndarray:
+    """Rows of ``recent`` (admitted window starts, -1: none) keeping only windows
+    that start after ``open_after_ms``, in their order, right-aligned as the
+    limiter keeps them; as few columns as the fullest row needs.
+
+    What a saved state needs: a closed window's events are dropped as late
+    before they reach the limiter, so only open windows are ever looked up.
+    """
+    recent = np.asarray(recent, np.int64)
+    keep = recent > open_after_ms
+    width = int(keep.sum(axis=1).max()) if recent.size else 0
+    order = np.argsort(keep, axis=1, kind="stable")  # dropped first, kept in order
+    packed = np.where(np.take_along_axis(keep, order, axis=1),
+                      np.take_along_axis(recent, order, axis=1), -1)
+    return packed[:, packed.shape[1] - width:]
+
+
 class DenseParticipationLimiter:
     """``ParticipationLimiter`` for dense integer account ids, state in numpy arrays.
 

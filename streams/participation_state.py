@@ -11,9 +11,10 @@ state; only buckets that changed since the last close are rewritten, and
 compaction keeps the latest. A bucket that became empty is a tombstone.
 
     key:   b"monitoring|7"            (stream, bucket = pseudonym[0] % BUCKETS)
-    value: msgpack {"v": 1, "s": "monitoring", "b": 7, "n": 1234, "r": 4,
+    value: msgpack {"v": 1, "s": "monitoring", "b": 7, "n": 1234, "r": 1,
                     "pseudonyms": 16*n bytes, "period": int64[n],
                     "count": int32[n], "recent": int64[n*r]}   (little-endian)
+    (recent: the admitted windows still open, so usually r = 1: 36 bytes a row)
 
 It holds pseudonyms (keyed HMACs, never raw ids) and window counts: as
 restricted as the raw topic; only the worker may read or write it.
@@ -29,9 +30,9 @@ import numpy as np
 BUCKETS = 32  # divides 256, so pseudonym[0] % BUCKETS is uniform
 PSEUDONYM_BYTES = 16
 VERSION = 1
-# A bucket's record holds ~60 bytes per account; the topic and the stage-1
+# A bucket's record holds ~36 bytes per account; the topic and the stage-1
 # producer allow records up to this size (Kafka's default is 1 MB), which is
-# ~9M accounts with state per raw partition and stream.
+# ~15M accounts with state per raw partition and stream.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 

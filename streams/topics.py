@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -28,16 +30,36 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
     return specs
 
 
+class TopicLayoutError(ValueError):
+    """Existing topics whose layout privmon cannot work with (says how to fix it)."""
+
+
 def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
                   replication: int | None = None,
                   options: dict[str, str] | None = None) -> dict[str, int]:
     """Create missing topics; return every pipeline topic's partition count.
 
+    The participation-state topic gets as many partitions as the raw topic
+    has (stage 1 writes raw partition p's state to its partition p), and an
+    existing one with fewer is refused: the worker must not start without a
+    place to keep the cap.
+
     ``replication`` defaults to min(3, brokers). ``options``: client security
     settings (SASL), see streams/localkafka/security.py.
     """
-    return create_missing(bootstrap, topic_specs(config, partitions=partitions),
-                          replication=replication, options=options)
+    t = config.topics
+    specs = topic_specs(config, partitions=partitions)
+    _, state_configs = specs.pop(t.participation)
+    counts = create_missing(bootstrap, specs, replication=replication, options=options)
+    raw = counts[t.raw]
+    counts |= create_missing(bootstrap, {t.participation: (raw, state_configs)},
+                             replication=replication, options=options)
+    if counts[t.participation] < raw:
+        raise TopicLayoutError(
+            f"topic {t.participation}: expected at least {raw} partitions (one per partition "
+            f"of {t.raw}), got {counts[t.participation]}; add partitions with "
+            f"`kafka-topics.sh --alter --topic {t.participation} --partitions {raw}`")
+    return counts
 
 
 def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
@@ -59,7 +81,12 @@ def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass  # another worker created them at the same moment
-        described = admin.describe_topics(list(specs))
-        return {d["name"]: len(d["partitions"]) for d in described}
+        # A topic created a moment ago may be described without its partitions yet.
+        deadline = time.monotonic() + 30
+        while True:
+            counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(specs))}
+            if all(counts.get(name) for name in specs) or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.2)
     finally:
         admin.close()

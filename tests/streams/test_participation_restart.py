@@ -17,7 +17,7 @@ import pytest
 
 from agents.stage1 import Stage1Partition
 from privacy.params import ParticipationCap
-from privacy.participation import DenseParticipationLimiter
+from privacy.participation import DenseParticipationLimiter, open_recent
 from streams.config import load_config
 from streams.participation_state import BUCKETS, StateChunk, bucket_of
 from streams.pseudonym import Pseudonymizer
@@ -165,3 +165,11 @@ def test_a_restored_limiter_decides_like_the_original():
     assert np.array_equal(later_first, later_wide)
     later_narrow = second.admit([a + 1000 for a in accounts[200:]], windows[200:])
     assert not (later_narrow & ~later_first).any()  # only ever drops more
+
+
+def test_only_open_windows_stay_in_the_saved_recent_list():
+    recent = np.array([[-1, 10, 30, 20], [-1, -1, -1, 5], [40, 50, 10, 60], [-1, -1, -1, -1]])
+    kept = open_recent(recent, 15)
+    assert kept.tolist() == [[-1, 30, 20], [-1, -1, -1], [40, 50, 60], [-1, -1, -1]]
+    assert open_recent(recent, 100).shape == (4, 0)
+    assert open_recent(np.zeros((0, 4), np.int64), 0).shape == (0, 0)
