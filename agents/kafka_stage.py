@@ -70,6 +70,9 @@ class Stage:
             enable_idempotence=True, linger_ms=5, **w.kafka_options,
             # participation-state records can be larger than Kafka's 1 MB default
             max_request_size=MAX_RECORD_BYTES + 64 * 1024,
+            # One batch per partition and close, not one per 16 KB: aiokafka sends a
+            # partition's batches one after another, each a round trip to the broker.
+            max_batch_size=1 << 20,
         )
 
     async def fail(self, exc: BaseException) -> None:
