@@ -100,6 +100,10 @@ def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path, figure
     recovery: dict[str, list[float]] = {"worker_kill": [], "leader_stop": []}
     rng = random.Random(2026)
     try:
+        # The first release waits for the input's first window, not for recovery:
+        # the kills start after it, so every sampled recovery time is one.
+        wait_for(lambda: _ledger_size(setup) > 0, timeout_s=90, what="the first release",
+                 procs=[worker], log=log)
         # (a) 20 SIGKILLs at random points.
         for _ in range(KILLS):
             time.sleep(rng.uniform(1.0, 3.0))
@@ -107,9 +111,7 @@ def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path, figure
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             worker = start_worker(setup, "w1", log)
-            # Sample a few (each waits for a release); not before the first release,
-            # which waits for the input's first window rather than for recovery.
-            if before and len(recovery["worker_kill"]) < 6:
+            if len(recovery["worker_kill"]) < 6:  # sample a few (each waits for a release)
                 recovery["worker_kill"].append(_time_to_next_release(setup, before, worker, log))
         # (b) stop the leader of raw partition 0, bring it back.
         leader = _leader_of(cluster3.bootstrap_servers, setup.raw, 0)
@@ -131,6 +133,7 @@ def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path, figure
     finally:
         stop_worker(worker)
 
+    assert len(recovery["worker_kill"]) == 6
     records = _check_against_truth(setup, truth)  # no (window, cell) twice
     _check_exact_partials(setup, truth)  # no accepted event lost or counted twice
     released = Counter((r.window_start_ms, tuple(r.cell.values())) for r in records)
