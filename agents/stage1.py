@@ -342,6 +342,12 @@ class Stage1Partition:
         one per changed (stream, bucket), None for a bucket now empty. To commit
         with that close (see the recovery contract above)."""
         out: list[tuple[bytes, bytes | None]] = []
+        if not any(self._dirty_buckets.values()):
+            return out
+        # The ids of each bucket, found once for every stream: ids[start[b]:start[b + 1]].
+        of_id = self._bucket[:self._next_account_id]
+        by_bucket = np.argsort(of_id, kind="stable")  # free ids (-1) first
+        start = np.searchsorted(of_id[by_bucket], np.arange(BUCKETS + 1))
         for name, buckets in self._dirty_buckets.items():
             if not buckets:
                 continue
@@ -350,7 +356,7 @@ class Stage1Partition:
             # reach the limiter again, so their recent entries need not be saved.
             open_after = self.closed[name] - self.specs[name].window_ms
             for b in sorted(buckets):
-                ids = np.flatnonzero(self._bucket[:self._next_account_id] == b)
+                ids = by_bucket[start[b]:start[b + 1]]
                 period, count, recent = limiter.rows(ids)
                 has = period >= 0
                 ids = ids[has]

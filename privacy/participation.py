@@ -199,9 +199,9 @@ class DenseParticipationLimiter:
         seen, which only drops more.
         """
         ids = np.asarray(ids, np.int64)
-        recent = np.asarray(recent, np.int64).reshape(ids.size, -1)
         if ids.size == 0:
             return
+        recent = np.asarray(recent, np.int64).reshape(ids.size, -1)
         self._grow(int(ids.max()) + 1)
         self._period[ids] = period
         self._count[ids] = count
