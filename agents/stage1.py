@@ -325,16 +325,17 @@ class Stage1Partition:
 
     def _prune_account_ids(self) -> None:
         """Forget ids no limiter remembers (every open window's accounts are in a
-        limiter's state: admission put them there, for the window's period)."""
-        live: set[int] = set()
+        limiter's state: admission put them there, for the window's period).
+        An id is in use while its bucket is set (``_id_of`` sets it, this clears it)."""
+        n = self._next_account_id
+        live = np.zeros(n, bool)
         for limiter in self.limiters.values():
-            live |= limiter.accounts()
-        if len(live) < len(self.account_ids):
-            kept = {k: v for k, v in self.account_ids.items() if v in live}
-            freed = sorted(set(self.account_ids.values()) - live, reverse=True)
+            live |= limiter.has_state(n)
+        freed = np.flatnonzero((self._bucket[:n] >= 0) & ~live)
+        if freed.size:
+            self.account_ids = {k: v for k, v in self.account_ids.items() if live[v]}
             self._bucket[freed] = -1
-            self._free_ids += freed
-            self.account_ids = kept
+            self._free_ids += freed[::-1].tolist()
 
     # ------------------------------------------------- participation state
     def take_state(self) -> list[tuple[bytes, bytes | None]]:

@@ -170,6 +170,13 @@ class DenseParticipationLimiter:
         """Ids with state (admitted or capped in a remembered period)."""
         return set(np.flatnonzero(self._period >= 0).tolist())
 
+    def has_state(self, size: int) -> np.ndarray:
+        """``accounts()`` as a boolean mask over ids ``0 .. size-1``."""
+        out = np.zeros(size, bool)
+        m = min(size, self._period.size)
+        out[:m] = self._period[:m] >= 0
+        return out
+
     def forget_before(self, period: int) -> None:
         """Drop state of periods before ``period`` (call as periods pass)."""
         old = (self._period >= 0) & (self._period < period)
