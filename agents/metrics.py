@@ -28,6 +28,18 @@ class WorkerMetrics:
                 ("cells_suppressed", "cells held back (under k or by DP selection)"),
             )
         }
+        self.faults = {
+            name: Gauge(f"privmon_{name}", help_, registry=r)
+            for name, help_ in (
+                ("batches_isolated", "stage-1 batches that raised and were replayed message "
+                 "by message (agents/isolation.py)"),
+                ("windows_failed", "stage-2 windows whose release raised: quarantined, marked "
+                 "failed in the ledger"),
+                ("partials_undecodable", "partials-topic records stage 2 could not read"),
+            )
+        }
+        self.dead_letters = Gauge("privmon_dead_letters", "dead letters by reason (this run)",
+                                  ["reason"], registry=r)
         self.windows_open = Gauge("privmon_windows_open", "open (stream, window) states",
                                   registry=r)
         self.lag = Gauge("privmon_raw_lag_messages", "raw messages not yet read", ["partition"],
@@ -41,6 +53,10 @@ class WorkerMetrics:
     def update(self, stats: WorkerStats, lag: dict[int, int]) -> None:
         for name, gauge in self.totals.items():
             gauge.set(getattr(stats, name))
+        for name, gauge in self.faults.items():
+            gauge.set(getattr(stats, name))
+        for reason, n in stats.dead_letter_reasons.items():
+            self.dead_letters.labels(reason=reason).set(n)
         self.windows_open.set(stats.windows_open)
         for partition, value in lag.items():
             self.lag.labels(partition=str(partition)).set(value)

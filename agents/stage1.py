@@ -30,10 +30,12 @@ from operator import attrgetter
 import numpy as np
 import pandas as pd
 
+from agents.isolation import BatchFailed, MessageFailed, Quarantine
 from privacy import accumulators as acc
 from privacy.bounding import ContributionTable
 from privacy.params import StreamPolicy
 from privacy.participation import DenseParticipationLimiter, open_recent
+from streams.decode import decode_message, event_spans
 from streams.partials import Mark, Partial, partials_of
 from streams.participation_state import (
     BUCKETS,
@@ -45,9 +47,10 @@ from streams.participation_state import (
 from streams.pseudonym import Pseudonymizer
 from streams.schema import (
     DeadLetter,
+    Decoded,
     InputLimits,
     TelemetryEvent,
-    decode_message,
+    dead_letter,
     key_mismatch,
 )
 from streams.windows import Watermark, WindowSpec
@@ -131,6 +134,7 @@ class Stage1Partition:
         participation: Sequence[StateChunk] = (),
         start_offset: int = 0,
         count_from: int = 0,
+        quarantine: Quarantine | None = None,
     ) -> None:
         """``progress`` and ``participation``: what an earlier incarnation committed
         (``progress()`` and the latest ``take_state()`` chunks), if anything."""
@@ -140,6 +144,7 @@ class Stage1Partition:
                       for p in policies}
         self.pseudonymizer = pseudonymizer
         self.limits = limits
+        self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.watermark = Watermark(idle_lag_ms=idle_lag_ms)
         self.limiters = {p.name: DenseParticipationLimiter(p.participation) for p in policies}
         self.open: dict[tuple[str, int], _OpenWindow] = {}
@@ -168,12 +173,13 @@ class Stage1Partition:
         self._restore(participation)
         self.rng = np.random.default_rng()
         self.counts = {"messages": 0, "accepted": 0, "dead_lettered": 0, "replayed": 0}
+        self.reasons: dict[str, int] = {}  # dead letters by reason (counted like counts)
         self.stream_counts = {p.name: {"included": 0, "late": 0, "over_cap": 0}
                               for p in policies}
 
     # ------------------------------------------------------------ ingest
     def ingest(
-        self, records: list[tuple[int, bytes | None, bytes]], *, now_ms: int
+        self, records: list[tuple[int, bytes | None, bytes | None]], *, now_ms: int
     ) -> list[tuple[int, DeadLetter]]:
         """Take raw (offset, key, value) records; return the dead letters to publish.
 
@@ -183,41 +189,123 @@ class Stage1Partition:
         under another key is dead-lettered as ``key_mismatch``.
 
         Per message: decode and pseudonymize (one HMAC per message and key
-        period); then per batch, as numpy columns: windows, lateness, the
-        participation cap per (account, window), cells, and bounding.
+        period); a failure there dead-letters the message (``internal_error``).
+        Then per batch, as numpy columns: windows, lateness, the participation
+        cap per (account, window), cells, and bounding. A failure in the batch
+        work raises ``IsolationNeeded`` (agents/isolation.py) with the counters
+        and offsets untouched; the worker then rebuilds and, through the
+        quarantine, retries the batch message by message and sets aside the
+        message that fails alone.
         """
+        q, p = self.quarantine, self.partition
+        if not q.active(p):
+            return self._ingest(records, now_ms, alone=False)
+        dead: list[tuple[int, DeadLetter]] = []
+        run: list[tuple[int, bytes | None, bytes | None]] = []
+        for record in records:
+            poison = q.poison_type(p, record[0])
+            if poison is None and not q.is_suspect(p, record[0]):
+                run.append(record)
+                continue
+            if run:
+                dead += self._ingest(run, now_ms, alone=False)
+                run = []
+            if poison is None:
+                dead += self._ingest([record], now_ms, alone=True)
+            else:
+                dead += self._set_aside(record, poison)
+        if run:
+            dead += self._ingest(run, now_ms, alone=False)
+        return dead
+
+    def _set_aside(self, record: tuple[int, bytes | None, bytes | None],
+                   cause_type: str) -> list[tuple[int, DeadLetter]]:
+        offset, _, value = record
+        raw = value or b""
+        letter = dead_letter("internal_error", cause_type, raw, -1, None, self.limits)
+        self.next_offset = max(self.next_offset, offset + 1)
+        if offset >= self.count_from:
+            self.counts["messages"] += 1
+            self.counts["dead_lettered"] += 1
+            self.reasons["internal_error"] = self.reasons.get("internal_error", 0) + 1
+        return [] if offset < self.replay_until else [(offset, letter)]
+
+    def _ingest(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int, *,
+                alone: bool) -> list[tuple[int, DeadLetter]]:
         dead: list[tuple[int, DeadLetter]] = []
         events: list[TelemetryEvent] = []
         accounts: list[int] = []
         offsets: list[int] = []
+        messages = accepted = 0
+        reasons: list[str] = []
+        next_offset = self.next_offset
         for offset, key, value in records:
-            self.next_offset = max(self.next_offset, offset + 1)
-            replay = offset < self.replay_until
-            counted = offset >= self.count_from
-            self.counts["messages"] += counted
-            decoded = decode_message(value or b"", now_ms=now_ms, limits=self.limits)
-            evs = decoded.events
-            if evs:
-                try:
-                    owner = key.decode() if key is not None else None
-                except UnicodeDecodeError:
-                    owner = None
-                if any(e.account_id != owner for e in evs):
-                    decoded.dead += [key_mismatch(e, self.limits)
-                                     for e in evs if e.account_id != owner]
-                    evs = [e for e in evs if e.account_id == owner]
-            if not replay:  # (dead letters of an aborted transaction are sent again)
-                dead.extend((offset, d) for d in decoded.dead)
-            if counted:
-                self.counts["dead_lettered"] += len(decoded.dead)
-                self.counts["accepted"] += len(evs)
+            next_offset = max(next_offset, offset + 1)
+            raw = value or b""
+            try:
+                evs, ids, letters = self._message(key, raw, now_ms)
+            except Exception as exc:  # this message only
+                evs, ids = [], []
+                letters = [dead_letter("internal_error", type(exc).__name__, raw, -1, None,
+                                       self.limits)]
+            if offset >= self.replay_until:  # (dead letters of an aborted txn are sent again)
+                dead.extend((offset, d) for d in letters)
+            if offset >= self.count_from:
+                messages += 1
+                reasons += [d.reason for d in letters]
+                accepted += len(evs)
             if evs:
                 events += evs
-                accounts += self._account_ids(evs)
+                accounts += ids
                 offsets += [offset] * len(evs)
         if events:
-            self._ingest_batch(_Batch(events, accounts, offsets))
+            try:
+                stream_counts = self._ingest_batch(_Batch(events, accounts, offsets))
+            except Exception as exc:  # isolated by the worker, see ingest
+                first, last = records[0][0], records[-1][0]
+                failed = MessageFailed if alone or len(records) == 1 else BatchFailed
+                raise failed(self.partition, first, last, exc) from exc
+            self.counts["replayed"] += stream_counts.pop("")["replayed"]
+            for name, counts in stream_counts.items():
+                for k, v in counts.items():
+                    self.stream_counts[name][k] += v
+        self.next_offset = next_offset
+        self.counts["messages"] += messages
+        self.counts["accepted"] += accepted
+        self.counts["dead_lettered"] += len(reasons)
+        for reason in reasons:
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
         return dead
+
+    def _message(self, key: bytes | None, raw: bytes, now_ms: int
+                 ) -> tuple[list[TelemetryEvent], list[int], list[DeadLetter]]:
+        """One message: its accepted events, their dense account ids, its dead letters."""
+        decoded = decode_message(raw, now_ms=now_ms, limits=self.limits)
+        evs, letters = decoded.events, decoded.dead
+        if not evs:
+            return [], [], letters
+        try:
+            owner = key.decode() if key is not None else None
+        except UnicodeDecodeError:
+            owner = None
+        if any(e.account_id != owner for e in evs):
+            letters = letters + self._key_mismatches(raw, decoded, owner)
+            evs = [e for e in evs if e.account_id == owner]
+            if not evs:
+                return [], [], letters
+        return evs, self._account_ids(evs), letters
+
+    def _key_mismatches(self, raw: bytes, decoded: Decoded, owner: str | None
+                        ) -> list[DeadLetter]:
+        spans = event_spans(raw)  # [] for a single event: the letter is the whole message
+        out = []
+        for j, e in enumerate(decoded.events):
+            if e.account_id == owner:
+                continue
+            index = decoded.indices[j] if decoded.indices is not None else (j if spans else -1)
+            span = spans[index] if index >= 0 else None
+            out.append(key_mismatch(raw, index, span, self.limits))
+        return out
 
     def _account_ids(self, evs: list[TelemetryEvent]) -> list[int]:
         """Dense per-partition ids of the events' pseudonyms (one account per message)."""
@@ -246,16 +334,21 @@ class Stage1Partition:
             self.account_ids[pseudonym] = got
         return got
 
-    def _ingest_batch(self, batch: _Batch) -> None:
+    def _ingest_batch(self, batch: _Batch) -> dict[str, dict[str, int]]:
+        """Window, cap and bound a batch of accepted events; return its per-stream
+        counts (the caller adds them once the whole batch went through; "replayed"
+        under the stream name "")."""
         self.watermark.observe(int(batch.time.max()))
         replay = batch.offset < self.replay_until
         counted = batch.offset >= self.count_from
+        out = {p.name: {"included": 0, "late": 0, "over_cap": 0} for p in self.policies}
+        replayed = 0
         for policy in self.policies:
             name = policy.name
             start = batch.time - batch.time % policy.window_ms
             late = start + policy.window_ms <= self.closed[name]
-            self.counts["replayed"] += int((late & replay).sum())
-            self.stream_counts[name]["late"] += int((late & counted).sum())
+            replayed += int((late & replay).sum())
+            out[name]["late"] += int((late & counted).sum())
             live = np.flatnonzero(~late)
             if live.size == 0:
                 continue
@@ -266,7 +359,7 @@ class Stage1Partition:
             admitted = self.limiters[name].admit(
                 (pairs >> 32).tolist(), (pairs & 0xFFFFFFFF) * policy.window_ms)
             keep = admitted[inverse.reshape(-1)]
-            self.stream_counts[name]["over_cap"] += int((~keep & counted[live]).sum())
+            out[name]["over_cap"] += int((~keep & counted[live]).sum())
             live = live[keep]
             if live.size == 0:
                 continue
@@ -275,6 +368,9 @@ class Stage1Partition:
             for window_start in np.unique(start[live]).tolist():
                 idx = live[start[live] == window_start]
                 self._add(policy, window_start, idx, batch, codes, labels, fields)
+                out[name]["included"] += int(idx.size)
+        out[""] = {"replayed": replayed}
+        return out
 
     def _add(self, policy: StreamPolicy, start: int, idx: np.ndarray, batch: _Batch,
              codes: np.ndarray, labels: list[tuple[str, ...]], fields: set[str]) -> None:
@@ -287,7 +383,6 @@ class Stage1Partition:
         cells = window.cell_ids([labels[c] for c in used.tolist()])[local.reshape(-1)]
         window.table.add(batch.account[idx], cells,
                          {f: batch.column(f)[idx] for f in fields})
-        self.stream_counts[policy.name]["included"] += int(idx.size)
 
     # ------------------------------------------------------------- close
     def due(self, *, now_ms: int, caught_up: bool = True) -> bool:

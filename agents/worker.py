@@ -35,10 +35,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.isolation import IsolationNeeded, Quarantine
 from agents.kafka_stage import (
     Stage,
     read_compacted,
@@ -47,9 +48,11 @@ from agents.kafka_stage import (
     send_many,
     watch_rebalances,
 )
+from agents.ratelimit import RateLimitedLog
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition
 from privacy.accountant import LedgerEntry
+from privacy.params import StreamPolicy
 from streams.config import PipelineConfig
 from streams.partials import decode as decode_partial
 from streams.participation_state import StateChunk
@@ -57,6 +60,11 @@ from streams.pseudonym import Pseudonymizer
 from streams.topics import ensure_topics
 
 log = logging.getLogger("privmon.worker")
+
+
+# A healthy partition's fetches are answered at least every fetch_max_wait_ms (500 ms,
+# aiokafka's default) even when empty; older than this, its highwater is stale.
+FETCH_FRESH_MS = 2_000
 
 
 def now_ms() -> int:
@@ -76,6 +84,10 @@ class WorkerStats:
     windows_released: int = 0
     cells_released: int = 0
     cells_suppressed: int = 0
+    batches_isolated: int = 0  # stage-1 batches that raised: replayed message by message
+    windows_failed: int = 0  # stage-2 windows quarantined (see Worker._release)
+    partials_undecodable: int = 0  # partials-topic records stage 2 could not read
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # reason -> letters sent
 
 
 class Worker:
@@ -107,7 +119,10 @@ class Worker:
         self.topic_partitions: dict[str, int] = {}
         self.lag: dict[int, int] = {}
         self._retired: dict[str, int] = {}  # stage-1 counts of dropped partition states
+        self._retired_reasons: dict[str, int] = {}  # and their dead letters by reason
         self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
+        self.quarantine = Quarantine()  # messages that broke a batch (agents/isolation.py)
+        self._dlq_log = RateLimitedLog(log, every_s=10.0)
         self.on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
         self.stage1_group = f"{config.app_id}-stage1"
         self.stage2_group = f"{config.app_id}-stage2"
@@ -175,20 +190,44 @@ class Worker:
                 part = self.s1_parts.get(tp.partition)
                 if part is None:
                     continue
-                dead = part.ingest([(r.offset, r.key, r.value) for r in records], now_ms=now)
+                try:
+                    dead = part.ingest([(r.offset, r.key, r.value) for r in records],
+                                       now_ms=now)
+                except IsolationNeeded as failure:
+                    self._isolate(stage, failure)
+                    return
                 if dead:
                     await stage.begin()
-                    for offset, letter in dead:
-                        value = letter.to_dict(topic=tp.topic, partition=tp.partition,
-                                               offset=offset)
-                        await stage.producer.send(topics.dlq, value=json.dumps(value).encode(),
-                                                  partition=tp.partition)
+                    await self._send_dead_letters(stage, tp, dead)
             if time.monotonic() - last_close >= self.close_interval_s and not stage.rebuild:
                 await self._close_stage1(consumer, stage, now)
                 last_close = time.monotonic()
 
         await self._drive(stage, consumer, topics.raw, stop,
                           lambda: self._rebuild_stage1(consumer, stage), step)
+
+    def _isolate(self, stage: Stage, failure: IsolationNeeded) -> None:
+        """A batch raised past stage 1's per-message guards: note which messages to
+        retry alone or set aside, and rebuild from committed state (agents/isolation.py)."""
+        self.quarantine.note(failure)
+        self.stats.batches_isolated += 1
+        what = "retrying them one by one" if failure.last > failure.first else (
+            "dead-lettering it as internal_error")
+        log.error("stage 1: processing %s raised %s; rebuilding from committed state and %s",
+                  f"raw partition {failure.partition} offsets {failure.first}..{failure.last}",
+                  failure.cause_type, what)
+        stage.rebuild = True
+
+    async def _send_dead_letters(self, stage: Stage, tp: TopicPartition, dead: list) -> None:
+        topics = self.config.topics
+        for offset, letter in dead:
+            value = letter.to_dict(topic=tp.topic, partition=tp.partition, offset=offset)
+            await stage.producer.send(topics.dlq, value=json.dumps(value).encode(),
+                                      partition=tp.partition)
+            # Reason and position only: the payload is client data, it stays in the DLQ.
+            self._dlq_log.warning(letter.reason, "dead letter: reason %s, raw partition %d, "
+                                  "offset %d, index %d", letter.reason, tp.partition, offset,
+                                  letter.index)
 
     async def _rebuild_stage1(self, consumer: AIOKafkaConsumer, stage: Stage) -> None:
         await stage.abort()
@@ -206,13 +245,14 @@ class Worker:
             committed = await consumer.committed(tp)
             start = committed if committed is not None else 0
             consumer.seek(tp, start)
+            self.quarantine.forget_below(tp.partition, start)
             raw = progress.get(str(tp.partition).encode())
             self.s1_parts[tp.partition] = Stage1Partition(
                 partition=tp.partition, policies=self.config.policies,
                 pseudonymizer=self.pseudonymizer, idle_lag_ms=self.idle_lag_ms,
                 progress=json.loads(raw) if raw else None, start_offset=start,
                 participation=[StateChunk.decode(v) for v in state[tp.partition].values()],
-                count_from=self._counted.get(tp.partition, 0),
+                count_from=self._counted.get(tp.partition, 0), quarantine=self.quarantine,
             )
         log.info("stage 1 assigned raw partitions %s", sorted(self.s1_parts))
 
@@ -222,11 +262,18 @@ class Worker:
             return
         # Only when a window can close: no transaction (and no marks) otherwise.
         caught_up = {}
+        wall_ms = int(time.time() * 1000)  # aiokafka's fetch timestamps are wall-clock ms
         for p in self.s1_parts:
             tp = TopicPartition(topics.raw, p)
             high = consumer.highwater(tp)
             position = await consumer.position(tp)
-            caught_up[p] = high is not None and position >= high
+            # Caught up only on fresh evidence: a fetch answered without error lately. While
+            # a partition's leader is gone (or its fetches fail) its last highwater is stale
+            # and events acknowledged before the failure may still be unread, so its
+            # watermark must not advance by the wall clock: a failover is not idleness.
+            polled = consumer.last_poll_timestamp(tp)
+            healthy = polled is not None and wall_ms - polled <= FETCH_FRESH_MS
+            caught_up[p] = healthy and high is not None and position >= high
             self.lag[p] = max(0, (high or 0) - position)
         if not any(part.due(now_ms=now, caught_up=caught_up[p])
                    for p, part in self.s1_parts.items()):
@@ -273,9 +320,17 @@ class Worker:
             "over_cap": sum(c["over_cap"] for p in parts for c in p.stream_counts.values()),
         }
 
+    def _stage1_reasons(self) -> dict[str, int]:
+        out = dict(self._retired_reasons)
+        for part in self.s1_parts.values():
+            for reason, n in part.reasons.items():
+                out[reason] = out.get(reason, 0) + n
+        return out
+
     def _retire_stage1_counts(self) -> None:
         """Keep the counts of partition states about to be dropped (rebalance, recovery):
         the stats are per process run, each raw message counted once."""
+        self._retired_reasons = self._stage1_reasons()
         for k, v in self._stage1_counts().items():
             self._retired[k] = self._retired.get(k, 0) + v
         for p, part in self.s1_parts.items():
@@ -285,6 +340,7 @@ class Worker:
         s = self.stats
         for k, v in self._stage1_counts().items():
             setattr(s, k, self._retired.get(k, 0) + v)
+        s.dead_letter_reasons = self._stage1_reasons()
         s.windows_open = sum(len(p.open) for p in self.s1_parts.values())
 
     # ------------------------------------------------------------ stage 2
@@ -309,7 +365,13 @@ class Worker:
                 if part is None:
                     continue
                 for r in records:
-                    part.on_record(r.offset, decode_partial(r.value))
+                    try:
+                        part.on_record(r.offset, decode_partial(r.value))
+                    except Exception as exc:  # an unreadable internal record: skip it, say so
+                        self.stats.partials_undecodable += 1
+                        self._dlq_log.warning("partials", "stage 2: partials partition %d "
+                                              "offset %d unreadable (%s); skipped",
+                                              tp.partition, r.offset, type(exc).__name__)
                 next_offsets[tp.partition] = records[-1].offset + 1
             if not stage.rebuild:
                 await self._release(stage, next_offsets)
@@ -341,6 +403,21 @@ class Worker:
         log.info("stage 2 assigned partials partitions %s", sorted(self.s2_parts))
         return next_offsets
 
+    async def _quarantine_window(self, stage: Stage, policy: StreamPolicy, start: int, q: int,
+                                 exc: Exception) -> None:
+        """A window whose release raised: nothing of it is published; its ledger entry
+        says it failed (and charges its cost, an upper bound), so it is never retried
+        and later windows go on."""
+        self.stats.windows_failed += 1
+        log.error("stage 2: releasing %s window %d (partials partition %d) raised %s; "
+                  "quarantined: nothing published, marked failed in the ledger",
+                  policy.name, start, q, type(exc).__name__)
+        entry = LedgerEntry.for_release(policy, window_start_ms=start, cells_released=0,
+                                        partials_partition=q, failed=type(exc).__name__)
+        await stage.producer.send(self.config.topics.ledger,
+                                  key=f"{policy.name}|{start}|{q}".encode(),
+                                  value=entry.to_json())
+
     async def _release(self, stage: Stage, next_offsets: dict[int, int]) -> None:
         topics = self.config.topics
         offsets = {}
@@ -354,12 +431,16 @@ class Worker:
             for stream, start in ready:
                 windows += 1
                 policy = part.policies[stream]
-                rel = part.release(stream, start, lambda c, p=policy: dict(
-                    zip(p.dimensions, c, strict=True)))
                 topic = topics.aggregate(stream)
-                await send_many(stage.producer, topic,
-                                [("|".join(r.cell.values()).encode(), r.to_json(), None)
-                                 for r in rel.records], self.topic_partitions[topic])
+                try:
+                    rel = part.release(stream, start, lambda c, p=policy: dict(
+                        zip(p.dimensions, c, strict=True)))
+                    records = [("|".join(r.cell.values()).encode(), r.to_json(), None)
+                               for r in rel.records]
+                except Exception as exc:  # this window only: quarantined, never retried
+                    await self._quarantine_window(stage, policy, start, q, exc)
+                    continue
+                await send_many(stage.producer, topic, records, self.topic_partitions[topic])
                 entry = LedgerEntry.for_release(
                     policy, window_start_ms=start, cells_released=len(rel.records),
                     partials_partition=q, cells_total=rel.cells_total,

@@ -43,7 +43,7 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
     """Consume everything and decode it with privmon's decoder; nothing else."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.schema import decode_message
+    from streams.decode import decode_message
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)

@@ -102,6 +102,25 @@ def corpus(now_ms: int) -> list[Entry]:
     # Invalid bytes and odd unicode.
     add("invalid_utf8", valid[:-1] + b"\xff}", ("bad_json",))
     add("utf16_bom", b"\xff\xfe" + valid, ("bad_json",))
+    # A lone surrogate in an unknown field or a non-text field of an envelope item
+    # (this once stopped the worker: the item was re-serialized for its dead letter).
+    surrogate_item = valid[:-1] + b', "note": "\\ud800"}'
+    add("lone_surrogate_unknown_field", surrogate_item, (), accepted=1)
+    # (found by tests/fuzz/test_properties.py: msgspec could not convert an object
+    # whose unknown key held a lone surrogate)
+    add("lone_surrogate_unknown_key", valid[:-1] + b', "\\ud800": ""}', (), accepted=1)
+    add("lone_surrogate_in_envelope_item",
+        b'{"events": [' + valid + b", " + valid.replace(b'"5.2.1"', b'"\\udc00"') + b"]}",
+        ("bad_unicode",), accepted=1)
+    # (a declared field holding a lone surrogate is bad_unicode, whatever its type)
+    add("lone_surrogate_wrong_type_in_envelope",
+        b'{"events": [' + valid.replace(b"42.0", b'"\\ud800"') + b"]}", ("bad_unicode",))
+    # Deep nesting inside an envelope item: within the parser's reach it is an
+    # unknown field like any other (once it stopped the worker when re-serialized);
+    # beyond it the item's end cannot be found, so the whole message goes.
+    for depth, reasons, ok in ((400, (), 2), (5_000, ("too_deep",), 0)):
+        add(f"deep_in_envelope_item:{depth}", b'{"events": [' + valid + b", " + valid[:-1]
+            + b', "j": ' + b"[" * depth + b"]" * depth + b"}]}", reasons, accepted=ok)
     add("lone_surrogate_server",
         json.dumps(good_event(now_ms, acct)).replace('"hostile-01"', '"\\ud800x"').encode(),
         ("bad_unicode",))
@@ -115,12 +134,21 @@ def corpus(now_ms: int) -> list[Entry]:
         add(f"deep_message:{depth}", nested, ("too_deep",))
     add("shallow_unknown_ok", json.dumps(good_event(now_ms, acct, junk=[[[1]]])).encode(), (),
         accepted=1)
-    # Duplicate fields: the last one wins, then the key must still match it.
+    # Duplicate keys: parsers disagree on which value wins, so none is read.
     dup_same = b'{"account_id": "other", ' + valid[1:]
-    add("duplicate_account_last_matches", dup_same, (), accepted=1)
+    add("duplicate_account_first", dup_same, ("duplicate_key",))
     dup_other = valid[:-1] + b', "account_id": "acct-someone-else"}'
-    add("duplicate_account_last_differs", dup_other, ("key_mismatch",))
-    add("duplicate_latency", valid[:-1] + b', "latency_ms": "x"}', ("wrong_type",))
+    add("duplicate_account_last", dup_other, ("duplicate_key",))
+    add("duplicate_latency", valid[:-1] + b', "latency_ms": "x"}', ("duplicate_key",))
+    add("duplicate_escaped_key", valid[:-1] + b', "\\u0061ccount_id": "acct-x"}',
+        ("duplicate_key",))
+    add("duplicate_unknown_key", valid[:-1] + b', "pad": 1, "pad": 2}', ("duplicate_key",))
+    add("duplicate_nested_key", valid[:-1] + b', "junk": {"a": 1, "a": 2}}', ("duplicate_key",))
+    add("duplicate_events_key", b'{"events": [], "events": [' + valid + b']}',
+        ("duplicate_key",))
+    add("duplicate_in_envelope_item",
+        b'{"events": [' + valid + b", " + valid[:-1] + b', "bytes": 5}]}', ("duplicate_key",),
+        accepted=1)
     # Identifiers under the wrong key.
     for i in range(10):
         add(f"key_mismatch:{i}", json.dumps(good_event(now_ms, f"{acct}-{i}")).encode(),

@@ -63,14 +63,16 @@ def worker_env() -> dict[str, str]:
 
 
 def start_worker(
-    setup: Setup, worker_id: str, log: Path, extra: tuple[str, ...] = ()
+    setup: Setup, worker_id: str, log: Path, extra: tuple[str, ...] = (), *,
+    module: str = "agents.cli", env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
+    """``module``: the CLI, or a wrapper of it (tests/integration/faulty_worker.py)."""
     out = open(log, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", setup.bootstrap,
+        [sys.executable, "-m", module, "worker", "--bootstrap", setup.bootstrap,
          "--config", str(setup.config), "--worker-id", worker_id, "--idle-lag-ms", "2000",
          "--status-every-s", "2", *extra],
-        cwd=REPO, env=worker_env(), stdout=out, stderr=subprocess.STDOUT,
+        cwd=REPO, env={**worker_env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.schema import InputLimits, TelemetryEvent, decode_message
+from streams.decode import decode_message
+from streams.schema import InputLimits, TelemetryEvent
 
 NOW = 1_800_000_000_000
 
@@ -86,8 +88,13 @@ def test_envelope_mixing_good_and_bad_keeps_the_good_and_reconciles():
     ]
     assert decoded.total == len(items)
     letter = decoded.dead[0].to_dict(topic="telemetry.raw", partition=2, offset=99)
-    assert letter["source"] == {"topic": "telemetry.raw", "partition": 2, "offset": 99, "index": 1}
-    assert json.loads(letter["payload"])["latency_ms"] == "x"
+    raw = json.dumps({"events": items}).encode()
+    span = decoded.dead[0].span
+    assert letter["source"] == {"topic": "telemetry.raw", "partition": 2, "offset": 99,
+                                "index": 1, "span": list(span)}
+    # The client's own bytes of item 1, not a re-serialization of what was parsed.
+    assert base64.b64decode(letter["payload_b64"]) == raw[span[0]:span[1]]
+    assert json.loads(raw[span[0]:span[1]])["latency_ms"] == "x"
 
 
 def test_dead_letter_payload_is_truncated_but_identified():

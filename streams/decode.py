@@ -1,0 +1,356 @@
+"""Raw message bytes -> accepted ``TelemetryEvent``s and ``DeadLetter``s, total by construction.
+
+``decode_message`` returns for any bytes; it has no code path that raises:
+
+- the fast path (a typed msgspec pass) is taken only for messages on which
+  every common JSON parser agrees: no backslash escapes, no unknown fields,
+  and each declared field name exactly once per event (counted in the raw
+  bytes), so there is no duplicate key to disagree about;
+- everything else goes through ``_scan``, a position-aware reading of the
+  top-level object with Python's strict JSON scanner: each envelope item's
+  byte span is known, so a dead letter carries the client's own bytes (never
+  a re-serialization of what was parsed), and one bad item does not take the
+  envelope's good ones with it;
+- whatever still raises is caught around each item and around the whole
+  message, and becomes an ``internal_error`` dead letter naming the
+  exception's type.
+
+Parser differentials, decided (see SECURITY.md): a key twice in one object
+(at any depth, compared after unescaping) is ``duplicate_key``: a producer's
+validator that keeps the first value and privmon keeping the last must not
+read two different events from the same bytes. NaN/Infinity literals and
+numbers that overflow a double are read (as Python's parser does) only to
+dead-letter their event as ``non_finite``; integers too long for Python's
+parser (over 4,300 digits) make the message ``bad_json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from json.decoder import scanstring
+from typing import Any
+
+import msgspec
+
+from streams.schema import (
+    DeadLetter,
+    Decoded,
+    InputLimits,
+    TelemetryEvent,
+    dead_letter,
+)
+
+_FIELDS = tuple(TelemetryEvent.__struct_fields__)
+_FIELD_TOKENS = tuple(f'"{name}"'.encode() for name in _FIELDS)
+
+
+class _StrictEvent(TelemetryEvent, frozen=True, forbid_unknown_fields=True):
+    """The fast path's type: an unknown field sends the message to the careful path."""
+
+
+class _StrictEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[_StrictEvent]
+
+
+_EVENT = msgspec.json.Decoder(_StrictEvent)
+_ENVELOPE = msgspec.json.Decoder(_StrictEnvelope)
+_WS = re.compile(r"[ \t\n\r]*")
+_TYPE_RE = re.compile(r"^Expected `[^`]+`, got `")
+_MAX_DETAIL = 300
+
+
+def decode_message(raw: bytes, *, now_ms: int, limits: InputLimits = InputLimits()) -> Decoded:
+    """Decode one raw message into accepted events and dead letters. Never raises:
+    anything unforeseen dead-letters the whole message as ``internal_error``."""
+    try:
+        return _decode(raw, now_ms, limits)
+    except Exception as exc:  # totality is the contract
+        return Decoded(dead=[_internal(exc, raw, -1, None, limits)])
+
+
+def _internal(exc: BaseException, raw: bytes, index: int, span: tuple[int, int] | None,
+              limits: InputLimits) -> DeadLetter:
+    return dead_letter("internal_error", type(exc).__name__, raw, index, span, limits)
+
+
+def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
+    if len(raw) > limits.max_message_bytes:
+        return Decoded(dead=[dead_letter(
+            "oversize_message", f"{len(raw)} bytes > limit {limits.max_message_bytes}",
+            raw, -1, None, limits)])
+    events = _fast(raw)
+    if events is None:
+        return _careful(raw, now_ms, limits)
+    if len(events) > limits.max_envelope_events:
+        return Decoded(dead=[dead_letter(
+            "oversize_envelope", f"{len(events)} events > limit {limits.max_envelope_events}",
+            raw, -1, None, limits)])
+    if events:
+        times = [e.event_time_ms for e in events]
+        if (now_ms - limits.max_event_age_ms <= min(times)
+                and max(times) <= now_ms + limits.max_future_ms):
+            return Decoded(events=events)
+    # Some time is out of range: decide event by event, with each event's own bytes.
+    return _careful(raw, now_ms, limits)
+
+
+def _fast(raw: bytes) -> list[TelemetryEvent] | None:
+    """The events of a message every JSON parser reads the same way, or None."""
+    if b"\\" in raw:  # an escape could spell a field name or a lone surrogate
+        return None
+    try:
+        if raw.lstrip()[:1] == b"{" and b'"events"' in raw:
+            if raw.count(b'"events"') != 1:
+                return None
+            events: list[TelemetryEvent] = list(_ENVELOPE.decode(raw).events)
+        else:
+            events = [_EVENT.decode(raw)]
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    # Every field is required, so each appears at least once per event as a key;
+    # exactly len(events) occurrences of its quoted name means no key is repeated.
+    n = len(events)
+    if any(raw.count(token) != n for token in _FIELD_TOKENS):
+        return None
+    return events
+
+
+# ------------------------------------------------------------------ careful path
+class _Reader:
+    """Python's strict JSON scanner, with a flag for duplicate keys at any depth."""
+
+    def __init__(self) -> None:
+        self.duplicate = False
+        self._decoder = json.JSONDecoder(object_pairs_hook=self._pairs)
+
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            self.duplicate = True
+        return out
+
+    def value(self, text: str, pos: int) -> tuple[Any, int]:
+        return self._decoder.raw_decode(text, pos)
+
+
+class _Item:
+    __slots__ = ("value", "span", "duplicate")
+
+    def __init__(self, value: Any, span: tuple[int, int], duplicate: bool) -> None:
+        self.value, self.span, self.duplicate = value, span, duplicate
+
+
+class _Malformed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _ws(text: str, pos: int) -> int:
+    return _WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches
+
+
+def _expect(text: str, pos: int, char: str) -> int:
+    if text[pos:pos + 1] != char:
+        raise _Malformed("bad_json", f"expected {char!r} at char {pos}")
+    return pos + 1
+
+
+def _scan(text: str, reader: _Reader) -> tuple[list[_Item] | None, _Item | None]:
+    """Read the message: (envelope items, None) for ``{"events": [...]}``, or
+    (None, the whole message as one item). Raises ``_Malformed``."""
+    pos = _ws(text, 0)
+    if text[pos:pos + 1] != "{":
+        start = pos
+        value, pos = reader.value(text, pos)
+        _end(text, pos)
+        return None, _Item(value, (start, pos), reader.duplicate)
+    start = pos
+    pos = _ws(text, pos + 1)
+    members: dict[str, Any] = {}
+    items: list[_Item] | None = None
+    duplicate = False
+    if text[pos:pos + 1] == "}":
+        pos += 1
+    else:
+        while True:
+            pos = _expect(text, pos, '"')
+            key, pos = scanstring(text, pos, True)
+            pos = _ws(text, _expect(text, _ws(text, pos), ":"))
+            if key in members:
+                duplicate = True
+            if key == "events" and text[pos:pos + 1] == "[" and items is None:
+                items, pos = _scan_items(text, pos, reader)
+                members[key] = items
+            else:
+                reader.duplicate = False
+                members[key], pos = reader.value(text, pos)
+                duplicate |= reader.duplicate
+            pos = _ws(text, pos)
+            if text[pos:pos + 1] == ",":
+                pos = _ws(text, pos + 1)
+                continue
+            pos = _expect(text, pos, "}")
+            break
+    _end(text, pos)
+    if "events" not in members:
+        return None, _Item(members, (start, pos), duplicate)
+    if duplicate:
+        raise _Malformed("duplicate_key", "a key appears twice in the envelope object")
+    if not isinstance(members["events"], list):
+        raise _Malformed("bad_envelope", "`events` must be a list of event objects")
+    return items if items is not None else [], None
+
+
+def _scan_items(text: str, pos: int, reader: _Reader) -> tuple[list[_Item], int]:
+    items: list[_Item] = []
+    pos = _ws(text, pos + 1)
+    if text[pos:pos + 1] == "]":
+        return items, pos + 1
+    while True:
+        reader.duplicate = False
+        start = pos
+        value, pos = reader.value(text, pos)
+        items.append(_Item(value, (start, pos), reader.duplicate))
+        pos = _ws(text, pos)
+        if text[pos:pos + 1] == ",":
+            pos = _ws(text, pos + 1)
+            continue
+        return items, _expect(text, pos, "]")
+
+
+def _end(text: str, pos: int) -> None:
+    if _ws(text, pos) != len(text):
+        raise _Malformed("bad_json", f"extra data after the JSON value at char {pos}")
+
+
+def _careful(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
+    """Per-item decoding of a message the fast path did not take: what is wrong where."""
+    whole = Decoded()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        whole.dead.append(dead_letter("bad_json", f"not UTF-8 at byte {exc.start}", raw, -1,
+                                      None, limits))
+        return whole
+    try:
+        items, single = _scan(text, _Reader())
+    except _Malformed as exc:
+        whole.dead.append(dead_letter(exc.reason, exc.detail, raw, -1, None, limits))
+        return whole
+    except RecursionError:
+        whole.dead.append(dead_letter("too_deep", "JSON nested too deeply", raw, -1, None,
+                                      limits))
+        return whole
+    except ValueError as exc:  # json.JSONDecodeError, and over-long integers
+        whole.dead.append(dead_letter("bad_json", _detail(exc), raw, -1, None, limits))
+        return whole
+    if single is not None:
+        return _items(raw, text, [single], now_ms, limits, envelope=False)
+    assert items is not None
+    if len(items) > limits.max_envelope_events:
+        whole.dead.append(dead_letter(
+            "oversize_envelope", f"{len(items)} events > limit {limits.max_envelope_events}",
+            raw, -1, None, limits))
+        return whole
+    return _items(raw, text, items, now_ms, limits, envelope=True)
+
+
+def _items(raw: bytes, text: str, items: list[_Item], now_ms: int, limits: InputLimits, *,
+           envelope: bool) -> Decoded:
+    out = Decoded(indices=[])
+    ascii_only = len(text) == len(raw)
+    for i, item in enumerate(items):
+        index = i if envelope else -1
+        if envelope:
+            s, e = item.span
+            # Byte span of the item: the text is strict UTF-8, so re-encoding a slice
+            # of it gives exactly the client's bytes.
+            span = item.span if ascii_only else (len(text[:s].encode()),
+                                                 len(text[:e].encode()))
+            item_raw = raw[span[0]:span[1]]
+        else:
+            span, item_raw = None, raw
+        try:
+            problem = _problem(item)
+            if problem is None:
+                # Declared fields only: unknown ones are dropped anyway, and msgspec
+                # cannot even name (encode) a key holding a lone surrogate.
+                declared = {k: item.value[k] for k in _FIELDS if k in item.value}
+                event = msgspec.convert(declared, TelemetryEvent)
+                problem = _check(event, now_ms, limits)
+        except msgspec.ValidationError as exc:
+            problem = (_reason(exc), _detail(exc))
+        except Exception as exc:  # this item only
+            out.dead.append(_internal(exc, item_raw, index, span, limits))
+            continue
+        if problem is None:
+            out.events.append(event)
+            out.indices.append(index)  # type: ignore[union-attr]
+        else:
+            out.dead.append(dead_letter(*problem, item_raw, index, span, limits))
+    return out
+
+
+def _problem(item: _Item) -> tuple[str, str] | None:
+    if item.duplicate:
+        return "duplicate_key", "a key appears twice in one JSON object"
+    value = item.value
+    if not isinstance(value, dict):
+        return "not_an_object", f"expected a JSON object, got {type(value).__name__}"
+    bad = sorted(k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v))
+    if bad:
+        return "non_finite", f"NaN or infinity in {len(bad)} field(s)"
+    # A lone surrogate (a valid JSON escape, not encodable text) in a declared field:
+    # it would break every later encode of a cell key or record (and msgspec's own
+    # error message for a wrongly typed one). Unknown fields are dropped anyway.
+    for name in _FIELDS:
+        v = value.get(name)
+        if isinstance(v, str) and not v.isascii() and _has_surrogate(v):
+            return "bad_unicode", f"`{name}` holds a lone UTF-16 surrogate"
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check(event: TelemetryEvent, now_ms: int, limits: InputLimits) -> tuple[str, str] | None:
+    """(reason, detail) if a decoded event is still unacceptable, else None."""
+    t = event.event_time_ms
+    if not now_ms - limits.max_event_age_ms <= t <= now_ms + limits.max_future_ms:
+        return "time_out_of_range", f"event_time_ms is {t - now_ms:+d} ms from now"
+    return None
+
+
+def _reason(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    if text.startswith("Object missing required field"):
+        return "missing_field"
+    if _TYPE_RE.match(text) or text.startswith("Expected `object`"):
+        return "wrong_type"
+    return "out_of_range"
+
+
+def _detail(exc: BaseException) -> str:
+    return str(exc)[:_MAX_DETAIL]
+
+
+def event_spans(raw: bytes) -> list[tuple[int, int]]:
+    """Byte spans of an envelope's items (for dead letters of accepted events, such
+    as a key mismatch); [] if ``raw`` is not a readable envelope."""
+    try:
+        text = raw.decode("utf-8")
+        items, _ = _scan(text, _Reader())
+    except Exception:  # only called on messages that decoded
+        return []
+    if items is None:
+        return []
+    return [(len(text[:s].encode()), len(text[:e].encode())) for s, e in
+            (item.span for item in items)]
