@@ -21,6 +21,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("privmon.worker")
 
 
+# A healthy partition's fetches are answered at least every fetch_max_wait_ms (500 ms,
+# aiokafka's default) even when it is empty; older than this, its highwater is stale.
+FETCH_FRESH_MS = 2_000
+
+
+def caught_up_now(*, position: int, highwater: int | None, last_fetch_ms: int | None,
+                  now_ms: int) -> bool:
+    """Whether a raw partition has read all its input, on fresh evidence only: a fetch
+    answered without error within FETCH_FRESH_MS (``last_fetch_ms``, aiokafka's
+    ``last_poll_timestamp``). While its leader is gone or its fetches fail, the last
+    highwater is stale and events acknowledged before the failure may still be unread,
+    so the partition's watermark must not advance by the wall clock (streams/windows.py):
+    a failover is not idleness."""
+    fresh = last_fetch_ms is not None and now_ms - last_fetch_ms <= FETCH_FRESH_MS
+    return fresh and highwater is not None and position >= highwater
+
+
 def recoverable(exc: BaseException) -> bool:
     """Errors a stage survives by dropping its state and replaying from committed
     offsets: Kafka being away or moving leaders/coordinators. Not: being fenced

@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.isolation import IsolationNeeded, Quarantine
 from agents.kafka_stage import (
     Stage,
+    caught_up_now,
     read_compacted,
     read_latest,
     recoverable,
@@ -60,11 +61,6 @@ from streams.pseudonym import Pseudonymizer
 from streams.topics import ensure_topics
 
 log = logging.getLogger("privmon.worker")
-
-
-# A healthy partition's fetches are answered at least every fetch_max_wait_ms (500 ms,
-# aiokafka's default) even when empty; older than this, its highwater is stale.
-FETCH_FRESH_MS = 2_000
 
 
 def now_ms() -> int:
@@ -267,13 +263,9 @@ class Worker:
             tp = TopicPartition(topics.raw, p)
             high = consumer.highwater(tp)
             position = await consumer.position(tp)
-            # Caught up only on fresh evidence: a fetch answered without error lately. While
-            # a partition's leader is gone (or its fetches fail) its last highwater is stale
-            # and events acknowledged before the failure may still be unread, so its
-            # watermark must not advance by the wall clock: a failover is not idleness.
-            polled = consumer.last_poll_timestamp(tp)
-            healthy = polled is not None and wall_ms - polled <= FETCH_FRESH_MS
-            caught_up[p] = healthy and high is not None and position >= high
+            caught_up[p] = caught_up_now(position=position, highwater=high,
+                                         last_fetch_ms=consumer.last_poll_timestamp(tp),
+                                         now_ms=wall_ms)
             self.lag[p] = max(0, (high or 0) - position)
         if not any(part.due(now_ms=now, caught_up=caught_up[p])
                    for p, part in self.s1_parts.items()):

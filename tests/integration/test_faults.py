@@ -20,6 +20,7 @@ from kafka.admin import KafkaAdminClient
 
 from streams.localkafka.cluster import LocalKafka
 from tests.integration.pipeline_harness import (
+    CELLS,
     WINDOW_MS,
     all_released,
     first_window_after,
@@ -146,3 +147,86 @@ def test_worker_kills_leader_loss_and_cluster_restart(cluster3, tmp_path, figure
         "duplicates": sum(n - 1 for n in released.values()),
         "events_lost": sum(truth.events.values()) - in_partials,
         "recovery_s": {k: [round(v, 1) for v in vs] for k, vs in recovery.items()}}))
+
+
+def test_leader_failover_under_load_loses_no_event_that_was_on_time(cluster3, tmp_path,
+                                                                    figures):
+    """SIGKILL the leader of a raw partition under live load and keep it down for
+    more than twice grace + idle lag (2 x (1 + 2) s): no event the broker acknowledged
+    before its window's end + grace may be counted late (a failover is not idleness)."""
+    setup = make_setup(tmp_path, cluster3.bootstrap_servers, "failover")
+    log = tmp_path / "worker.log"
+    worker = start_worker(setup, "w1", log)
+    wait_for(lambda: setup.raw in KafkaAdminClient(
+        bootstrap_servers=cluster3.bootstrap_servers).list_topics(), timeout_s=60,
+        what="the worker to create its topics", procs=[worker], log=log)
+    acks: list[tuple[int, int, tuple[str, str], int]] = []  # (partition, t, cell, ack ms)
+    stop = threading.Event()
+    accounts = [(f"acct-fo-{c[0]}-{i:03d}", c) for c in CELLS for i in range(60)]
+
+    def load() -> None:
+        """~240 events/s of live single events, each account 1 event/s in its home cell."""
+        producer = KafkaProducer(bootstrap_servers=cluster3.bootstrap_servers, acks="all",
+                                 retries=1000, linger_ms=5, delivery_timeout_ms=120_000,
+                                 request_timeout_ms=30_000)
+        while not stop.is_set():
+            tick = time.time()
+            for account, cell in accounts:
+                t = int(time.time() * 1000)
+                event = {"account_id": account, "server": cell[0], "region": cell[1],
+                         "client_version": "5", "platform": "chrome", "latency_ms": 5.0,
+                         "bytes": 10, "error": False, "session_s": 1.0, "event_time_ms": t}
+                future = producer.send(setup.raw, key=account.encode(),
+                                       value=json.dumps(event).encode())
+                future.add_callback(lambda md, t=t, cell=cell: acks.append(
+                    (md.partition, t, cell, int(time.time() * 1000))))
+            time.sleep(max(0.0, 1.0 - (time.time() - tick)))
+        producer.flush(timeout=120)
+        producer.close()
+
+    loader = threading.Thread(target=load, daemon=True)
+    down_s = 15.0
+    try:
+        loader.start()
+        wait_for(lambda: _ledger_size(setup) > 0, timeout_s=90, what="the first release",
+                 procs=[worker], log=log)
+        time.sleep(3)
+        leader = _leader_of(cluster3.bootstrap_servers, setup.raw, 0)
+        killed_at = int(time.time() * 1000)
+        cluster3.stop_node(leader, kill=True)
+        time.sleep(down_s)
+        cluster3.start_node(leader, timeout_s=180)
+        time.sleep(8)
+        stop.set()
+        loader.join(timeout=180)
+        last = max(t for _, t, _, _ in acks)
+        last_window = last - last % WINDOW_MS
+        wait_for(lambda: last_window in released_windows_of(setup), timeout_s=120,
+                 what="the last window's release", procs=[worker], log=log)
+    finally:
+        stop.set()
+        stop_worker(worker)
+
+    on_time = Counter()  # (window, cell) -> events acknowledged before window end + grace
+    for _, t, cell, ack in acks:
+        window = t - t % WINDOW_MS
+        if ack <= window + WINDOW_MS + 1000:
+            on_time[(window, cell)] += 1
+    sums = partial_sums(setup)
+    lost = {k: n - sums.get(k, [0, 0])[1] for k, n in on_time.items()
+            if sums.get(k, [0, 0])[1] < n}
+    outage = [a for p, _, _, a in acks if p == 0 and a >= killed_at]
+    status = json.loads(log.read_text().strip().splitlines()[-1].removeprefix("status "))
+    figures(json.dumps({"failover": {
+        "leader_down_s": down_s, "events_acked": len(acks),
+        "acked_on_time": sum(on_time.values()),
+        "partition0_acked_after_kill": len(outage),
+        "first_ack_after_kill_s": round((min(outage) - killed_at) / 1000, 1) if outage else None,
+        "late_status": status["late"], "on_time_events_lost": sum(lost.values())}}))
+    assert not lost, f"on-time events counted late after the failover: {sorted(lost.items())[:5]}"
+
+
+def released_windows_of(setup) -> set[int]:
+    ledger = read_topic(setup.bootstrap, setup.topic("privmon.ledger"))
+    return {json.loads(r.value)["window_start_ms"] for r in ledger
+            if json.loads(r.value)["stream"] == "monitoring"}
