@@ -42,6 +42,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     w.add_argument("--status-every-s", type=float, default=10.0,
                    help="print a status line this often (0: never)")
+    w.add_argument("--crash-file", type=Path, default=None,
+                   help="where the crash guard notes the raw messages in flight, so that a "
+                   "message that kills the process (a native crash, the OOM killer) is set "
+                   "aside after a few restarts instead of crash-looping; keep it across "
+                   "restarts (default: $PRIVMON_CACHE or ~/.cache/privmon, "
+                   "worker/<app id>-<worker id>.json; 'none' turns the guard off)")
     w.set_defaults(func=_worker)
 
     g = sub.add_parser(
@@ -75,9 +81,16 @@ def _worker(args: argparse.Namespace) -> int:
     except (ConfigError, KeyConfigError, ValueError) as exc:
         print(f"privmon worker: {exc}", file=sys.stderr)
         return 2
+    crash_file = args.crash_file
+    if crash_file is None:
+        cache = Path(os.environ.get("PRIVMON_CACHE") or Path.home() / ".cache" / "privmon")
+        crash_file = cache / "worker" / f"{config.app_id}-{args.worker_id}.json"
+    elif str(crash_file) == "none":
+        crash_file = None
     worker = Worker(config=config, bootstrap=args.bootstrap, worker_id=args.worker_id,
                     pseudonymizer=pseudonymizer, partitions=args.partitions,
-                    idle_lag_ms=args.idle_lag_ms, kafka_options=options)
+                    idle_lag_ms=args.idle_lag_ms, kafka_options=options,
+                    crash_file=crash_file)
 
     metrics = None
     if args.metrics_port is not None:

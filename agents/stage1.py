@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import attrgetter
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,13 @@ from streams.schema import (
     key_mismatch,
 )
 from streams.windows import Watermark, WindowSpec
+
+
+class Inflight(Protocol):
+    """Told which raw messages are being processed (agents/crashguard.py)."""
+
+    def begin(self, partition: int, first: int, last: int) -> None: ...
+    def end(self) -> None: ...
 
 
 class _OpenWindow:
@@ -135,6 +143,7 @@ class Stage1Partition:
         start_offset: int = 0,
         count_from: int = 0,
         quarantine: Quarantine | None = None,
+        inflight: Inflight | None = None,
     ) -> None:
         """``progress`` and ``participation``: what an earlier incarnation committed
         (``progress()`` and the latest ``take_state()`` chunks), if anything."""
@@ -145,6 +154,7 @@ class Stage1Partition:
         self.pseudonymizer = pseudonymizer
         self.limits = limits
         self.quarantine = quarantine if quarantine is not None else Quarantine()
+        self.inflight = inflight  # told what is being processed (agents/crashguard.py)
         self.watermark = Watermark(idle_lag_ms=idle_lag_ms)
         self.limiters = {p.name: DenseParticipationLimiter(p.participation) for p in policies}
         self.open: dict[tuple[str, int], _OpenWindow] = {}
@@ -199,7 +209,7 @@ class Stage1Partition:
         """
         q, p = self.quarantine, self.partition
         if not q.active(p):
-            return self._ingest(records, now_ms, alone=False)
+            return self._guarded(records, now_ms, alone=False)
         dead: list[tuple[int, DeadLetter]] = []
         run: list[tuple[int, bytes | None, bytes | None]] = []
         for record in records:
@@ -208,14 +218,23 @@ class Stage1Partition:
                 run.append(record)
                 continue
             if run:
-                dead += self._ingest(run, now_ms, alone=False)
+                dead += self._guarded(run, now_ms, alone=False)
                 run = []
             if poison is None:
-                dead += self._ingest([record], now_ms, alone=True)
+                dead += self._guarded([record], now_ms, alone=True)
             else:
                 dead += self._set_aside(record, poison)
         if run:
-            dead += self._ingest(run, now_ms, alone=False)
+            dead += self._guarded(run, now_ms, alone=False)
+        return dead
+
+    def _guarded(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int, *,
+                 alone: bool) -> list[tuple[int, DeadLetter]]:
+        if self.inflight is None or not records:
+            return self._ingest(records, now_ms, alone=alone)
+        self.inflight.begin(self.partition, records[0][0], records[-1][0])
+        dead = self._ingest(records, now_ms, alone=alone)  # (a raise is not a death)
+        self.inflight.end()
         return dead
 
     def _set_aside(self, record: tuple[int, bytes | None, bytes | None],

@@ -36,9 +36,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.crashguard import CrashGuard
 from agents.isolation import IsolationNeeded, Quarantine
 from agents.kafka_stage import (
     Stage,
@@ -99,7 +101,10 @@ class Worker:
         close_interval_s: float = 0.1,
         clock: Callable[[], int] = now_ms,
         kafka_options: dict[str, str] | None = None,
+        crash_file: Path | None = None,
     ) -> None:
+        """``crash_file``: where the crash guard notes the messages in flight
+        (agents/crashguard.py); None: no guard."""
         self.config = config
         self.bootstrap = bootstrap
         self.worker_id = worker_id
@@ -118,6 +123,7 @@ class Worker:
         self._retired_reasons: dict[str, int] = {}  # and their dead letters by reason
         self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
         self.quarantine = Quarantine()  # messages that broke a batch (agents/isolation.py)
+        self.crash_guard = CrashGuard(crash_file)  # ... or killed the process
         self._dlq_log = RateLimitedLog(log, every_s=10.0)
         self.on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
         self.stage1_group = f"{config.app_id}-stage1"
@@ -131,6 +137,7 @@ class Worker:
         return f"{self.config.app_id}-{stage}-{self.worker_id}"
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.crash_guard.load(self.quarantine)
         self.topic_partitions = await asyncio.to_thread(
             ensure_topics, self.bootstrap, self.config, partitions=self.partitions,
             options=self.kafka_options,
@@ -242,6 +249,7 @@ class Worker:
             start = committed if committed is not None else 0
             consumer.seek(tp, start)
             self.quarantine.forget_below(tp.partition, start)
+            self.crash_guard.forget_below(tp.partition, start)
             raw = progress.get(str(tp.partition).encode())
             self.s1_parts[tp.partition] = Stage1Partition(
                 partition=tp.partition, policies=self.config.policies,
@@ -249,6 +257,7 @@ class Worker:
                 progress=json.loads(raw) if raw else None, start_offset=start,
                 participation=[StateChunk.decode(v) for v in state[tp.partition].values()],
                 count_from=self._counted.get(tp.partition, 0), quarantine=self.quarantine,
+                inflight=self.crash_guard,
             )
         log.info("stage 1 assigned raw partitions %s", sorted(self.s1_parts))
 

@@ -68,6 +68,8 @@ def start_worker(
 ) -> subprocess.Popen:
     """``module``: the CLI, or a wrapper of it (tests/integration/faulty_worker.py)."""
     out = open(log, "ab")
+    if "--crash-file" not in extra:  # the crash guard's note beside the log, not in ~/.cache
+        extra = (*extra, "--crash-file", str(log.parent / f"{worker_id}.crashguard.json"))
     return subprocess.Popen(
         [sys.executable, "-m", module, "worker", "--bootstrap", setup.bootstrap,
          "--config", str(setup.config), "--worker-id", worker_id, "--idle-lag-ms", "2000",

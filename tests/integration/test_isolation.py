@@ -86,3 +86,47 @@ def test_poison_batch_and_failing_window_are_isolated(kafka_cluster, bootstrap, 
     figures(f"isolation: 3 poison messages -> 3 internal_error letters, "
             f"{status['batches_isolated']} batch isolations, {len(failed)} capacity windows "
             f"quarantined; worker kept running")
+
+
+def test_a_message_that_kills_the_process_is_set_aside_after_a_few_restarts(
+        kafka_cluster, bootstrap, tmp_path, figures):
+    """A native crash (SIGSEGV) on one message: a supervisor restarts the worker each
+    time; the crash guard (agents/crashguard.py) sets the message aside within a few
+    restarts, and every good event is released."""
+    setup = make_setup(tmp_path, bootstrap, "crashloop")
+    log = tmp_path / "worker.log"
+    crash_file = tmp_path / "w1.crashguard.json"
+
+    def start():
+        return start_worker(setup, "w1", log, ("--crash-file", str(crash_file)),
+                            module="tests.integration.faulty_worker",
+                            env={"PRIVMON_TEST_CRASH_SERVER": POISON})
+
+    worker = start()
+    deaths: list[int] = []
+    try:
+        start_ms = first_window_after(int(time.time() * 1000), lead_ms=4000)
+        truth = known_input(start_ms, 3)
+        messages = list(truth.messages)
+        crash = _poison("acct-crash", start_ms + 1000)
+        messages.insert(len(messages) // 2, crash)
+        produce(bootstrap, setup.raw, messages)
+        deadline = time.monotonic() + 180
+        while not set(truth.windows) <= released_windows(setup):
+            assert time.monotonic() < deadline, f"no releases; deaths {deaths}\n" + \
+                log.read_text()[-3000:]
+            if worker.poll() is not None:  # the supervisor's part: restart it
+                deaths.append(worker.returncode)
+                assert len(deaths) <= 6, f"crash loop: {deaths}\n" + log.read_text()[-3000:]
+                worker = start()
+            time.sleep(0.5)
+    finally:
+        stop_worker(worker)
+    assert deaths and all(code == -11 for code in deaths), deaths  # SIGSEGV, then no more
+    letters = [json.loads(r.value) for r in read_topic(bootstrap, setup.topic("telemetry.dlq"))]
+    assert [(d["reason"], d["detail"], base64.b64decode(d["payload_b64"])) for d in letters] == [
+        ("internal_error", "ProcessDied", crash[1])]
+    _check_exact_partials(setup, truth)
+    assert "the previous process died while processing raw partition" in log.read_text()
+    figures(f"crash loop: a segfaulting message set aside after {len(deaths)} deaths; "
+            "every good event released")

@@ -1,0 +1,94 @@
+"""A process that dies outright on the same messages must not die on them forever.
+
+Exceptions are isolated in-process (agents/isolation.py), but a native crash
+(a segfault in an extension) or the kernel's OOM killer ends the process
+before any handler runs, and the restarted worker would replay the same
+messages into the same death. So around each batch it hands to stage 1 the
+worker notes, in a small local file, which raw messages are in flight; a
+clean return clears the note. A process that starts and finds a note knows
+that its predecessor died while those messages were being processed:
+
+- a batch of several messages in flight at a death becomes *suspect* in the
+  quarantine: processed one message at a time from then on;
+- a single message in flight at two deaths becomes *poison*: dead-lettered as
+  ``internal_error`` with detail ``ProcessDied`` and skipped.
+
+So a message that kills the process costs about three restarts, then the
+partition goes on. A kill for another reason while a batch is in flight
+(an operator's SIGKILL) only makes that batch slower once; it takes two
+deaths with the same single message in flight to set one aside, and that is
+logged and counted like any dead letter. The note holds offsets only, no
+client data. The file is per worker id; without one (``path`` None) there is
+no guard. See SECURITY.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from agents.isolation import BatchFailed, MessageFailed, Quarantine
+
+log = logging.getLogger("privmon.worker")
+
+POISON_AFTER_DEATHS = 2
+
+
+class ProcessDied(Exception):
+    """Stands for the death itself when it is noted in the quarantine."""
+
+
+class CrashGuard:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.deaths: dict[tuple[int, int, int], int] = {}  # (partition, first, last) -> n
+        self._inflight = False
+
+    def load(self, quarantine: Quarantine) -> None:
+        """At start: count a death for what was in flight, and quarantine accordingly."""
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            state = json.loads(self.path.read_text())
+            self.deaths = {tuple(k): n for *k, n in state.get("deaths", [])}
+            inflight = state.get("inflight")
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("crash guard: unreadable %s (%s); starting without it", self.path,
+                        type(exc).__name__)
+            self.deaths, inflight = {}, None
+        if inflight is not None:
+            key = (int(inflight[0]), int(inflight[1]), int(inflight[2]))
+            self.deaths[key] = self.deaths.get(key, 0) + 1
+            log.error("crash guard: the previous process died while processing raw "
+                      "partition %d offsets %d..%d (%d time(s))", *key, self.deaths[key])
+        for (p, first, last), n in self.deaths.items():
+            if first < last:
+                quarantine.note(BatchFailed(p, first, last, ProcessDied()))
+            elif n >= POISON_AFTER_DEATHS:
+                quarantine.note(MessageFailed(p, first, last, ProcessDied()))
+        self._write(None)
+
+    def begin(self, partition: int, first: int, last: int) -> None:
+        if self.path is not None:
+            self._write([partition, first, last])
+            self._inflight = True
+
+    def end(self) -> None:
+        if self._inflight:
+            self._write(None)
+            self._inflight = False
+
+    def forget_below(self, partition: int, offset: int) -> None:
+        """Offsets below ``offset`` are committed: never read again."""
+        self.deaths = {k: n for k, n in self.deaths.items()
+                       if k[0] != partition or k[2] >= offset}
+
+    def _write(self, inflight: list[int] | None) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"inflight": inflight,
+                                   "deaths": [[*k, n] for k, n in self.deaths.items()]}))
+        os.replace(tmp, self.path)  # atomic: a death mid-write leaves the old note
