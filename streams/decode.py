@@ -2,10 +2,10 @@
 
 ``decode_message`` returns for any bytes; it has no code path that raises:
 
-- the fast path (a typed msgspec pass) is taken only for messages on which
-  every common JSON parser agrees: no backslash escapes, no unknown fields,
-  and each declared field name exactly once per event (counted in the raw
-  bytes), so there is no duplicate key to disagree about;
+- the fast path (msgspec, strict JSON) is taken only for messages on which
+  every common JSON parser agrees: no backslash escapes, and as many keys in
+  the bytes as the decoders kept, so no object has a key twice to disagree
+  about (see ``_fast``);
 - everything else goes through ``_scan``, a position-aware reading of the
   top-level object with Python's strict JSON scanner: each envelope item's
   byte span is known, so a dead letter carries the client's own bytes (never
@@ -43,7 +43,6 @@ from streams.schema import (
 )
 
 _FIELDS = tuple(TelemetryEvent.__struct_fields__)
-_FIELD_TOKENS = tuple(f'"{name}"'.encode() for name in _FIELDS)
 
 
 class _StrictEvent(TelemetryEvent, frozen=True, forbid_unknown_fields=True):
@@ -54,8 +53,16 @@ class _StrictEnvelope(msgspec.Struct, forbid_unknown_fields=True):
     events: list[_StrictEvent]
 
 
+class _LenientEnvelope(msgspec.Struct):
+    events: list[TelemetryEvent]
+
+
 _EVENT = msgspec.json.Decoder(_StrictEvent)
 _ENVELOPE = msgspec.json.Decoder(_StrictEnvelope)
+_LENIENT_EVENT = msgspec.json.Decoder(TelemetryEvent)
+_LENIENT_ENVELOPE = msgspec.json.Decoder(_LenientEnvelope)
+_ANY = msgspec.json.Decoder()
+_SPACED_KEY = re.compile(rb'"[ \t\n\r]+:')
 _WS = re.compile(r"[ \t\n\r]*")
 _TYPE_RE = re.compile(r"^Expected `[^`]+`, got `")
 _MAX_DETAIL = 300
@@ -97,24 +104,48 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
 
 
 def _fast(raw: bytes) -> list[TelemetryEvent] | None:
-    """The events of a message every JSON parser reads the same way, or None."""
-    if b"\\" in raw:  # an escape could spell a field name or a lone surrogate
+    """The events of a message every JSON parser reads the same way, or None.
+
+    Without backslashes every ``"`` delimits a string, so each key shows in the
+    bytes as ``"...":`` (a key spaced from its colon sends the message on), and
+    ``raw.count(b'":')`` is at least the number of keys K. A dict keeps one
+    entry per distinct key, so the keys the decoders kept equal K, and that
+    count, exactly when no object has a key twice."""
+    if b"\\" in raw or _SPACED_KEY.search(raw):  # an escape could spell a key or a surrogate
         return None
-    try:
-        if raw.lstrip()[:1] == b"{" and b'"events"' in raw:
-            if raw.count(b'"events"') != 1:
-                return None
+    colons = raw.count(b'":')
+    envelope = raw.lstrip()[:1] == b"{" and b'"events"' in raw
+    try:  # declared fields only: each event kept exactly 10 keys
+        if envelope:
             events: list[TelemetryEvent] = list(_ENVELOPE.decode(raw).events)
+            kept = 1 + len(_FIELDS) * len(events)
         else:
             events = [_EVENT.decode(raw)]
+            kept = len(_FIELDS)
+        return events if colons == kept else None
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    try:  # unknown fields too (dropped): count the keys kept at every depth
+        doc = _ANY.decode(raw)
+        if colons != _keys_kept(doc):
+            return None
+        if envelope:
+            return list(_LENIENT_ENVELOPE.decode(raw).events)
+        return [_LENIENT_EVENT.decode(raw)]
     except (msgspec.DecodeError, RecursionError):
         return None
-    # Every field is required, so each appears at least once per event as a key;
-    # exactly len(events) occurrences of its quoted name means no key is repeated.
-    n = len(events)
-    if any(raw.count(token) != n for token in _FIELD_TOKENS):
-        return None
-    return events
+
+
+def _keys_kept(doc: object) -> int:
+    n, stack = 0, [doc]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            n += len(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return n
 
 
 # ------------------------------------------------------------------ careful path

@@ -43,7 +43,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from agents.stage1 import Stage1Partition
 from streams.config import load_config
@@ -53,7 +53,6 @@ from tests.corpus.hostile import corpus as hostile_corpus
 from tests.integration.pipeline_harness import (
     WINDOW_MS,
     make_setup,
-    partial_sums,
     read_topic,
     start_worker,
     stop_worker,
@@ -198,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
 PLACEHOLDER = 1_700_000_000_000  # event time in generated messages, set at send time
 
 
+SOAK_CONFIG: list[Path] = []
+
+
 def _soak(args: argparse.Namespace, tmp: Path, bootstrap: str) -> int:
     setup = make_setup(tmp, bootstrap, "soak")
+    SOAK_CONFIG.append(setup.config)
     # Grace long enough that a worker behind by < 30 s counts nothing late.
     setup.config.write_text(setup.config.read_text().replace("grace_ms = 1_000",
                                                              "grace_ms = 30_000"))
@@ -297,8 +300,37 @@ def _expected(messages: list, kinds: list, sent: list) -> tuple[dict, Counter, i
         if kind == "valid":
             assert not reasons
             for e in evs:
-                valid_cells[(t - t % WINDOW_MS, (e.server, e.region))] += 1
-    return out, valid_cells, accepted
+                valid_cells[(t - t % WINDOW_MS, (e.server, e.region), e.account_id)] += 1
+    # What stage 1 keeps: at most max_events_per_cell events per account and cell.
+    cap = next(p for p in load_config(SOAK_CONFIG[0]).policies if p.name == "monitoring"
+               ).bounds.max_events_per_cell
+    bounded: Counter = Counter()
+    for (w, cell, _), n in valid_cells.items():
+        bounded[(w, cell)] += min(n, cap)
+    return out, bounded, accepted
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    """Every committed record of a topic (no time limit; stops if nothing moves for 60 s)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed", max_poll_records=10_000)
+    tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    out: list = []
+    if tps:
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        last_progress = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            batch = consumer.poll(timeout_ms=1000)
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > 60:
+                raise RuntimeError(f"reading {topic}: no progress for 60 s")
+            for records in batch.values():
+                out.extend(records)
+    consumer.close()
+    return out
 
 
 def _reconcile(args, setup, messages, kinds, sent, exits, alive, rss, produced_s, log,
@@ -308,8 +340,8 @@ def _reconcile(args, setup, messages, kinds, sent, exits, alive, rss, produced_s
         problems.append(f"{sum(s is None for s in sent)} messages not acknowledged")
         sent = [s or (-1, -1, PLACEHOLDER) for s in sent]
     expected, valid_cells, accepted = _expected(messages, kinds, sent)
-    letters = [json.loads(r.value) for r in read_topic(setup.bootstrap,
-                                                       setup.topic("telemetry.dlq"))]
+    letters = [json.loads(r.value) for r in read_all(setup.bootstrap,
+                                                     setup.topic("telemetry.dlq"))]
     got: dict[tuple[int, int], list] = defaultdict(list)
     for d in letters:
         src = d["source"]
@@ -329,19 +361,23 @@ def _reconcile(args, setup, messages, kinds, sent, exits, alive, rss, produced_s
     unknown = set(got) - set(expected)
     if unknown:
         problems.append(f"{len(unknown)} dead letters for offsets never sent")
-    sums = partial_sums(setup)
+    sums: dict = defaultdict(lambda: [0, 0])
+    for r in read_all(setup.bootstrap, setup.topic("privmon.partials")):
+        d = json.loads(r.value)
+        if d["k"] == "partial" and d["s"] == "monitoring":
+            sums[(d["w"], tuple(d["cell"]))][1] += d["e"]
     lost = {k: n - sums.get(k, [0, 0])[1] for k, n in valid_cells.items()
             if sums.get(k, [0, 0])[1] != n}
     if lost:
         problems.append(f"valid cells whose exact partials differ from the input: "
                         f"{len(lost)}, e.g. {sorted(lost.items())[:3]}")
-    records = read_topic(setup.bootstrap, setup.topic("aggregates.monitoring"))
+    records = read_all(setup.bootstrap, setup.topic("aggregates.monitoring"))
     keys = Counter((json.loads(r.value)["window_start_ms"],
                     tuple(json.loads(r.value)["cell"].values())) for r in records)
     dup = sum(n - 1 for n in keys.values())
     if dup:
         problems.append(f"{dup} (window, cell) released more than once")
-    ledger = read_topic(setup.bootstrap, setup.topic("privmon.ledger"))
+    ledger = read_all(setup.bootstrap, setup.topic("privmon.ledger"))
     times = sorted(r.timestamp / 1000 for r in ledger)
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     statuses = [json.loads(ln.removeprefix("status ")) for ln in log.read_text().splitlines()
