@@ -35,6 +35,8 @@ class WorkerMetrics:
                  "by message (agents/isolation.py)"),
                 ("windows_failed", "stage-2 windows whose release raised: quarantined, marked "
                  "failed in the ledger"),
+                ("closes_failed", "stage-1 window closes that raised (stage 2 quarantines "
+                 "the window)"),
                 ("partials_undecodable", "partials-topic records stage 2 could not read"),
             )
         }

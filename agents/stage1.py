@@ -417,6 +417,7 @@ class Stage1Partition:
         """
         wm = self.watermark.value(now_ms, caught_up=caught_up)
         partials: list[Partial] = []
+        failed: dict[str, list[tuple[int, str]]] = {p.name: [] for p in self.policies}
         for policy in self.policies:
             upto = self.specs[policy.name].closed_up_to(wm)
             if upto <= self.closed[policy.name]:
@@ -425,16 +426,21 @@ class Stage1Partition:
                 if key[1] + policy.window_ms > upto:
                     continue
                 window = self.open.pop(key)
-                totals = acc.add(acc.initialize(policy), window.table.bounded_rows(self.rng))
-                partials += partials_of(totals, window.labels, partition=self.partition,
-                                        stream=policy.name, window_start_ms=key[1])
+                try:
+                    totals = acc.add(acc.initialize(policy),
+                                     window.table.bounded_rows(self.rng))
+                    partials += partials_of(totals, window.labels, partition=self.partition,
+                                            stream=policy.name, window_start_ms=key[1])
+                except Exception as exc:  # this window only: stage 2 quarantines it
+                    failed[policy.name].append((key[1], type(exc).__name__))
             self.closed[policy.name] = upto
             if upto // policy.participation.period_ms > 0:
                 self.limiters[policy.name].forget_before(upto // policy.participation.period_ms - 1)
         for name, limiter in self.limiters.items():  # before pruning: ids still mean the same
             self._dirty_buckets[name].update(np.unique(self._bucket[limiter.take_dirty()]).tolist())
         self._prune_account_ids()
-        marks = [Mark(self.partition, p.name, self.closed[p.name]) for p in self.policies]
+        marks = [Mark(self.partition, p.name, self.closed[p.name], tuple(failed[p.name]))
+                 for p in self.policies]
         return partials, marks
 
     def _prune_account_ids(self) -> None:

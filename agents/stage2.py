@@ -28,6 +28,10 @@ from privacy.release import WindowRelease, release_window
 from streams.partials import Mark, Partial
 
 
+class WindowFailed(Exception):
+    """A window some stage-1 partition could not close: released by no one."""
+
+
 class _Pending:
     def __init__(self, first_offset: int) -> None:
         self.first_offset = first_offset
@@ -78,11 +82,20 @@ class Stage2Partition:
         # stream -> stage-1 partition -> windows ending <= this are complete
         self.marks: dict[str, dict[int, int]] = {name: {} for name in self.policies}
         self.ignored_partials = 0
+        # (stream, window) -> why a stage-1 partition could not close it: quarantined
+        self.failed: dict[tuple[str, int], str] = {}
 
     def on_record(self, offset: int, record: Partial | Mark) -> None:
         if isinstance(record, Mark):
             marks = self.marks.setdefault(record.stream, {})
             marks[record.partition] = max(marks.get(record.partition, 0), record.closed_up_to_ms)
+            for start, cause in record.failed:
+                key = (record.stream, start)
+                if key in self.released or record.stream not in self.policies:
+                    continue
+                self.failed.setdefault(key, f"stage 1: {cause}")
+                if key not in self.pending:  # held like a pending window until quarantined
+                    self.pending[key] = _Pending(offset)
             return
         key = (record.stream, record.window_start_ms)
         if key in self.released or record.stream not in self.policies:
@@ -110,8 +123,12 @@ class Stage2Partition:
     ) -> WindowRelease:
         """Threshold, noise and release one window (the caller commits it)."""
         policy = self.policies[stream]
-        totals, labels = self.pending.pop((stream, start)).totals(policy)
+        pending = self.pending.pop((stream, start))
         self.released.add((stream, start))
+        cause = self.failed.pop((stream, start), None)
+        if cause is not None:
+            raise WindowFailed(cause)
+        totals, labels = pending.totals(policy)
         return release_window(
             totals, policy, window_start_ms=start,
             cell_labels=lambda c: labels_of(labels[c]), random_state=self.random_state,

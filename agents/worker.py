@@ -53,7 +53,7 @@ from agents.kafka_stage import (
 )
 from agents.ratelimit import RateLimitedLog
 from agents.stage1 import Stage1Partition
-from agents.stage2 import Stage2Partition
+from agents.stage2 import Stage2Partition, WindowFailed
 from privacy.accountant import LedgerEntry
 from privacy.params import StreamPolicy
 from streams.config import PipelineConfig
@@ -84,6 +84,7 @@ class WorkerStats:
     cells_suppressed: int = 0
     batches_isolated: int = 0  # stage-1 batches that raised: replayed message by message
     windows_failed: int = 0  # stage-2 windows quarantined (see Worker._release)
+    closes_failed: int = 0  # stage-1 window closes that raised (quarantined by stage 2)
     partials_undecodable: int = 0  # partials-topic records stage 2 could not read
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # reason -> letters sent
 
@@ -291,6 +292,12 @@ class Worker:
         n_partials = 0
         for p, part in self.s1_parts.items():
             partials, marks = part.close(now_ms=now, caught_up=caught_up[p])
+            for mark in marks:
+                for window_start, cause in mark.failed:
+                    self.stats.closes_failed += 1
+                    log.error("stage 1: closing %s window %d of raw partition %d raised %s; "
+                              "stage 2 quarantines the window", mark.stream, window_start, p,
+                              cause)
             state += [(k, v, p) for k, v in part.take_state()]
             n_partials += len(partials)
             out += [(partial.key(), partial.encode(), None) for partial in partials]
@@ -410,11 +417,12 @@ class Worker:
         says it failed (and charges its cost, an upper bound), so it is never retried
         and later windows go on."""
         self.stats.windows_failed += 1
-        log.error("stage 2: releasing %s window %d (partials partition %d) raised %s; "
+        cause = str(exc) if isinstance(exc, WindowFailed) else type(exc).__name__
+        log.error("stage 2: releasing %s window %d (partials partition %d) failed (%s); "
                   "quarantined: nothing published, marked failed in the ledger",
-                  policy.name, start, q, type(exc).__name__)
+                  policy.name, start, q, cause)
         entry = LedgerEntry.for_release(policy, window_start_ms=start, cells_released=0,
-                                        partials_partition=q, failed=type(exc).__name__)
+                                        partials_partition=q, failed=cause)
         await stage.producer.send(self.config.topics.ledger,
                                   key=f"{policy.name}|{start}|{q}".encode(),
                                   value=entry.to_json())

@@ -10,7 +10,10 @@ holds one stage-1 partition's exact, bounded totals of one cell.
       from every stage-1 partition meet in one stage-2 partition)
     mark:    {"k": "mark", "p": 3, "s": "monitoring", "t": 1764000060000}
       "stage-1 partition 3 has emitted everything of stream monitoring for the
-      windows ending at or before t"; sent to every stage-2 partition.
+      windows ending at or before t"; sent to every stage-2 partition. With
+      "f": {"1764000000000": "ValueError"}, closing those windows raised in
+      that partition: stage 2 quarantines them (nothing published, failed in
+      the ledger) rather than release them without that partition's part.
 """
 
 from __future__ import annotations
@@ -53,16 +56,21 @@ class Mark:
     partition: int
     stream: str
     closed_up_to_ms: int
+    failed: tuple[tuple[int, str], ...] = ()  # (window start, exception type) of failed closes
 
     def encode(self) -> bytes:
-        return json.dumps({"k": "mark", "p": self.partition, "s": self.stream,
-                           "t": self.closed_up_to_ms}, separators=(",", ":")).encode()
+        d: dict[str, Any] = {"k": "mark", "p": self.partition, "s": self.stream,
+                             "t": self.closed_up_to_ms}
+        if self.failed:
+            d["f"] = {str(w): t for w, t in self.failed}
+        return json.dumps(d, separators=(",", ":")).encode()
 
 
 def decode(value: bytes) -> Partial | Mark:
     d = json.loads(value)
     if d["k"] == "mark":
-        return Mark(int(d["p"]), d["s"], int(d["t"]))
+        failed = tuple((int(w), str(t)) for w, t in d.get("f", {}).items())
+        return Mark(int(d["p"]), d["s"], int(d["t"]), failed)
     return Partial(int(d["p"]), d["s"], int(d["w"]), tuple(d["cell"]), int(d["a"]), int(d["e"]),
                    d["m"])
 
