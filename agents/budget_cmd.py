@@ -65,9 +65,8 @@ def report(config: PipelineConfig, entries: list[LedgerEntry], now_ms: int) -> d
         costs = sorted({(e.epsilon, e.delta, e.rho, e.policy_version) for e in mine})
         streams.append({
             "stream": p.name, "window_ms": p.window_ms, "windows_released": len(mine),
+            "windows_failed": sum(bool(e.failed) for e in mine),
             "cells_released": sum(e.cells_released for e in mine),
-            "cells_suppressed": sum(e.suppressed_under_k + e.suppressed_by_selection
-                                    for e in mine),
             "last_window_start_ms": max((e.window_start_ms for e in mine), default=None),
             "per_window": [{"epsilon": c[0], "delta": c[1], "rho": c[2], "policy_version": c[3]}
                            for c in costs],
@@ -97,8 +96,9 @@ def _print(rep: dict) -> None:
         last = _iso(s["last_window_start_ms"]) if s["last_window_start_ms"] else "never"
         print(f"\n  {s['stream']}: {s['windows_released']} windows of "
               f"{_hours(s['window_ms'])}"
-              f" released (last {last}); {s['cells_released']} cells released, "
-              f"{s['cells_suppressed']} held back")
+              f" released (last {last}); {s['cells_released']} cells released"
+              + (f"; {s['windows_failed']} failed (nothing published, cost charged)"
+                 if s["windows_failed"] else ""))
         print(f"    per window: {costs}")
         for h in s["horizons"]:
             print(line(h))

@@ -8,8 +8,8 @@ What runs (all real, on 127.0.0.1):
 3. the privmon worker (both stages, exactly-once release) with the short
    windows of configs/demo.toml: 10 s per (server, region), 30 s per region;
 4. a read_committed reader of the aggregate topics printing every released
-   window: noisy counts, error rate and p95 latency with 95% intervals, and
-   the cells held back (under k, or by DP selection);
+   window: noisy counts, error rate and p95 latency with 95% intervals (how
+   many cells were held back is exact data, so it is not shown);
 5. the alert agent with configs/demo_alerts.toml: it fires only when a rule
    holds beyond the noise with 99% confidence (the incident on fra-03 does;
    healthy servers should not), printed as ALERT lines.
@@ -102,14 +102,10 @@ async def _produce(bootstrap: str, topic: str, args: argparse.Namespace,
         await producer.stop()
 
 
-def _print_window(stream: str, start: int, records: list[ReleaseRecord],
-                  ledger: list[dict]) -> None:
+def _print_window(stream: str, start: int, records: list[ReleaseRecord]) -> None:
     t0 = time.strftime("%H:%M:%S", time.localtime(start / 1000))
-    total = sum(e["cells_total"] for e in ledger)
-    under_k = sum(e["suppressed_under_k"] for e in ledger)
-    by_sel = sum(e["suppressed_by_selection"] for e in ledger)
-    print(f"\n[{stream}] window {t0}: {len(records)} of {total} cells released, "
-          f"{under_k} under k, {by_sel} held back by DP selection")
+    # (How many cells were held back is exact data: it is not shown, nor stored.)
+    print(f"\n[{stream}] window {t0}: {len(records)} cells released")
     if stream == "monitoring":
         print(f"  {'server':8} {'region':11} {'accounts':>12} {'events':>13} "
               f"{'error rate [95% CI]':>24} {'p95 latency ms [95% CI]':>26}")
@@ -163,7 +159,8 @@ async def _view(bootstrap: str, config: PipelineConfig, stop: asyncio.Event,
                         counters["released"] += 1
                     touched[key] = time.monotonic()
             for key in [k for k, t in touched.items() if time.monotonic() - t > 1.0]:
-                _print_window(key[0], key[1], records.pop(key, []), ledger.pop(key, []))
+                ledger.pop(key, None)
+                _print_window(key[0], key[1], records.pop(key, []))
                 del touched[key]
     finally:
         await consumer.stop()

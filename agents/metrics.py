@@ -25,7 +25,6 @@ class WorkerMetrics:
                 ("over_cap", "event x stream pairs dropped by the participation cap"),
                 ("windows_released", "(stream, window, partials partition) releases"),
                 ("cells_released", "cells published"),
-                ("cells_suppressed", "cells held back (under k or by DP selection)"),
             )
         }
         self.faults = {

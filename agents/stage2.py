@@ -22,10 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from privacy.accountant import LedgerEntry
 from privacy.accumulators import CellTotals
 from privacy.params import StreamPolicy
 from privacy.release import WindowRelease, release_window
 from streams.partials import Mark, Partial
+
+
+def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
+                 rel: WindowRelease) -> LedgerEntry:
+    """The ledger's record of a release: what was spent and what was published,
+    nothing the data held (tests/privacy/test_exact_channels.py)."""
+    return LedgerEntry.for_release(policy, window_start_ms=start,
+                                   cells_released=len(rel.records),
+                                   partials_partition=partials_partition)
 
 
 class WindowFailed(Exception):

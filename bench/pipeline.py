@@ -335,7 +335,8 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
                 entry = json.loads(r.value)
                 start = entry["window_start_ms"]
                 visible[start] = now  # the last partition's entry makes the window complete
-                released[start] = released.get(start, 0) + entry["cells_total"]
+                # (released cells: the ledger no longer holds exact cell counts)
+                released[start] = released.get(start, 0) + entry["cells_released"]
         hwm = max(hwm, _hwm_mib(worker.pid))
     stop.set()
     worker.terminate()
@@ -349,7 +350,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
         raise RuntimeError(f"no windows released in the latency run; see {log}")
     return {"windows": len(lat), "p50_s": float(np.percentile(lat, 50)),
             "p99_s": float(np.percentile(lat, 99)), "max_s": max(lat),
-            "cells_per_window": int(np.median([released[s] for s in starts])),
+            "cells_released_per_window": int(np.median([released[s] for s in starts])),
             "rss_mib": hwm, "first_window": first}
 
 
@@ -443,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(_row(f"privmon, {w} worker{'s' if w > 1 else ''}",
                                   r[f"privmon{w}"], r["limit"], r.get("faust")))
     lines.append(f"\nRelease latency, live load: {args.latency_rate:,.0f} events/s over "
-                 f"{args.latency_cells:,} cells ({lat['cells_per_window']:,} cells per window "
-                 f"seen), 2 s windows, 1 s grace, {lat['windows']} windows: p50 "
+                 f"{args.latency_cells:,} cells "
+                 f"({lat['cells_released_per_window']:,} released per window), 2 s windows, "
+                 f"1 s grace, {lat['windows']} windows: p50 "
                  f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s after "
                  f"window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB.\n")
     text = "\n".join(lines)

@@ -131,9 +131,6 @@ class LedgerEntry:
     policy_version: str
     cells_released: int
     partials_partition: int = 0
-    cells_total: int = 0
-    suppressed_under_k: int = 0
-    suppressed_by_selection: int = 0
     failed: str = ""  # the exception's type if the release raised (nothing published)
 
     @property
@@ -142,16 +139,13 @@ class LedgerEntry:
 
     @classmethod
     def for_release(cls, policy: StreamPolicy, *, window_start_ms: int, cells_released: int,
-                    partials_partition: int = 0, cells_total: int = 0,
-                    suppressed_under_k: int = 0, suppressed_by_selection: int = 0,
-                    failed: str = "") -> LedgerEntry:
+                    partials_partition: int = 0, failed: str = "") -> LedgerEntry:
         cost = window_cost(policy)
         return cls(stream=policy.name, window_start_ms=window_start_ms,
                    window_end_ms=window_start_ms + policy.window_ms, epsilon=cost.epsilon,
                    delta=cost.delta, rho=cost.rho, policy_version=policy.policy_version,
                    cells_released=cells_released, partials_partition=partials_partition,
-                   cells_total=cells_total, suppressed_under_k=suppressed_under_k,
-                   suppressed_by_selection=suppressed_by_selection, failed=failed)
+                   failed=failed)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -173,9 +167,6 @@ def merge_partitions(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
             continue
         out[e.key] = replace(
             old, cells_released=old.cells_released + e.cells_released,
-            cells_total=old.cells_total + e.cells_total,
-            suppressed_under_k=old.suppressed_under_k + e.suppressed_under_k,
-            suppressed_by_selection=old.suppressed_by_selection + e.suppressed_by_selection,
             failed=old.failed or e.failed)
     return sorted(out.values(), key=lambda e: (e.stream, e.window_start_ms))
 

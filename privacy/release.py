@@ -77,12 +77,13 @@ def privacy_metadata(policy: StreamPolicy) -> PrivacyMetadata:
 
 @dataclass(frozen=True)
 class WindowRelease:
-    """What one window produced: its records and how many cells were held back."""
+    """What one window produced: its records, and nothing else.
+
+    No count of the cells held back (under k or by DP selection): those are
+    exact functions of the data (one account alone in a new cell moves them by
+    one), so they must not leave with the release, by construction."""
 
     records: list[ReleaseRecord]
-    cells_total: int
-    suppressed_under_k: int
-    suppressed_by_selection: int
 
 
 def bucket_label(metric: HistogramMetric, bucket: int) -> str:
@@ -140,9 +141,8 @@ def release_window(
     released, noisy_accounts, sel_noise = selection.select(
         totals.accounts, random_state=random_state
     )
-    under_k = int((totals.accounts < policy.k).sum())
     idx = np.flatnonzero(released)
-    out = WindowRelease([], len(totals), under_k, int(len(totals) - under_k - idx.size))
+    out = WindowRelease([])
     if idx.size == 0:
         return out
 

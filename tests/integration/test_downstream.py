@@ -68,11 +68,10 @@ def prefix(bootstrap):
         for q in (0, 1):  # two partials partitions released each window
             ledger.append(LedgerEntry.for_release(
                 config.policy("monitoring"), window_start_ms=first + i * MINUTE,
-                cells_released=2, partials_partition=q, cells_total=3 - q,
-                suppressed_under_k=1 - q))
+                cells_released=2, partials_partition=q))
     for r in {r.window_start_ms for r in cap}:
         ledger.append(LedgerEntry.for_release(config.policy("capacity"), window_start_ms=r,
-                                              cells_released=7, cells_total=7))
+                                              cells_released=7))
     produce(bootstrap, f"{p}privmon.ledger",
             [(f"{e.stream}|{e.window_start_ms}|{e.partials_partition}".encode(), e.to_json())
              for e in ledger])
@@ -148,7 +147,7 @@ def test_budget_reads_the_ledger(bootstrap, prefix):
     rep = json.loads(out.stdout)
     mon = next(s for s in rep["streams"] if s["stream"] == "monitoring")
     assert mon["windows_released"] == 6  # two partition entries per window fold into one
-    assert mon["cells_released"] == 24 and mon["cells_suppressed"] == 6
+    assert mon["cells_released"] == 24 and "cells_suppressed" not in mon
     assert mon["per_window"] == [{"epsilon": 0.5, "delta": 2e-8, "rho": 0.0,
                                   "policy_version": "2026-11-24.1"}]
     day = mon["horizons"][0]
