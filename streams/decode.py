@@ -33,6 +33,7 @@ from json.decoder import scanstring
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from streams.schema import (
     DeadLetter,
@@ -63,6 +64,9 @@ _LENIENT_EVENT = msgspec.json.Decoder(TelemetryEvent)
 _LENIENT_ENVELOPE = msgspec.json.Decoder(_LenientEnvelope)
 _ANY = msgspec.json.Decoder()
 _SPACED_KEY = re.compile(rb'"[ \t\n\r]+:')
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Deeper than this is ``too_deep`` (telemetry needs 3; unknown fields get room).
+MAX_DEPTH = 100
 _WS = re.compile(r"[ \t\n\r]*")
 _TYPE_RE = re.compile(r"^Expected `[^`]+`, got `")
 _MAX_DETAIL = 300
@@ -87,6 +91,9 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
         return Decoded(dead=[dead_letter(
             "oversize_message", f"{len(raw)} bytes > limit {limits.max_message_bytes}",
             raw, -1, None, limits)])
+    if _too_deep(raw):
+        return Decoded(dead=[dead_letter(
+            "too_deep", f"JSON nested deeper than {MAX_DEPTH} levels", raw, -1, None, limits)])
     events = _fast(raw)
     if events is None:
         return _careful(raw, now_ms, limits)
@@ -101,6 +108,20 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
             return Decoded(events=events)
     # Some time is out of range: decide event by event, with each event's own bytes.
     return _careful(raw, now_ms, limits)
+
+
+def _too_deep(raw: bytes) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_DEPTH.
+
+    Decided from the bytes alone, before any parser recurses: a parser's own
+    limit depends on how deep the caller's stack already is, and the same
+    message must get the same outcome wherever it is decoded."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    bare = np.frombuffer(_STRING.sub(b'""', raw), np.uint8)
+    step = ((bare == 0x5B) | (bare == 0x7B)).astype(np.int32)
+    step -= (bare == 0x5D) | (bare == 0x7D)
+    return bool(np.cumsum(step).max(initial=0) > MAX_DEPTH)
 
 
 def _fast(raw: bytes) -> list[TelemetryEvent] | None:

@@ -118,7 +118,10 @@ def corpus(now_ms: int) -> list[Entry]:
     # Deep nesting inside an envelope item: within the parser's reach it is an
     # unknown field like any other (once it stopped the worker when re-serialized);
     # beyond it the item's end cannot be found, so the whole message goes.
-    for depth, reasons, ok in ((400, (), 2), (5_000, ("too_deep",), 0)):
+    # (beyond streams.decode.MAX_DEPTH = 100, decided from the bytes, not by how deep
+    # the decoder's caller already is: the soak found the stack-dependent version)
+    for depth, reasons, ok in ((50, (), 2), (101, ("too_deep",), 0), (400, ("too_deep",), 0),
+                               (5_000, ("too_deep",), 0)):
         add(f"deep_in_envelope_item:{depth}", b'{"events": [' + valid + b", " + valid[:-1]
             + b', "j": ' + b"[" * depth + b"]" * depth + b"}]}", reasons, accepted=ok)
     add("lone_surrogate_server",

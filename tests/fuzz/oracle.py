@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from typing import Any
 
 import msgspec
 
-from streams.decode import event_spans
+from streams.decode import MAX_DEPTH, decode_message, event_spans
 from streams.schema import REASONS, Decoded, InputLimits, TelemetryEvent
 
 NOW = 1_800_000_000_000
@@ -41,6 +42,24 @@ def _has_dup(value: Any) -> bool:
         elif isinstance(v, list):
             stack.extend(v)
     return False
+
+
+def _outcome(decoded: Decoded) -> tuple:
+    return ([(d.reason, d.index, d.span) for d in decoded.dead],
+            [msgspec.json.encode(e) for e in decoded.events], decoded.indices)
+
+
+def _stack_depth() -> int:
+    n, frame = 0, sys._getframe()
+    while frame is not None:
+        n, frame = n + 1, frame.f_back
+    return n
+
+
+def _at_depth(frames: int, raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
+    if frames:
+        return _at_depth(frames - 1, raw, now_ms, limits)
+    return decode_message(raw, now_ms=now_ms, limits=limits)
 
 
 def check_decode(raw: bytes, decoded: Decoded, *, now_ms: int = NOW,
@@ -83,6 +102,11 @@ def check_decode(raw: bytes, decoded: Decoded, *, now_ms: int = NOW,
     if not decoded.events and not decoded.dead:
         assert json.loads(raw) == {"events": []} or _empty_envelope(raw), raw[:80]
     _check_agreement(raw, decoded)
+    # The same bytes, the same outcome, however deep the caller's stack is (a worker's
+    # is deeper than a test's).
+    # Near the recursion limit, leaving room for MAX_DEPTH levels and the decoder itself.
+    frames = sys.getrecursionlimit() - _stack_depth() - MAX_DEPTH - 150
+    assert _outcome(_at_depth(frames, raw, now_ms, limits)) == _outcome(decoded), "stack-dependent"
 
 
 def _empty_envelope(raw: bytes) -> bool:
