@@ -25,15 +25,13 @@ again, which only drops more).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 
 from agents.isolation import BatchFailed, MessageFailed, Quarantine
+from agents.stage1_columns import Batch, OpenWindow
 from privacy import accumulators as acc
-from privacy.bounding import ContributionTable
 from privacy.params import StreamPolicy
 from privacy.participation import DenseParticipationLimiter, open_recent
 from streams.decode import decode_message, event_spans
@@ -64,71 +62,6 @@ class Inflight(Protocol):
     def end(self) -> None: ...
 
 
-class _OpenWindow:
-    def __init__(self, policy: StreamPolicy, first_offset: int) -> None:
-        self.table = ContributionTable(policy)
-        self.cells: dict[tuple[str, ...], int] = {}
-        self.labels: list[tuple[str, ...]] = []
-        self.first_offset = first_offset
-
-    def cell_ids(self, labels: list[tuple[str, ...]]) -> np.ndarray:
-        """Dense ids of cell labels in this window (new labels get the next ids)."""
-        out = np.empty(len(labels), np.int64)
-        for i, label in enumerate(labels):
-            cell = self.cells.get(label)
-            if cell is None:
-                cell = self.cells[label] = len(self.labels)
-                self.labels.append(label)
-            out[i] = cell
-        return out
-
-
-class _Batch:
-    """The accepted events of one ``ingest`` call, as columns (built lazily)."""
-
-    def __init__(self, events: list[TelemetryEvent], accounts: list[int],
-                 offsets: list[int]) -> None:
-        self.events = events
-        self.n = len(events)
-        self.account = np.asarray(accounts, np.int64)
-        self.offset = np.asarray(offsets, np.int64)
-        self.time = np.fromiter((e.event_time_ms for e in events), np.int64, self.n)
-        self._columns: dict[str, np.ndarray] = {}
-        self._dims: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._codes: dict[tuple[str, ...], tuple[np.ndarray, list[tuple[str, ...]]]] = {}
-
-    def column(self, field: str) -> np.ndarray:
-        col = self._columns.get(field)
-        if col is None:
-            if field == "hour_utc":
-                col = (self.time // 3_600_000) % 24
-            else:
-                col = np.array(list(map(attrgetter(field), self.events)))
-            self._columns[field] = col
-        return col
-
-    def _dim(self, dim: str) -> tuple[np.ndarray, np.ndarray]:
-        got = self._dims.get(dim)
-        if got is None:
-            got = self._dims[dim] = pd.factorize(
-                np.fromiter(map(attrgetter(dim), self.events), object, self.n))
-        return got
-
-    def cell_codes(self, dims: tuple[str, ...]) -> tuple[np.ndarray, list[tuple[str, ...]]]:
-        """Per event a batch-local code of its cell, and the label of each code."""
-        got = self._codes.get(dims)
-        if got is None:
-            per_dim = [self._dim(d) for d in dims]
-            combined = np.zeros(self.n, np.int64)
-            for codes, uniques in per_dim:
-                combined = combined * len(uniques) + codes
-            cells, first = np.unique(combined, return_index=True)
-            codes = np.searchsorted(cells, combined)
-            labels = [tuple(str(u[c[i]]) for c, u in per_dim) for i in first.tolist()]
-            got = self._codes[dims] = (codes, labels)
-        return got
-
-
 class Stage1Partition:
     def __init__(
         self,
@@ -157,7 +90,7 @@ class Stage1Partition:
         self.inflight = inflight  # told what is being processed (agents/crashguard.py)
         self.watermark = Watermark(idle_lag_ms=idle_lag_ms)
         self.limiters = {p.name: DenseParticipationLimiter(p.participation) for p in policies}
-        self.open: dict[tuple[str, int], _OpenWindow] = {}
+        self.open: dict[tuple[str, int], OpenWindow] = {}
         progress = progress or {}
         self.closed: dict[str, int] = {p.name: int(progress.get("closed", {}).get(p.name, 0))
                                        for p in policies}
@@ -279,7 +212,7 @@ class Stage1Partition:
                 offsets += [offset] * len(evs)
         if events:
             try:
-                stream_counts = self._ingest_batch(_Batch(events, accounts, offsets))
+                stream_counts = self._ingest_batch(Batch(events, accounts, offsets))
             except Exception as exc:  # isolated by the worker, see ingest
                 first, last = records[0][0], records[-1][0]
                 failed = MessageFailed if alone or len(records) == 1 else BatchFailed
@@ -353,7 +286,7 @@ class Stage1Partition:
             self.account_ids[pseudonym] = got
         return got
 
-    def _ingest_batch(self, batch: _Batch) -> dict[str, dict[str, int]]:
+    def _ingest_batch(self, batch: Batch) -> dict[str, dict[str, int]]:
         """Window, cap and bound a batch of accepted events; return its per-stream
         counts (the caller adds them once the whole batch went through; "replayed"
         under the stream name "")."""
@@ -391,12 +324,12 @@ class Stage1Partition:
         out[""] = {"replayed": replayed}
         return out
 
-    def _add(self, policy: StreamPolicy, start: int, idx: np.ndarray, batch: _Batch,
+    def _add(self, policy: StreamPolicy, start: int, idx: np.ndarray, batch: Batch,
              codes: np.ndarray, labels: list[tuple[str, ...]], fields: set[str]) -> None:
         first = int(batch.offset[idx].min())
         window = self.open.get((policy.name, start))
         if window is None:
-            window = self.open[(policy.name, start)] = _OpenWindow(policy, first)
+            window = self.open[(policy.name, start)] = OpenWindow(policy, first)
         window.first_offset = min(window.first_offset, first)
         used, local = np.unique(codes[idx], return_inverse=True)
         cells = window.cell_ids([labels[c] for c in used.tolist()])[local.reshape(-1)]

@@ -26,15 +26,13 @@ parser (over 4,300 digits) make the message ``bad_json``.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from json.decoder import scanstring
-from typing import Any
 
 import msgspec
 import numpy as np
 
+from streams.jsonscan import Item, Malformed, Reader, scan
 from streams.schema import (
     DeadLetter,
     Decoded,
@@ -67,7 +65,6 @@ _SPACED_KEY = re.compile(rb'"[ \t\n\r]+:')
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 # Deeper than this is ``too_deep`` (telemetry needs 3; unknown fields get room).
 MAX_DEPTH = 100
-_WS = re.compile(r"[ \t\n\r]*")
 _TYPE_RE = re.compile(r"^Expected `[^`]+`, got `")
 _MAX_DETAIL = 300
 
@@ -169,115 +166,6 @@ def _keys_kept(doc: object) -> int:
     return n
 
 
-# ------------------------------------------------------------------ careful path
-class _Reader:
-    """Python's strict JSON scanner, with a flag for duplicate keys at any depth."""
-
-    def __init__(self) -> None:
-        self.duplicate = False
-        self._decoder = json.JSONDecoder(object_pairs_hook=self._pairs)
-
-    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) != len(pairs):
-            self.duplicate = True
-        return out
-
-    def value(self, text: str, pos: int) -> tuple[Any, int]:
-        return self._decoder.raw_decode(text, pos)
-
-
-class _Item:
-    __slots__ = ("value", "span", "duplicate")
-
-    def __init__(self, value: Any, span: tuple[int, int], duplicate: bool) -> None:
-        self.value, self.span, self.duplicate = value, span, duplicate
-
-
-class _Malformed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-def _ws(text: str, pos: int) -> int:
-    return _WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches
-
-
-def _expect(text: str, pos: int, char: str) -> int:
-    if text[pos:pos + 1] != char:
-        raise _Malformed("bad_json", f"expected {char!r} at char {pos}")
-    return pos + 1
-
-
-def _scan(text: str, reader: _Reader) -> tuple[list[_Item] | None, _Item | None]:
-    """Read the message: (envelope items, None) for ``{"events": [...]}``, or
-    (None, the whole message as one item). Raises ``_Malformed``."""
-    pos = _ws(text, 0)
-    if text[pos:pos + 1] != "{":
-        start = pos
-        value, pos = reader.value(text, pos)
-        _end(text, pos)
-        return None, _Item(value, (start, pos), reader.duplicate)
-    start = pos
-    pos = _ws(text, pos + 1)
-    members: dict[str, Any] = {}
-    items: list[_Item] | None = None
-    duplicate = False
-    if text[pos:pos + 1] == "}":
-        pos += 1
-    else:
-        while True:
-            pos = _expect(text, pos, '"')
-            key, pos = scanstring(text, pos, True)
-            pos = _ws(text, _expect(text, _ws(text, pos), ":"))
-            if key in members:
-                duplicate = True
-            if key == "events" and text[pos:pos + 1] == "[" and items is None:
-                items, pos = _scan_items(text, pos, reader)
-                members[key] = items
-            else:
-                reader.duplicate = False
-                members[key], pos = reader.value(text, pos)
-                duplicate |= reader.duplicate
-            pos = _ws(text, pos)
-            if text[pos:pos + 1] == ",":
-                pos = _ws(text, pos + 1)
-                continue
-            pos = _expect(text, pos, "}")
-            break
-    _end(text, pos)
-    if "events" not in members:
-        return None, _Item(members, (start, pos), duplicate)
-    if duplicate:
-        raise _Malformed("duplicate_key", "a key appears twice in the envelope object")
-    if not isinstance(members["events"], list):
-        raise _Malformed("bad_envelope", "`events` must be a list of event objects")
-    return items if items is not None else [], None
-
-
-def _scan_items(text: str, pos: int, reader: _Reader) -> tuple[list[_Item], int]:
-    items: list[_Item] = []
-    pos = _ws(text, pos + 1)
-    if text[pos:pos + 1] == "]":
-        return items, pos + 1
-    while True:
-        reader.duplicate = False
-        start = pos
-        value, pos = reader.value(text, pos)
-        items.append(_Item(value, (start, pos), reader.duplicate))
-        pos = _ws(text, pos)
-        if text[pos:pos + 1] == ",":
-            pos = _ws(text, pos + 1)
-            continue
-        return items, _expect(text, pos, "]")
-
-
-def _end(text: str, pos: int) -> None:
-    if _ws(text, pos) != len(text):
-        raise _Malformed("bad_json", f"extra data after the JSON value at char {pos}")
-
-
 def _careful(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
     """Per-item decoding of a message the fast path did not take: what is wrong where."""
     whole = Decoded()
@@ -288,8 +176,8 @@ def _careful(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
                                       None, limits))
         return whole
     try:
-        items, single = _scan(text, _Reader())
-    except _Malformed as exc:
+        items, single = scan(text, Reader())
+    except Malformed as exc:
         whole.dead.append(dead_letter(exc.reason, exc.detail, raw, -1, None, limits))
         return whole
     except RecursionError:
@@ -310,7 +198,7 @@ def _careful(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
     return _items(raw, text, items, now_ms, limits, envelope=True)
 
 
-def _items(raw: bytes, text: str, items: list[_Item], now_ms: int, limits: InputLimits, *,
+def _items(raw: bytes, text: str, items: list[Item], now_ms: int, limits: InputLimits, *,
            envelope: bool) -> Decoded:
     out = Decoded(indices=[])
     ascii_only = len(text) == len(raw)
@@ -346,7 +234,7 @@ def _items(raw: bytes, text: str, items: list[_Item], now_ms: int, limits: Input
     return out
 
 
-def _problem(item: _Item) -> tuple[str, str] | None:
+def _problem(item: Item) -> tuple[str, str] | None:
     if item.duplicate:
         return "duplicate_key", "a key appears twice in one JSON object"
     value = item.value
@@ -399,7 +287,7 @@ def event_spans(raw: bytes) -> list[tuple[int, int]]:
     as a key mismatch); [] if ``raw`` is not a readable envelope."""
     try:
         text = raw.decode("utf-8")
-        items, _ = _scan(text, _Reader())
+        items, _ = scan(text, Reader())
     except Exception:  # only called on messages that decoded
         return []
     if items is None:
