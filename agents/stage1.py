@@ -439,4 +439,8 @@ class Stage1Partition:
         return min([*firsts, self.next_offset])
 
     def progress(self) -> dict:
-        return {"closed": dict(self.closed), "next_offset": self.next_offset}
+        """What to commit with a close. ``next_offset`` never goes back: a close
+        during a replay (before it reaches what an earlier incarnation had read)
+        must not forget that those messages' dead letters were already sent."""
+        return {"closed": dict(self.closed),
+                "next_offset": max(self.next_offset, self.replay_until)}
