@@ -66,6 +66,8 @@ class AlertAgent:
         self.fired: list[Alert] = []  # this run's alerts, newest last (for views/tests)
         self.on_alert: Callable[[Alert], None] | None = None
         self.windows_evaluated = 0
+        # Set once the agent reads its topics: releases from then on can fire alerts.
+        self.ready = asyncio.Event()
 
     @property
     def history_ms(self) -> int:
@@ -91,6 +93,7 @@ class AlertAgent:
             ends = await consumer.end_offsets(parts)
             for tp in parts:
                 consumer.seek(tp, found[tp].offset if found[tp] is not None else ends[tp])
+            self.ready.set()
             await self._loop(consumer, producer, stop, fire_from_ms=start - self.backlog_ms)
         finally:
             await consumer.stop()
