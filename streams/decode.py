@@ -88,7 +88,7 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
         return Decoded(dead=[dead_letter(
             "oversize_message", f"{len(raw)} bytes > limit {limits.max_message_bytes}",
             raw, -1, None, limits)])
-    if _too_deep(raw):
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(raw):
         return Decoded(dead=[dead_letter(
             "too_deep", f"JSON nested deeper than {MAX_DEPTH} levels", raw, -1, None, limits)])
     events = _fast(raw)
@@ -108,13 +108,12 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
 
 
 def _too_deep(raw: bytes) -> bool:
-    """Whether brackets outside strings nest deeper than MAX_DEPTH.
+    """Whether brackets outside strings nest deeper than MAX_DEPTH (called only when
+    there are more brackets than that).
 
     Decided from the bytes alone, before any parser recurses: a parser's own
     limit depends on how deep the caller's stack already is, and the same
     message must get the same outcome wherever it is decoded."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return False
     bare = np.frombuffer(_STRING.sub(b'""', raw), np.uint8)
     step = ((bare == 0x5B) | (bare == 0x7B)).astype(np.int32)
     step -= (bare == 0x5D) | (bare == 0x7D)
@@ -129,7 +128,11 @@ def _fast(raw: bytes) -> list[TelemetryEvent] | None:
     ``raw.count(b'":')`` is at least the number of keys K. A dict keeps one
     entry per distinct key, so the keys the decoders kept equal K, and that
     count, exactly when no object has a key twice."""
-    if b"\\" in raw or _SPACED_KEY.search(raw):  # an escape could spell a key or a surrogate
+    if b"\\" in raw:  # an escape could spell a key or a surrogate
+        return None
+    # (a quote then whitespace is rare in encoders' output: only then look for a spaced key)
+    spaced = b'" ' in raw or b'"\n' in raw or b'"\t' in raw or b'"\r' in raw
+    if spaced and _SPACED_KEY.search(raw):
         return None
     colons = raw.count(b'":')
     envelope = raw.lstrip()[:1] == b"{" and b'"events"' in raw

@@ -145,6 +145,7 @@ def corpus(now_ms: int) -> list[Entry]:
     add("duplicate_latency", valid[:-1] + b', "latency_ms": "x"}', ("duplicate_key",))
     add("duplicate_escaped_key", valid[:-1] + b', "\\u0061ccount_id": "acct-x"}',
         ("duplicate_key",))
+    add("duplicate_spaced_key", valid[:-1] + b', "server" : "other"}', ("duplicate_key",))
     add("duplicate_unknown_key", valid[:-1] + b', "pad": 1, "pad": 2}', ("duplicate_key",))
     add("duplicate_nested_key", valid[:-1] + b', "junk": {"a": 1, "a": 2}}', ("duplicate_key",))
     add("duplicate_events_key", b'{"events": [], "events": [' + valid + b']}',

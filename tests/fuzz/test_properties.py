@@ -52,15 +52,18 @@ key = st.one_of(st.sampled_from([f'"{f}"' for f in FIELDS] + ['"events"', '"junk
                 st.sampled_from(['"\\u0061ccount_id"', '"serv\\u0065r"']))
 
 
-def _obj(pairs: list[tuple[str, str]], space: str) -> str:
-    return "{" + ",".join(f"{space}{k}{space}:{space}{v}" for k, v in pairs) + "}"
+def _obj(pairs: list[tuple[str, str]], spaces: list[str]) -> str:
+    """An object; pair i spaced by spaces[i % len] (mixed spacing around colons too)."""
+    sp = spaces or [""]
+    return "{" + ",".join(f"{sp[i % len(sp)]}{k}{sp[(i + 1) % len(sp)]}:{sp[i % len(sp)]}{v}"
+                          for i, (k, v) in enumerate(pairs)) + "}"
 
 
 fragment = st.recursive(
     scalar,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]"),
-        st.builds(_obj, st.lists(st.tuples(key, inner), max_size=5), ws),
+        st.builds(_obj, st.lists(st.tuples(key, inner), max_size=5), st.lists(ws, max_size=3)),
     ),
     max_leaves=12,
 )
@@ -81,7 +84,7 @@ def event_text(draw: st.DrawFn) -> str:
             pairs.append((draw(key), draw(fragment)))
         elif len(pairs) > 1:
             pairs.pop(i)
-    return _obj(pairs, draw(ws))
+    return _obj(pairs, draw(st.lists(ws, max_size=4)))
 
 
 message = st.one_of(
@@ -95,6 +98,7 @@ message = st.one_of(
 @SETTINGS
 @given(message)
 @example('{"account_id": "a", "account_id": "b"}')
+@example(json.dumps(good())[:-1] + ', "server" : "other"}')  # one key spaced, repeated
 @example('{"events": [{"a": 1, "a": 2}], "events": []}')
 @example('{"events": [' + json.dumps(good())[:-1] + ', "note": "\\ud800"}]}')
 @example('{"events": [' + json.dumps(good())[:-1] + ', "j": ' + "[" * 600 + "]" * 600 + "}]}")
