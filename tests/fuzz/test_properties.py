@@ -107,6 +107,24 @@ def test_generated_json_keeps_every_invariant(text):
     check_decode(raw, decode_message(raw, now_ms=NOW))
 
 
+def test_the_numpy_byte_facts_agree_with_the_bytes_methods(monkeypatch):
+    """Long messages take streams.decode._facts' numpy branch: with it forced on every
+    size, the generated messages keep every invariant (and the facts are equal)."""
+    from streams import decode
+
+    @SETTINGS
+    @given(message)
+    def run(text):
+        raw = text.encode("utf-8", "surrogatepass")
+        monkeypatch.setattr(decode, "NUMPY_FROM_BYTES", 10**9)
+        by_bytes = decode._facts(raw)
+        monkeypatch.setattr(decode, "NUMPY_FROM_BYTES", 0)
+        assert decode._facts(raw) == by_bytes
+        check_decode(raw, decode_message(raw, now_ms=NOW))
+
+    run()
+
+
 @SETTINGS
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_keep_every_invariant(raw):
