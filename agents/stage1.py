@@ -177,9 +177,7 @@ class Stage1Partition:
         letter = dead_letter("internal_error", cause_type, raw, -1, None, self.limits)
         self.next_offset = max(self.next_offset, offset + 1)
         if offset >= self.count_from:
-            self.counts["messages"] += 1
-            self.counts["dead_lettered"] += 1
-            self.reasons["internal_error"] = self.reasons.get("internal_error", 0) + 1
+            self._count(messages=1, accepted=0, reasons=["internal_error"])
         return [] if offset < self.replay_until else [(offset, letter)]
 
     def _ingest(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int, *,
@@ -222,12 +220,16 @@ class Stage1Partition:
                 for k, v in counts.items():
                     self.stream_counts[name][k] += v
         self.next_offset = next_offset
+        self._count(messages=messages, accepted=accepted, reasons=reasons)
+        return dead
+
+    def _count(self, *, messages: int, accepted: int, reasons: list[str]) -> None:
+        """Add what a run of messages came to (once it went through)."""
         self.counts["messages"] += messages
         self.counts["accepted"] += accepted
         self.counts["dead_lettered"] += len(reasons)
         for reason in reasons:
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        return dead
 
     def _message(self, key: bytes | None, raw: bytes, now_ms: int
                  ) -> tuple[list[TelemetryEvent], list[int], list[DeadLetter]]:

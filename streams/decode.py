@@ -229,15 +229,11 @@ def _careful(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
 def _items(raw: bytes, text: str, items: list[Item], now_ms: int, limits: InputLimits, *,
            envelope: bool) -> Decoded:
     out = Decoded(indices=[])
-    ascii_only = len(text) == len(raw)
+    spans = _byte_spans(raw, text, items) if envelope else []
     for i, item in enumerate(items):
         index = i if envelope else -1
         if envelope:
-            s, e = item.span
-            # Byte span of the item: the text is strict UTF-8, so re-encoding a slice
-            # of it gives exactly the client's bytes.
-            span = item.span if ascii_only else (len(text[:s].encode()),
-                                                 len(text[:e].encode()))
+            span = spans[i]
             item_raw = raw[span[0]:span[1]]
         else:
             span, item_raw = None, raw
@@ -320,5 +316,21 @@ def event_spans(raw: bytes) -> list[tuple[int, int]]:
         return []
     if items is None:
         return []
-    return [(len(text[:s].encode()), len(text[:e].encode())) for s, e in
-            (item.span for item in items)]
+    return _byte_spans(raw, text, items)
+
+
+def _byte_spans(raw: bytes, text: str, items: list[Item]) -> list[tuple[int, int]]:
+    """The items' character spans as byte spans of ``raw``. The text is strict UTF-8,
+    so re-encoding a slice of it gives exactly the client's bytes; each stretch is
+    encoded once, in order (not every prefix again: that is quadratic per envelope)."""
+    if len(text) == len(raw):  # ASCII: characters are bytes
+        return [item.span for item in items]
+    out: list[tuple[int, int]] = []
+    char = byte = 0
+    for item in items:  # spans are in order and do not overlap
+        s, e = item.span
+        start = byte + len(text[char:s].encode())
+        end = start + len(text[s:e].encode())
+        out.append((start, end))
+        char, byte = e, end
+    return out
