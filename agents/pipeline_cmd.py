@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from privacy.noise_keys import NoiseKeys
 from streams.config import DEFAULT_PATH, ConfigError, load_config
 from streams.localkafka import security
 from streams.pseudonym import KeyConfigError, Pseudonymizer
@@ -23,7 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description=(
             "Read raw telemetry, dead-letter invalid input, pseudonymize, bound, aggregate "
             "per event-time window and release each (stream, window, cell) exactly once to "
-            "aggregates.<stream>. Needs PRIVMON_PSEUDONYM_KEYS (see streams/pseudonym.py). "
+            "aggregates.<stream>. Needs PRIVMON_PSEUDONYM_KEYS and PRIVMON_NOISE_KEYS "
+            "(see privacy/keys.py). "
             "Stops cleanly on SIGINT/SIGTERM."
         ),
     )
@@ -41,7 +43,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     w.add_argument("--status-every-s", type=float, default=10.0,
-                   help="print a status line this often (0: never)")
+                   help="print a status line this often (0: never): released windows and "
+                   "cells and fault counters only, nothing computed from exact input")
+    w.add_argument("--trusted-status", type=Path, default=None,
+                   help="also write every counter, input-side ones included (messages, "
+                   "accepted, dead letters, late, over-cap, raw lag), to this JSON file "
+                   "(mode 0600) at each status; they are exact functions of the raw data, "
+                   "so keep the file as restricted as the raw topic")
     w.add_argument("--crash-file", type=Path, default=None,
                    help="where the crash guard notes the raw messages in flight, so that a "
                    "message that kills the process (a native crash, the OOM killer) is set "
@@ -77,6 +85,7 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         pseudonymizer = Pseudonymizer.from_env()
+        noise_keys = NoiseKeys.from_env()
         options = security.options_for(args.sasl_user, os.environ)
     except (ConfigError, KeyConfigError, ValueError) as exc:
         print(f"privmon worker: {exc}", file=sys.stderr)
@@ -88,7 +97,8 @@ def _worker(args: argparse.Namespace) -> int:
     elif str(crash_file) == "none":
         crash_file = None
     worker = Worker(config=config, bootstrap=args.bootstrap, worker_id=args.worker_id,
-                    pseudonymizer=pseudonymizer, partitions=args.partitions,
+                    pseudonymizer=pseudonymizer, noise_keys=noise_keys,
+                    partitions=args.partitions,
                     idle_lag_ms=args.idle_lag_ms, kafka_options=options,
                     crash_file=crash_file)
 
@@ -110,17 +120,29 @@ def _worker(args: argparse.Namespace) -> int:
         while not task.done():
             await asyncio.wait([task], timeout=1.0)
             if metrics is not None:
-                metrics.update(worker.stats, worker.lag)
+                metrics.update(worker.stats)
             due = args.status_every_s and time.monotonic() - last_status >= args.status_every_s
             if due and not task.done():
-                print("status " + json.dumps({**vars(worker.stats), "raw_lag": worker.lag}),
-                      flush=True)
+                _status(worker, args.trusted_status)
                 last_status = time.monotonic()
         task.result()
 
     asyncio.run(main())
-    print("status " + json.dumps(vars(worker.stats)), flush=True)
+    _status(worker, args.trusted_status)
     return 0
+
+
+def _status(worker: object, trusted: Path | None) -> None:
+    """The public status line; every counter to the trusted file, if one is given."""
+    stats = worker.stats  # type: ignore[attr-defined]
+    print("status " + json.dumps(stats.public()), flush=True)
+    if trusted is not None:
+        trusted.parent.mkdir(parents=True, exist_ok=True)
+        tmp = trusted.with_name(trusted.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({**vars(stats), "raw_lag": worker.lag}, f)  # type: ignore[attr-defined]
+        os.replace(tmp, trusted)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -18,6 +18,9 @@ class RateLimitedLog:
         self._skipped: dict[str, int] = {}
 
     def warning(self, key: str, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, key, msg, *args)
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> None:
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.every_s:
@@ -28,4 +31,4 @@ class RateLimitedLog:
         if skipped:
             msg += " (and %d more like it since the last such line)"
             args = (*args, skipped)
-        self.logger.warning(msg, *args)
+        self.logger.log(level, msg, *args)

@@ -12,6 +12,14 @@ stage-1 partition writes its partials and its mark in one transaction, the
 partials it had for the window are all in by then. Windows in ``released``
 (loaded from the ledger) are never released again; their partials, if read
 again after a restart, are ignored.
+
+Every window is released, with or without partials here: from the first mark
+this partition saw (or the end of the last window in its ledger) every window
+of every stream gets a ledger entry, so which entries exist says how far time
+has gone, not whether the data had a cell in this partition (an existence
+channel otherwise: tests/privacy/test_exact_channels.py). An empty window
+draws no noise and publishes nothing; its entry charges the window's cost all
+the same (an upper bound).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import numpy as np
 
 from privacy.accountant import LedgerEntry
 from privacy.accumulators import CellTotals
+from privacy.noise_keys import NoiseKeys
 from privacy.params import StreamPolicy
 from privacy.release import WindowRelease, release_window
 from streams.partials import Mark, Partial
@@ -36,6 +45,11 @@ def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
     return LedgerEntry.for_release(policy, window_start_ms=start,
                                    cells_released=len(rel.records),
                                    partials_partition=partials_partition)
+
+
+# Most windows a partition releases per stream and step (after a long stop, or a jump of
+# event time, the rest follow in the next steps).
+MAX_WINDOWS_PER_STEP = 1_000
 
 
 class WindowFailed(Exception):
@@ -81,24 +95,33 @@ class Stage2Partition:
         *,
         policies: tuple[StreamPolicy, ...],
         sources: int,
+        noise_keys: NoiseKeys,
         released: set[tuple[str, int]] | None = None,
-        random_state: Any = None,
     ) -> None:
+        """``released``: the (stream, window start) pairs this partition's ledger holds."""
         self.policies = {p.name: p for p in policies}
         self.sources = sources
         self.released = set(released or ())
-        self.random_state = random_state
+        self.noise_keys = noise_keys
         self.pending: dict[tuple[str, int], _Pending] = {}
         # stream -> stage-1 partition -> windows ending <= this are complete
         self.marks: dict[str, dict[int, int]] = {name: {} for name in self.policies}
         self.ignored_partials = 0
         # (stream, window) -> why a stage-1 partition could not close it: quarantined
         self.failed: dict[tuple[str, int], str] = {}
+        # stream -> start of the first window not yet released here (None: no mark yet)
+        self.next_start: dict[str, int | None] = dict.fromkeys(self.policies)
+        for stream, start in self.released:
+            if stream in self.policies:
+                end = start + self.policies[stream].window_ms
+                self.next_start[stream] = max(self.next_start[stream] or end, end)
 
     def on_record(self, offset: int, record: Partial | Mark) -> None:
         if isinstance(record, Mark):
             marks = self.marks.setdefault(record.stream, {})
             marks[record.partition] = max(marks.get(record.partition, 0), record.closed_up_to_ms)
+            if record.stream in self.next_start and self.next_start[record.stream] is None:
+                self.next_start[record.stream] = record.closed_up_to_ms  # first mark: a time
             for start, cause in record.failed:
                 key = (record.stream, start)
                 if key in self.released or record.stream not in self.policies:
@@ -116,32 +139,47 @@ class Stage2Partition:
             pending = self.pending[key] = _Pending(offset)
         pending.add(record)
 
-    def releasable(self) -> list[tuple[str, int]]:
-        """Pending windows every stage-1 partition has marked, oldest first."""
-        ready = []
-        for stream, start in sorted(self.pending, key=lambda k: (k[1], k[0])):
+    def releasable(self, limit: int = MAX_WINDOWS_PER_STEP) -> list[tuple[str, int]]:
+        """Windows every stage-1 partition has marked, oldest first: the pending ones
+        and every other window since ``next_start`` (at most ``limit`` per stream)."""
+        ready = set()
+        for stream, policy in self.policies.items():
             marks = self.marks.get(stream, {})
-            end = start + self.policies[stream].window_ms
-            if len(marks) >= self.sources and all(
-                marks.get(p, 0) >= end for p in range(self.sources)
-            ):
-                ready.append((stream, start))
-        return ready
+            if len(marks) < self.sources or not all(p in marks for p in range(self.sources)):
+                continue
+            complete = min(marks[p] for p in range(self.sources))  # windows ending <= this
+            w = policy.window_ms
+            for key in self.pending:
+                if key[0] == stream and key[1] + w <= complete:
+                    ready.add(key)
+            start = self.next_start.get(stream)
+            if start is not None:
+                start -= start % w
+                last = min(complete - w, start + (limit - 1) * w)
+                for s in range(start, last + 1, w):
+                    if (stream, s) not in self.released:
+                        ready.add((stream, s))
+        return sorted(ready, key=lambda k: (k[1], k[0]))
 
     def release(
         self, stream: str, start: int, labels_of: Callable[[tuple[str, ...]], dict[str, str]]
     ) -> WindowRelease:
         """Threshold, noise and release one window (the caller commits it)."""
         policy = self.policies[stream]
-        pending = self.pending.pop((stream, start))
+        pending = self.pending.pop((stream, start), None)
         self.released.add((stream, start))
+        end = start + policy.window_ms
+        self.next_start[stream] = max(self.next_start.get(stream) or end, end)
         cause = self.failed.pop((stream, start), None)
         if cause is not None:
             raise WindowFailed(cause)
+        if pending is None:  # no partials here: nothing to publish, an entry all the same
+            return WindowRelease([])
         totals, labels = pending.totals(policy)
         return release_window(
             totals, policy, window_start_ms=start,
-            cell_labels=lambda c: labels_of(labels[c]), random_state=self.random_state,
+            cell_labels=lambda c: labels_of(labels[c]),
+            noise=self.noise_keys.window(stream, policy.policy_version, start),
         )
 
     def commit_offset(self, next_offset: int) -> int:

@@ -55,6 +55,7 @@ from agents.ratelimit import RateLimitedLog
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition, WindowFailed, ledger_entry
 from privacy.accountant import LedgerEntry
+from privacy.noise_keys import NoiseKeys
 from privacy.params import StreamPolicy
 from privacy.release import WindowRelease
 from streams.config import PipelineConfig
@@ -72,7 +73,14 @@ def now_ms() -> int:
 
 @dataclass
 class WorkerStats:
-    """Operational counters (no identifiers): what the status line and metrics show."""
+    """Operational counters (no identifiers).
+
+    Only ``public()`` leaves the trusted zone (the status line, /metrics): what was
+    released, and fault counters. The input-side counts (messages, accepted, dead
+    letters, late, over-cap, open windows) are exact functions of the raw data (one
+    account's message moves them by one), so they go only to the trusted status
+    file (``privmon worker --trusted-status``), as restricted as the raw topic.
+    """
 
     messages: int = 0
     accepted: int = 0
@@ -88,11 +96,27 @@ class WorkerStats:
     partials_undecodable: int = 0  # partials-topic records stage 2 could not read
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # reason -> letters sent
 
+    PUBLIC = ("windows_released", "cells_released", "batches_isolated", "windows_failed",
+              "closes_failed", "partials_undecodable")
+
+    def public(self) -> dict[str, int]:
+        """What may leave the trusted zone: released counts and fault counters."""
+        return {name: getattr(self, name) for name in self.PUBLIC}
+
     def count_release(self, rel: WindowRelease) -> None:
         """A released (stream, window, partials partition): only what was published
         counts (tests/privacy/test_exact_channels.py)."""
         self.windows_released += 1
         self.cells_released += len(rel.records)
+
+
+def _compute_release(part: Stage2Partition, policy: StreamPolicy, start: int
+                     ) -> tuple[WindowRelease, list[tuple[bytes, bytes, None]]]:
+    """One window's release and its encoded records (run in a worker thread)."""
+    rel = part.release(policy.name, start,
+                       lambda c: dict(zip(policy.dimensions, c, strict=True)))
+    records = [("|".join(r.cell.values()).encode(), r.to_json(), None) for r in rel.records]
+    return rel, records
 
 
 class Worker:
@@ -103,6 +127,7 @@ class Worker:
         bootstrap: str,
         worker_id: str,
         pseudonymizer: Pseudonymizer,
+        noise_keys: NoiseKeys,
         partitions: int = 4,
         idle_lag_ms: int = 5000,
         close_interval_s: float = 0.1,
@@ -116,6 +141,7 @@ class Worker:
         self.bootstrap = bootstrap
         self.worker_id = worker_id
         self.pseudonymizer = pseudonymizer
+        self.noise_keys = noise_keys
         self.partitions = partitions
         self.idle_lag_ms = idle_lag_ms
         self.close_interval_s = close_interval_s
@@ -234,10 +260,11 @@ class Worker:
             value = letter.to_dict(topic=tp.topic, partition=tp.partition, offset=offset)
             await stage.producer.send(topics.dlq, value=json.dumps(value).encode(),
                                       partition=tp.partition)
-            # Reason and position only: the payload is client data, it stays in the DLQ.
-            self._dlq_log.warning(letter.reason, "dead letter: reason %s, raw partition %d, "
-                                  "offset %d, index %d", letter.reason, tp.partition, offset,
-                                  letter.index)
+            # DEBUG only (off by default): that a message was bad, and where, is a fact
+            # about the raw data; the DLQ (trusted zone) has it. Never the payload.
+            self._dlq_log.log(logging.DEBUG, letter.reason, "dead letter: reason %s, raw "
+                              "partition %d, offset %d, index %d", letter.reason, tp.partition,
+                              offset, letter.index)
 
     async def _rebuild_stage1(self, consumer: AIOKafkaConsumer, stage: Stage) -> None:
         await stage.abort()
@@ -409,7 +436,7 @@ class Worker:
             consumer.seek(tp, start)
             next_offsets[tp.partition] = start
             self.s2_parts[tp.partition] = Stage2Partition(
-                policies=self.config.policies, sources=sources,
+                policies=self.config.policies, sources=sources, noise_keys=self.noise_keys,
                 released=released.get(tp.partition, set()),
             )
         log.info("stage 2 assigned partials partitions %s", sorted(self.s2_parts))
@@ -445,11 +472,8 @@ class Worker:
                 windows += 1
                 policy = part.policies[stream]
                 topic = topics.aggregate(stream)
-                try:
-                    rel = part.release(stream, start, lambda c, p=policy: dict(
-                        zip(p.dimensions, c, strict=True)))
-                    records = [("|".join(r.cell.values()).encode(), r.to_json(), None)
-                               for r in rel.records]
+                try:  # noise and encoding in a thread: never on the event loop
+                    rel, records = await asyncio.to_thread(_compute_release, part, policy, start)
                 except Exception as exc:  # this window only: quarantined, never retried
                     await self._quarantine_window(stage, policy, start, q, exc)
                     continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import secrets
 import time
 import tracemalloc
 from collections import defaultdict
@@ -25,6 +26,7 @@ import numpy as np
 
 from privacy import accumulators as acc
 from privacy.bounding import ContributionTable
+from privacy.noise_keys import NoiseKeys
 from privacy.params import (
     BooleanMetric,
     ContributionBounds,
@@ -94,8 +96,9 @@ def privmon(ev: dict[str, np.ndarray], pol: StreamPolicy) -> tuple[int, int]:
         table.add(ev["account"][sl], ev["cell"][sl],
                   {k: ev[k][sl] for k in ("latency_ms", "bytes", "error")})
     totals = acc.add(acc.initialize(pol), table.bounded_rows(np.random.default_rng()))
+    noise = NoiseKeys({0: secrets.token_bytes(32)}).window(pol.name, pol.policy_version, 0)
     rel = release_window(totals, pol, window_start_ms=0,
-                         cell_labels=lambda c: {"server": str(c), "region": "r"})
+                         cell_labels=lambda c: {"server": str(c), "region": "r"}, noise=noise)
     return len(totals), len(rel.records)
 
 

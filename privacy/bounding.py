@@ -40,6 +40,7 @@ class Sensitivity:
     per_cell: int  # max change of this quantity in one cell when one account is removed
     l1: int  # summed over the account's <= L0 cells
     l2: float  # Euclidean over cells (and over buckets, for histograms)
+    l2_squared: int  # l2², exactly: what the discrete Gaussian is calibrated to
 
 
 def sensitivities(policy: StreamPolicy) -> dict[str, Sensitivity]:
@@ -52,7 +53,7 @@ def sensitivities(policy: StreamPolicy) -> dict[str, Sensitivity]:
     linf = policy.bounds.max_events_per_cell
 
     def s(per_cell: int) -> Sensitivity:
-        return Sensitivity(per_cell, l0 * per_cell, math.sqrt(l0) * per_cell)
+        return Sensitivity(per_cell, l0 * per_cell, math.sqrt(l0) * per_cell, l0 * per_cell**2)
 
     out = {"accounts": s(1), "events": s(linf)}
     for m in policy.metrics:

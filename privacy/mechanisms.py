@@ -1,45 +1,39 @@
-"""Integer-valued noise from vetted samplers (diffprivlib), with known spread.
+"""Integer-valued noise from exact samplers over keyed streams, with known spread.
 
-Only two samplers are used, both from diffprivlib and both integer-valued
-(floating-point noise is attackable):
+Two distributions, both integer-valued (floating-point noise is attackable) and
+both sampled exactly by ``privacy/samplers.py`` (no floating point, O(1)
+expected time at every scale):
 
-- ``Geometric`` (two-sided geometric = discrete Laplace), P(z) ∝ α^|z| with
-  α = exp(-ε/Δ1): pure ε-DP for L1 sensitivity Δ1.
-- ``GaussianDiscrete``'s sampler (Canonne, Kamath, Steinke 2020), here with
-  σ = Δ2 / sqrt(2ρ), which is ρ-zCDP for L2 sensitivity Δ2.
+- discrete Laplace (two-sided geometric), P(z) ∝ α^|z| with α = exp(-ε/Δ1),
+  scale Δ1/ε: pure ε-DP for L1 sensitivity Δ1;
+- discrete Gaussian N_Z(0, σ²) with σ² = Δ2² / (2ρ): ρ-zCDP for L2
+  sensitivity Δ2 (Canonne, Kamath, Steinke 2020).
 
-Randomness is diffprivlib's secure default (``secrets.SystemRandom``) unless a
-``random_state`` is passed, which only tests do. Noise draws are returned added
-to their value and never kept: only the spread (std, 95% half-width) is.
+The parameters are exact rationals: ε and ρ are the configured floats taken
+at their exact binary value (``Fraction(float)``), Δ1 and Δ2² are integers.
+Randomness comes from the caller's ``KeyedStream`` per noisy row, so the same
+(noise key, context) always gives the same draws (``privacy/noise_keys.py``).
+The spread (std, 95% half-width) is public: a function of the parameters
+only, in closed form or by a sum over a bounded range, never sized by σ.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from fractions import Fraction
 
 import numpy as np
-from diffprivlib.mechanisms import GaussianDiscrete, Geometric
+
+from privacy.samplers import KeyedStream, discrete_gaussian, discrete_laplace
 
 CONFIDENCE = 0.95
-
-
-class _ZCDPGaussianDiscrete(GaussianDiscrete):
-    """diffprivlib's discrete Gaussian sampler with σ set directly (zCDP calibration).
-
-    diffprivlib calibrates σ from (ε, δ); zCDP needs σ = Δ2/sqrt(2ρ) instead.
-    Only ``_find_scale`` changes; the sampler in ``randomise`` is diffprivlib's.
-    The nominal epsilon/delta/sensitivity passed to the base class are unused
-    by ``randomise`` and only satisfy its argument checks.
-    """
-
-    def __init__(self, *, sigma: float, random_state: Any = None) -> None:
-        self._sigma = float(sigma)
-        super().__init__(epsilon=1.0, delta=0.5, sensitivity=1, random_state=random_state)
-
-    def _find_scale(self) -> float:
-        return self._sigma
+Z95 = 1.959963984540054
+# Above this σ the discrete Gaussian's std equals σ and its 95% half-width is the
+# continuous one to far below float precision (Poisson summation: the relative
+# error is ~8π²σ²·exp(-2π²σ²), under 1e-300 here); below it a bounded sum is exact.
+_CLOSED_FORM_SIGMA = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,64 +45,76 @@ class NoiseSpread:
 
 
 class IntegerNoise:
-    """Adds integer noise to integer values; knows the noise's std and 95% interval."""
+    """Adds exact integer noise to integer values; knows the noise's std and 95% interval.
 
-    def __init__(
-        self, mechanism: Any, spread: NoiseSpread, *, kind: str, param: float, description: str
-    ) -> None:
-        self._mechanism = mechanism
+    ``kind`` is "geometric" (``param`` = α) or "discrete_gaussian" (``param`` = σ).
+    """
+
+    def __init__(self, *, kind: str, num: int, den: int, spread: NoiseSpread, param: float,
+                 description: str) -> None:
+        self.kind = kind
+        self._num, self._den = num, den  # scale (geometric) or σ² (Gaussian), exactly
+        self._draw = discrete_laplace if kind == "geometric" else discrete_gaussian
         self.spread = spread
-        self.kind = kind  # "geometric" (param = alpha) or "discrete_gaussian" (param = sigma)
         self.param = param
         self.description = description
 
     @classmethod
-    def geometric(
-        cls, *, epsilon: float, sensitivity: int, random_state: Any = None
-    ) -> IntegerNoise:
+    def geometric(cls, *, epsilon: float, sensitivity: int) -> IntegerNoise:
         """Pure ε-DP noise for a query of integer L1 sensitivity ``sensitivity``."""
-        if not isinstance(sensitivity, int) or sensitivity < 1:
+        if isinstance(sensitivity, bool) or not isinstance(sensitivity, int) or sensitivity < 1:
             raise ValueError(f"sensitivity: expected an integer >= 1, got {sensitivity!r}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon: expected > 0, got {epsilon!r}")
+        if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"epsilon: expected a finite number > 0, got {epsilon!r}")
+        scale = sensitivity / Fraction(epsilon)
         alpha = math.exp(-epsilon / sensitivity)
         std = math.sqrt(2 * alpha) / (1 - alpha)
         # P(|Z| > m) = 2 α^(m+1) / (1 + α); smallest m with that <= 5%.
         m = max(0, math.ceil(math.log((1 - CONFIDENCE) * (1 + alpha) / 2) / math.log(alpha) - 1))
-        mech = Geometric(epsilon=epsilon, sensitivity=sensitivity, random_state=random_state)
-        return cls(
-            mech, NoiseSpread(std, float(m)), kind="geometric", param=alpha,
-            description=f"geometric(eps={epsilon:g}, L1={sensitivity})",
-        )
+        return cls(kind="geometric", num=scale.numerator, den=scale.denominator,
+                   spread=NoiseSpread(std, float(m)), param=alpha,
+                   description=f"geometric(eps={epsilon:g}, L1={sensitivity})")
 
     @classmethod
-    def discrete_gaussian(
-        cls, *, rho: float, l2_sensitivity: float, random_state: Any = None
-    ) -> IntegerNoise:
-        """ρ-zCDP noise for a query of L2 sensitivity ``l2_sensitivity``."""
-        if not rho > 0:
-            raise ValueError(f"rho: expected > 0, got {rho!r}")
-        if not l2_sensitivity > 0:
-            raise ValueError(f"l2_sensitivity: expected > 0, got {l2_sensitivity!r}")
-        sigma = l2_sensitivity / math.sqrt(2 * rho)
-        std, half = _discrete_gaussian_spread(sigma)
-        mech = _ZCDPGaussianDiscrete(sigma=sigma, random_state=random_state)
-        return cls(
-            mech, NoiseSpread(std, half), kind="discrete_gaussian", param=sigma,
-            description=f"discrete_gaussian(rho={rho:g}, L2={l2_sensitivity:g})",
-        )
+    def discrete_gaussian(cls, *, rho: float, l2_sensitivity_squared: int) -> IntegerNoise:
+        """ρ-zCDP noise for a query whose squared L2 sensitivity is the integer given."""
+        if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho: expected a finite number > 0, got {rho!r}")
+        if (isinstance(l2_sensitivity_squared, bool) or not isinstance(l2_sensitivity_squared, int)
+                or l2_sensitivity_squared < 1):
+            raise ValueError("l2_sensitivity_squared: expected an integer >= 1, got "
+                             f"{l2_sensitivity_squared!r}")
+        sigma2 = l2_sensitivity_squared / (2 * Fraction(rho))
+        sigma = math.sqrt(sigma2)
+        std, half = discrete_gaussian_spread(sigma)
+        return cls(kind="discrete_gaussian", num=sigma2.numerator, den=sigma2.denominator,
+                   spread=NoiseSpread(std, half), param=sigma,
+                   description=f"discrete_gaussian(rho={rho:g}, "
+                               f"L2={math.sqrt(l2_sensitivity_squared):g})")
 
-    def add(self, values: np.ndarray) -> np.ndarray:
-        """values + independent noise, element-wise (int64 in, int64 out)."""
-        flat = np.asarray(values, dtype=np.int64).ravel()
-        randomise = self._mechanism.randomise
-        noisy = np.fromiter((randomise(int(v)) for v in flat), dtype=np.int64, count=flat.size)
-        return noisy.reshape(np.shape(values))
+    def draw(self, rng: KeyedStream) -> int:
+        """One exact draw from ``rng``."""
+        return self._draw(self._num, self._den, rng)
+
+    def add(self, values: np.ndarray, streams: Sequence[KeyedStream]) -> np.ndarray:
+        """values + noise, row by row: row i (a scalar or a vector) draws from streams[i]."""
+        vals = np.asarray(values, dtype=np.int64)
+        if vals.ndim == 0 or len(streams) != vals.shape[0]:
+            raise ValueError(f"add: expected one stream per row, got {len(streams)} streams for "
+                             f"values of shape {vals.shape}")
+        width = int(np.prod(vals.shape[1:], dtype=np.int64))
+        draw, num, den = self._draw, self._num, self._den
+        noise = np.fromiter((draw(num, den, rng) for rng in streams for _ in range(width)),
+                            dtype=np.int64, count=vals.size)
+        return vals + noise.reshape(vals.shape)
 
 
-def _discrete_gaussian_spread(sigma: float) -> tuple[float, float]:
-    """Exact std and 95% half-width of the discrete Gaussian N_Z(0, σ²)."""
-    span = int(math.ceil(12 * sigma)) + 2
+def discrete_gaussian_spread(sigma: float) -> tuple[float, float]:
+    """Std and 95% half-width of N_Z(0, σ²): closed form above 30, a bounded sum below."""
+    if sigma >= _CLOSED_FORM_SIGMA:
+        # P(|Z| <= m) = P(|X| <= m + 1/2) for the continuous X to float precision.
+        return sigma, float(max(0, math.ceil(Z95 * sigma - 0.5)))
+    span = int(math.ceil(40 * sigma)) + 2  # <= 1,202 terms; mass beyond is < exp(-800)
     z = np.arange(-span, span + 1, dtype=np.float64)
     pmf = np.exp(-(z**2) / (2 * sigma**2))
     pmf /= pmf.sum()

@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from privacy.accumulators import CellTotals, quantile_label, quantiles_from_histogram
 from privacy.bounding import sensitivities
 from privacy.mechanisms import IntegerNoise
+from privacy.noise_keys import WindowNoise
 from privacy.params import (
     BooleanMetric,
     HistogramMetric,
@@ -29,6 +29,7 @@ from privacy.params import (
     ValueMetric,
 )
 from privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
+from privacy.samplers import KeyedStream
 from privacy.selection import PartitionSelection
 
 Z95 = 1.959963984540054
@@ -43,19 +44,16 @@ def selection_for(policy: StreamPolicy) -> PartitionSelection:
     )
 
 
-def noise_for(policy: StreamPolicy, quantity: str, random_state: Any = None) -> IntegerNoise:
+def noise_for(policy: StreamPolicy, quantity: str) -> IntegerNoise:
     """The noise of one quantity ("events" or a metric name), from its budget share."""
     sens = sensitivities(policy)[quantity]
     b = policy.budget
     if b.mechanism is Mechanism.GEOMETRIC:
-        return IntegerNoise.geometric(
-            epsilon=b.epsilon * b.shares[quantity], sensitivity=sens.l1,
-            random_state=random_state,
-        )
+        return IntegerNoise.geometric(epsilon=b.epsilon * b.shares[quantity],
+                                      sensitivity=sens.l1)
     assert b.rho is not None
-    return IntegerNoise.discrete_gaussian(
-        rho=b.rho * b.shares[quantity], l2_sensitivity=sens.l2, random_state=random_state
-    )
+    return IntegerNoise.discrete_gaussian(rho=b.rho * b.shares[quantity],
+                                          l2_sensitivity_squared=sens.l2_squared)
 
 
 def privacy_metadata(policy: StreamPolicy) -> PrivacyMetadata:
@@ -114,7 +112,8 @@ def _simulate(noise: IntegerNoise, shape: tuple[int, ...], rng: np.random.Genera
     """Draws resembling ``noise`` for the parametric bootstrap of quantiles.
 
     Post-processing only: these draws never touch a released value, so numpy's
-    generator is fine here (the released noise comes from diffprivlib).
+    generator is fine here (seeded from the window's keyed stream, so a
+    recomputed release is byte-identical; the released noise is exact).
     """
     if noise.kind == "geometric":
         # Two-sided geometric = difference of two geometrics with p = 1 - α.
@@ -129,42 +128,56 @@ def release_window(
     *,
     window_start_ms: int,
     cell_labels: Callable[[int], Mapping[str, str]],
-    random_state: Any = None,
-    bootstrap_seed: int | None = None,
+    noise: WindowNoise,
 ) -> WindowRelease:
     """Release one window's cells: k floor + DP selection, then noise every metric.
 
-    ``cell_labels`` maps a cell id to its dimension values. ``random_state``
-    (tests only) seeds diffprivlib; ``None`` means secure randomness.
+    ``cell_labels`` maps a cell id to its dimension values; ``noise`` gives the
+    keyed stream of each (cell, quantity), so the release is a pure function of
+    (totals, policy, noise key): recomputing it gives the same bytes.
     """
+    dims = policy.dimensions
+    cells = totals.cells.tolist()
+    label_cache: dict[int, list[str]] = {}
+
+    def cell_key(i: int) -> list[str]:  # the cell's identity in the noise context
+        key = label_cache.get(i)
+        if key is None:
+            labels = cell_labels(cells[i])
+            key = label_cache[i] = [labels[d] for d in dims]
+        return key
+
     selection = selection_for(policy)
     released, noisy_accounts, sel_noise = selection.select(
-        totals.accounts, random_state=random_state
+        totals.accounts, lambda i: noise.stream(cell_key(i), "accounts")
     )
     idx = np.flatnonzero(released)
     out = WindowRelease([])
     if idx.size == 0:
         return out
+    keys = [cell_key(i) for i in idx.tolist()]
+
+    def streams(quantity: str) -> list[KeyedStream]:
+        return noise.streams(keys, quantity)
 
     metrics: dict[str, list[MetricValue]] = {}
     acc = noisy_accounts[idx]
     sel_half = sel_noise.spread.ci95_half_width
     metrics["accounts"] = [_value(v, sel_noise.spread.std, sel_half) for v in acc]
 
-    ev_noise = noise_for(policy, "events", random_state)
-    ev = ev_noise.add(totals.events[idx])
+    ev_noise = noise_for(policy, "events")
+    ev = ev_noise.add(totals.events[idx], streams("events"))
     ev_sd = ev_noise.spread.std
     metrics["events"] = [_value(v, ev_sd, ev_noise.spread.ci95_half_width) for v in ev]
     ev_pos = np.maximum(ev, 1).astype(np.float64)  # denominator for means and rates
 
-    rng = np.random.default_rng(bootstrap_seed)
     for m in policy.metrics:
-        noise = noise_for(policy, m.name, random_state)
-        sd = noise.spread.std
+        mnoise = noise_for(policy, m.name)
+        sd = mnoise.spread.std
         col = totals.columns[m.name][idx]
         if isinstance(m, ValueMetric):
             centre = m.lower_q + m.upper_q
-            nsum = noise.add(col).astype(np.float64)
+            nsum = mnoise.add(col, streams(m.name)).astype(np.float64)
             half_res = m.resolution / 2
             total = (nsum + centre * ev) * half_res
             total_sd = half_res * math.sqrt(sd**2 + centre**2 * ev_sd**2)
@@ -176,19 +189,21 @@ def release_window(
                 _value(v, s, Z95 * s, m.lower, m.upper) for v, s in zip(mean, mean_sd, strict=True)
             ]
         elif isinstance(m, BooleanMetric):
-            count = noise.add(col)
+            count = mnoise.add(col, streams(m.name))
             rate = np.clip(count / ev_pos, 0.0, 1.0)
             rate_sd = np.sqrt(sd**2 + rate**2 * ev_sd**2) / ev_pos
             metrics[f"{m.name}.count"] = [
-                _value(v, sd, noise.spread.ci95_half_width) for v in count
+                _value(v, sd, mnoise.spread.ci95_half_width) for v in count
             ]
             metrics[f"{m.name}.rate"] = [
                 _value(v, s, Z95 * s, 0.0, 1.0) for v, s in zip(rate, rate_sd, strict=True)
             ]
         else:
-            hist = noise.add(col)
+            hist = mnoise.add(col, streams(m.name))
+            # post-processing randomness, seeded from the window's keyed stream
+            rng = np.random.default_rng(noise.stream([], f"bootstrap:{m.name}").seed64())
             point = quantiles_from_histogram(_denoised(hist, sd), m.edges, m.quantiles)
-            sims = hist[None] + _simulate(noise, (BOOTSTRAP_DRAWS, *hist.shape), rng)
+            sims = hist[None] + _simulate(mnoise, (BOOTSTRAP_DRAWS, *hist.shape), rng)
             boot = quantiles_from_histogram(_denoised(sims, sd), m.edges, m.quantiles)
             boot_sd = np.nanstd(boot, axis=0)
             lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
@@ -201,19 +216,19 @@ def release_window(
                     for i in range(idx.size)
                 ]
             if m.publish_buckets:
-                half = noise.spread.ci95_half_width
+                half = mnoise.spread.ci95_half_width
                 for b in range(m.n_buckets):
                     metrics[bucket_label(m, b)] = [_value(v, sd, half) for v in hist[:, b]]
 
     meta = privacy_metadata(policy)
     window_end = window_start_ms + policy.window_ms
-    for pos, cell in enumerate(totals.cells[idx].tolist()):
+    for pos, key in enumerate(keys):
         out.records.append(
             ReleaseRecord(
                 stream=policy.name,
                 window_start_ms=window_start_ms,
                 window_end_ms=window_end,
-                cell=cell_labels(cell),
+                cell=dict(zip(dims, key, strict=True)),
                 metrics={name: values[pos] for name, values in metrics.items()},
                 privacy=meta,
             )

@@ -19,12 +19,13 @@ output the threshold mechanism already paid for).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from privacy.mechanisms import IntegerNoise
+from privacy.samplers import KeyedStream
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,24 +63,25 @@ class PartitionSelection:
         """Accounts at which a cell is released with probability >= 1/2 (for docs)."""
         return self.k - 1 + self.threshold
 
-    def noise(self, random_state: Any = None) -> IntegerNoise:
+    def noise(self) -> IntegerNoise:
         # Sensitivity L0 with epsilon ε is the same distribution as ε' = ε/L0, sensitivity 1.
-        return IntegerNoise.geometric(
-            epsilon=self.epsilon, sensitivity=self.max_cells, random_state=random_state
-        )
+        return IntegerNoise.geometric(epsilon=self.epsilon, sensitivity=self.max_cells)
 
     def select(
-        self, accounts: np.ndarray, *, random_state: Any = None
+        self, accounts: np.ndarray, stream_of: Callable[[int], KeyedStream]
     ) -> tuple[np.ndarray, np.ndarray, IntegerNoise]:
         """(released mask, noisy account counts of all cells, the noise used).
 
-        Cells under k draw no noise and are never released; their noisy count
-        is reported as -1 and must not be published.
+        ``stream_of(i)`` is cell i's noise stream; cells under k draw no noise and are
+        never released; their noisy count is reported
+        as -1 and must not be published.
         """
         accounts = np.asarray(accounts, np.int64)
-        noise = self.noise(random_state)
+        noise = self.noise()
         eligible = accounts >= self.k
         noisy = np.full(accounts.shape, -1, np.int64)
-        noisy[eligible] = noise.add(accounts[eligible])
+        idx = np.flatnonzero(eligible)
+        if idx.size:
+            noisy[idx] = noise.add(accounts[idx], [stream_of(i) for i in idx.tolist()])
         released = eligible & (noisy - (self.k - 1) >= self.threshold)
         return released, noisy, noise

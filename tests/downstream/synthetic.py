@@ -14,6 +14,7 @@ from privacy.params import HistogramMetric, StreamPolicy, ValueMetric
 from privacy.records import ReleaseRecord
 from privacy.release import release_window
 from streams.config import load_config
+from tests.privacy.keyed import window_noise
 
 DAY_MS = 86_400_000
 REGIONS = ("eu-central", "us-east", "ap-south")
@@ -48,7 +49,7 @@ def release_records(policy: StreamPolicy, start_ms: int, cells: list[dict],
     labels = [c["labels"] for c in cells]
     rel = release_window(totals_for(policy, cells), policy, window_start_ms=start_ms,
                          cell_labels=lambda i: labels[i],
-                         random_state=np.random.RandomState(seed), bootstrap_seed=seed)
+                         noise=window_noise(seed, start_ms, policy.name))
     return rel.records
 
 

@@ -10,6 +10,7 @@ run is reproducible.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from privacy.accumulators import CellTotals
 from privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
 from privacy.release import release_window
 from streams.config import load_config
+from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 
 FALSE_FAILURE = 1e-4
@@ -55,10 +57,10 @@ def totals(n: int, *, accounts: int, events: int, errors: int) -> CellTotals:
 
 
 def releases(policy, t: CellTotals, draws: int, seed: int, n_regions: int = 1):
-    rs = np.random.RandomState(seed)
     for i in range(draws):
         rel = release_window(t, policy, window_start_ms=i * policy.window_ms,
-                             cell_labels=labels(n_regions), random_state=rs)
+                             cell_labels=labels(n_regions),
+                             noise=window_noise(seed, i * policy.window_ms))
         assert len(rel.records) == len(t)  # far above the selection threshold
         yield i * policy.window_ms, rel.records
 
@@ -130,12 +132,13 @@ def test_drop_rule_fires_on_a_real_drop_and_rarely_on_noise():
     rule = AlertRule(name="halved", stream="monitoring", metric="events", condition="drop",
                      group_by=("region",), ratio=0.5, baseline_ms=policy.window_ms,
                      confidence=0.99)
-    rs = np.random.RandomState(15)
+    draw = itertools.count()
 
     def window(i: int, events: int):
         t = totals(CELLS, accounts=1000, events=events, errors=0)
         return release_window(t, policy, window_start_ms=i * policy.window_ms,
-                              cell_labels=labels(n_regions=40), random_state=rs).records
+                              cell_labels=labels(n_regions=40),
+                              noise=window_noise((15, next(draw)))).records
 
     # Noise only: each window has exactly half the events of the one before (boundary).
     ev = Evaluator(AlertConfig(topic="a", rules=(rule,)), [policy])
@@ -190,7 +193,7 @@ def test_a_cell_that_was_not_released_cannot_fire():
                             "errors": np.array([20, 0, 900])})
     ev = Evaluator(AlertConfig(topic="a", rules=(rate_rule(),)), [policy])
     rel = release_window(t, policy, window_start_ms=0, cell_labels=labels(),
-                         random_state=np.random.RandomState(3))
+                         noise=window_noise(3))
     assert "s0000" not in {r.cell["server"] for r in rel.records}  # under k
     fired = ev.evaluate("monitoring", 0, rel.records)
     assert [a.cell["server"] for a in fired] == ["s0002"]

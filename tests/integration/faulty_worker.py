@@ -8,21 +8,32 @@ Environment:
 - PRIVMON_TEST_FAIL_STREAM: stage 2's release of every window of this stream
   raises ZeroDivisionError (a deterministic failure on one window);
 - PRIVMON_TEST_CRASH_SERVER: the process dies of a segmentation fault (a native
-  crash no handler sees) on any batch holding an event of this server.
+  crash no handler sees) on any batch holding an event of this server;
+- PRIVMON_TEST_DIE_BEFORE_COMMIT=FILE:N: stage 2 kills its own process (SIGKILL)
+  after the broker has its release records and before the transaction commits,
+  the first N times over all runs (FILE counts them), so aborted copies of
+  releases stay in the aggregate topics;
+- PRIVMON_TEST_FRESH_NOISE=1: the deliberately broken variant of keyed noise, a new
+  random key for every release attempt (as the old, unkeyed sampler behaved), for
+  the negative control of tests/integration/test_recompute.py.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
+from pathlib import Path
 
-from agents import stage1, stage2
+from agents import kafka_stage, stage1, stage2, worker
 from agents.cli import main
 
 POISON = os.environ.get("PRIVMON_TEST_POISON_SERVER")
 FAIL_STREAM = os.environ.get("PRIVMON_TEST_FAIL_STREAM")
 CRASH = os.environ.get("PRIVMON_TEST_CRASH_SERVER")
+DIE_BEFORE_COMMIT = os.environ.get("PRIVMON_TEST_DIE_BEFORE_COMMIT")
+FRESH_NOISE = os.environ.get("PRIVMON_TEST_FRESH_NOISE")
 
 if POISON:
     _ingest_batch = stage1.Stage1Partition._ingest_batch
@@ -53,6 +64,40 @@ if FAIL_STREAM:
         return _release_window(totals, policy, **kw)
 
     stage2.release_window = _failing
+
+if DIE_BEFORE_COMMIT:
+    _file, _, _times = DIE_BEFORE_COMMIT.rpartition(":")
+    counter, times = Path(_file), int(_times)
+    _send_many, _commit = worker.send_many, kafka_stage.Stage.commit
+    released_in_txn: set[int] = set()
+
+    async def _noting_send_many(producer, topic, records, partitions):
+        await _send_many(producer, topic, records, partitions)  # returns once the broker has them
+        if ".aggregates." in f".{topic}" and records:
+            released_in_txn.add(id(producer))
+
+    async def _dying_commit(self):
+        if self.name == "s2" and id(self.producer) in released_in_txn:
+            done = int(counter.read_text() or 0) if counter.exists() else 0
+            if done < times:
+                counter.write_text(str(done + 1))
+                os.kill(os.getpid(), signal.SIGKILL)
+            released_in_txn.discard(id(self.producer))
+        await _commit(self)
+
+    worker.send_many = _noting_send_many
+    kafka_stage.Stage.commit = _dying_commit
+
+if FRESH_NOISE:
+    import secrets
+
+    from privacy import noise_keys
+
+    def _fresh(self, stream, policy_version, window_start_ms):
+        return noise_keys.WindowNoise(secrets.token_bytes(32), stream, policy_version,
+                                      window_start_ms)
+
+    noise_keys.NoiseKeys.window = _fresh
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

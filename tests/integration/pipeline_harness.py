@@ -58,6 +58,7 @@ def make_setup(tmp_path: Path, bootstrap: str, name: str) -> Setup:
 def worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PRIVMON_PSEUDONYM_KEYS"] = "2026-01-01=" + "5a" * 32
+    env["PRIVMON_NOISE_KEYS"] = "2026-01-01=" + "6b" * 32
     env["PYTHONPATH"] = str(REPO)
     return env
 
@@ -70,12 +71,25 @@ def start_worker(
     out = open(log, "ab")
     if "--crash-file" not in extra:  # the crash guard's note beside the log, not in ~/.cache
         extra = (*extra, "--crash-file", str(log.parent / f"{worker_id}.crashguard.json"))
+    if "--trusted-status" not in extra:
+        extra = (*extra, "--trusted-status", str(log.parent / f"{worker_id}.status.json"))
     return subprocess.Popen(
         [sys.executable, "-m", module, "worker", "--bootstrap", setup.bootstrap,
          "--config", str(setup.config), "--worker-id", worker_id, "--idle-lag-ms", "2000",
          "--status-every-s", "2", *extra],
         cwd=REPO, env={**worker_env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
     )
+
+
+def trusted_status(log: Path, worker_id: str = "w1") -> dict:
+    """Every counter of the worker's last status (its trusted status file)."""
+    return json.loads((log.parent / f"{worker_id}.status.json").read_text())
+
+
+def public_status(log: Path) -> dict:
+    """The worker's last public status line."""
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("status ")]
+    return json.loads(lines[-1].removeprefix("status "))
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
@@ -192,11 +206,16 @@ def wait_for(check: Callable[[], bool], *, timeout_s: float, what: str,
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{tail}")
 
 
-def released_windows(setup: Setup, stream: str = "monitoring") -> set[int]:
-    """Windows some stage-2 partition has released (per the ledger)."""
+def released_windows(setup: Setup, stream: str = "monitoring", partitions: int = 4) -> set[int]:
+    """Windows every stage-2 (partials) partition has released, per the ledger. (Each
+    partition writes an entry for every window, with cells there or not.)"""
     ledger = read_topic(setup.bootstrap, setup.topic("privmon.ledger"))
-    return {json.loads(r.value)["window_start_ms"] for r in ledger
-            if json.loads(r.value)["stream"] == stream}
+    parts: dict[int, set[int]] = defaultdict(set)
+    for r in ledger:
+        d = json.loads(r.value)
+        if d["stream"] == stream:
+            parts[d["window_start_ms"]].add(d["partials_partition"])
+    return {w for w, ps in parts.items() if len(ps) >= partitions}
 
 
 def released_cells(setup: Setup, stream: str = "monitoring",

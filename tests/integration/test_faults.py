@@ -30,6 +30,7 @@ from tests.integration.pipeline_harness import (
     read_topic,
     start_worker,
     stop_worker,
+    trusted_status,
     wait_for,
 )
 from tests.integration.test_pipeline import _check_against_truth, _check_exact_partials
@@ -216,7 +217,7 @@ def test_leader_failover_under_load_loses_no_event_that_was_on_time(cluster3, tm
     lost = {k: n - sums.get(k, [0, 0])[1] for k, n in on_time.items()
             if sums.get(k, [0, 0])[1] < n}
     outage = [a for p, _, _, a in acks if p == 0 and a >= killed_at]
-    status = json.loads(log.read_text().strip().splitlines()[-1].removeprefix("status "))
+    status = trusted_status(log)
     figures(json.dumps({"failover": {
         "leader_down_s": down_s, "events_acked": len(acks),
         "acked_on_time": sum(on_time.values()),

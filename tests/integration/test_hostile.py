@@ -20,6 +20,7 @@ from tests.integration.pipeline_harness import (
     read_topic,
     start_worker,
     stop_worker,
+    trusted_status,
     wait_for,
 )
 
@@ -69,7 +70,7 @@ def test_hostile_corpus_is_dead_lettered_and_good_input_counts(bootstrap, tmp_pa
     for key_, events in truth.events.items():
         assert sums[key_][:2] == [truth.accounts[key_], events], key_
 
-    status = json.loads(log.read_text().strip().splitlines()[-1].removeprefix("status "))
+    status = trusted_status(log)
     good = sum(truth.events.values()) + sum(e.accepted for e in entries)
     assert status["accepted"] == good
     assert status["dead_lettered"] == sum(expected.values())

@@ -19,6 +19,7 @@ from tests.integration.pipeline_harness import (
     released_windows,
     start_worker,
     stop_worker,
+    trusted_status,
     wait_for,
 )
 from tests.integration.test_pipeline import _check_against_truth, _check_exact_partials
@@ -66,7 +67,7 @@ def test_poison_batch_and_failing_window_are_isolated(kafka_cluster, bootstrap, 
     text = log.read_text()
     assert "raised RuntimeError; rebuilding from committed state and retrying them" in text
     assert "dead-lettering it as internal_error" in text
-    status = json.loads(text.strip().splitlines()[-1].removeprefix("status "))
+    status = trusted_status(log)
     assert status["dead_letter_reasons"] == {"internal_error": 3}
     assert status["accepted"] == sum(truth.events.values())
     assert status["batches_isolated"] >= 3

@@ -17,11 +17,13 @@ from types import MappingProxyType
 import numpy as np
 
 from agents.metrics import WorkerMetrics
-from agents.stage2 import ledger_entry
+from agents.stage2 import Stage2Partition, ledger_entry
 from agents.worker import WorkerStats
 from privacy.accumulators import CellTotals
 from privacy.release import WindowRelease, release_window
 from streams.config import load_config
+from streams.partials import Mark, Partial
+from tests.privacy.keyed import KEYS, window_noise
 
 POLICY = load_config().policy("monitoring")
 
@@ -43,11 +45,11 @@ def _labels(c: int) -> dict[str, str]:
 
 def _outputs(accounts: list[int], seed: int) -> tuple[WindowRelease, bytes, str]:
     rel = release_window(_totals(accounts), POLICY, window_start_ms=0, cell_labels=_labels,
-                         random_state=np.random.RandomState(seed), bootstrap_seed=seed)
+                         noise=window_noise(seed))
     stats = WorkerStats()
     stats.count_release(rel)
     metrics = WorkerMetrics()
-    metrics.update(stats, {})
+    metrics.update(stats)
     text = "\n".join(f"{s.name} {s.value}" for fam in metrics.registry.collect()
                      for s in fam.samples)
     return rel, ledger_entry(POLICY, 0, 0, rel).to_json(), text
@@ -77,3 +79,74 @@ def test_the_check_catches_a_ledger_that_counts_cells():
             f', "cells_total": {len(accounts)}}}').encode()
 
     assert all(old_ledger([900] * 3, s) != old_ledger([900] * 3 + [1], s) for s in range(5))
+
+
+# --- which ledger entries exist ---------------------------------------------------
+W = POLICY.window_ms
+T0 = 1_000 * W
+
+
+def _entries(extra_cell: bool) -> list[bytes]:
+    """Ledger entries one stage-2 partition writes over five windows. The data has a
+    big cell in the first window only; D' adds one account alone in a new cell in
+    the third window (never released: under k)."""
+    part = Stage2Partition(policies=(POLICY,), sources=1, noise_keys=KEYS)
+    cols = {m.name: ([0] * m.n_buckets if hasattr(m, "n_buckets") else 0)
+            for m in POLICY.metrics}
+    part.on_record(0, Mark(0, POLICY.name, T0))  # stage 1's first close
+    part.on_record(1, Partial(0, POLICY.name, T0, ("s1", "eu"), 900, 900, cols))
+    if extra_cell:
+        part.on_record(2, Partial(0, POLICY.name, T0 + 2 * W, ("lone", "eu"), 1, 1, cols))
+    part.on_record(3, Mark(0, POLICY.name, T0 + 5 * W))
+    out = []
+    for stream, start in part.releasable():
+        rel = part.release(stream, start, lambda c: dict(zip(POLICY.dimensions, c, strict=True)))
+        out.append(ledger_entry(POLICY, start, 0, rel).to_json())
+    return out
+
+
+def test_which_ledger_entries_exist_does_not_depend_on_the_data():
+    """Every window since the first mark gets an entry, with partials here or not.
+    (Before: an entry only for windows with partials in this partition, so the
+    lone account's window appeared in the ledger.)"""
+    d, d_prime = _entries(False), _entries(True)
+    assert d == d_prime
+    assert len(d) == 5
+
+
+def test_the_check_catches_entries_only_for_windows_with_partials(monkeypatch):
+    """Negative control: the old rule (release only pending windows) differs."""
+    def pending_only(self, limit=1000):
+        marks = self.marks.get(POLICY.name, {})
+        return sorted(k for k in self.pending if k[1] + W <= min(marks.values()))
+
+    monkeypatch.setattr(Stage2Partition, "releasable", pending_only)
+    assert _entries(False) != _entries(True)
+
+
+# --- the worker's status line and /metrics ------------------------------------------
+def _scrape(stats: WorkerStats) -> str:
+    metrics = WorkerMetrics()
+    metrics.update(stats)
+    return "\n".join(f"{s.name} {s.value}" for fam in metrics.registry.collect()
+                     for s in fam.samples)
+
+
+def test_input_side_counts_never_reach_the_status_line_or_metrics():
+    """D' has one more message (a dead letter, a late event...): every input-side
+    counter moves by one, and neither the public status nor /metrics does."""
+    d = WorkerStats(messages=1000, accepted=990, dead_lettered=10, late=3, over_cap=2,
+                    windows_open=4, windows_released=7, cells_released=40,
+                    dead_letter_reasons={"bad_json": 10})
+    d_prime = dataclasses.replace(d, messages=1001, accepted=991, dead_lettered=11, late=4,
+                                  over_cap=3, windows_open=5,
+                                  dead_letter_reasons={"bad_json": 11})
+    assert d.public() == d_prime.public()
+    assert _scrape(d) == _scrape(d_prime)
+
+
+def test_the_check_catches_an_exported_input_count():
+    """Negative control: exporting everything (the status line as it was) differs."""
+    d = WorkerStats(messages=1000)
+    d_prime = dataclasses.replace(d, messages=1001)
+    assert vars(d) != vars(d_prime)

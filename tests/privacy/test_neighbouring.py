@@ -22,6 +22,7 @@ from privacy import accumulators as acc
 from privacy import release as release_mod
 from privacy.bounding import ContributionTable
 from privacy.mechanisms import IntegerNoise
+from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 
 FALSE_FAILURE = 1e-4
@@ -40,12 +41,11 @@ def _totals(policy, n_accounts):
 
 
 def _outcomes(policy, totals, seed):
-    rs = np.random.RandomState(seed)
     out = Counter()
-    for _ in range(TRIALS):
+    for trial in range(TRIALS):
         rel = release_mod.release_window(
             totals, policy, window_start_ms=0, cell_labels=lambda c: {"server": "s"},
-            random_state=rs,
+            noise=window_noise((seed, trial)),
         )
         if not rel.records:
             out["absent"] += 1
@@ -77,14 +77,15 @@ def _check(n_accounts: int) -> list:
 
 @pytest.fixture
 def exact_counts(monkeypatch):
-    monkeypatch.setattr(IntegerNoise, "add", lambda self, values: np.asarray(values, np.int64))
+    monkeypatch.setattr(IntegerNoise, "add",
+                        lambda self, values, streams: np.asarray(values, np.int64))
 
 
 @pytest.fixture
 def no_partition_selection(monkeypatch):
-    def select(self, accounts, *, random_state=None):
+    def select(self, accounts, stream_of):
         accounts = np.asarray(accounts)
-        return accounts >= self.k, accounts.copy(), self.noise(random_state)
+        return accounts >= self.k, accounts.copy(), self.noise()
 
     monkeypatch.setattr(release_mod.PartitionSelection, "select", select)
 

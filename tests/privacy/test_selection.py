@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from privacy.selection import PartitionSelection
+from tests.privacy.keyed import streams
 
 FALSE_FAILURE = 1e-4
 
@@ -26,8 +27,7 @@ def test_threshold_arithmetic_is_exact():
 
 def test_under_k_is_never_released_and_draws_no_noise():
     sel = PartitionSelection(k=5, epsilon=100.0, delta=0.4, max_cells=1)
-    released, noisy, _ = sel.select(np.array([0, 1, 4, 5, 1000]),
-                                    random_state=np.random.RandomState(0))
+    released, noisy, _ = sel.select(np.array([0, 1, 4, 5, 1000]), streams(5).__getitem__)
     # At the floor (n = k) the shifted count is 1 < T = 2: held back (w.p. 1 - e^-100).
     assert sel.threshold == 2
     assert released.tolist() == [False, False, False, False, True]
@@ -46,9 +46,8 @@ def test_release_probability_matches_theory():
         return alpha**m / (1 + alpha)
 
     trials = 20_000
-    rs = np.random.RandomState(3)
     for n in (5, sel.threshold + 3, sel.threshold + 4, sel.threshold + 6):
-        released, _, _ = sel.select(np.full(trials, n), random_state=rs)
+        released, _, _ = sel.select(np.full(trials, n), streams(trials, f"sel/{n}").__getitem__)
         p = p_release(n)
         got = int(released.sum())
         assert stats.binomtest(got, trials, p).pvalue >= FALSE_FAILURE, (n, got, p)

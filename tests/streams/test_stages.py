@@ -13,6 +13,7 @@ from streams.config import load_config
 from streams.partials import decode
 from streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST, known_input
+from tests.privacy.keyed import KEYS
 
 PSEUDO = Pseudonymizer({0: b"k" * 32})
 POLICIES = load_config(FAST).policies
@@ -25,8 +26,7 @@ def _run(partitions: int, messages, now_ms: int):
                               idle_lag_ms=2000) for p in range(partitions)]
     for offset, (key, value) in enumerate(messages):
         stage1[zlib.crc32(key) % partitions].ingest([(offset, key, value)], now_ms=T0)
-    stage2 = Stage2Partition(policies=POLICIES, sources=partitions,
-                             random_state=np.random.RandomState(0))
+    stage2 = Stage2Partition(policies=POLICIES, sources=partitions, noise_keys=KEYS)
     offset = 0
     for part in stage1:
         partials, marks = part.close(now_ms=now_ms)
@@ -61,7 +61,7 @@ def test_no_release_until_every_partition_marked():
     truth = known_input(T0, 1)
     stage1, stage2, _ = _run(2, truth.messages, T0 + 60_000)
     assert stage2.releasable()
-    lagging = Stage2Partition(policies=POLICIES, sources=3)
+    lagging = Stage2Partition(policies=POLICIES, sources=3, noise_keys=KEYS)
     for offset, record in enumerate(stage1[0].close(now_ms=T0 + 60_000)[1]):
         lagging.on_record(offset, record)
     assert lagging.releasable() == []

@@ -15,6 +15,7 @@ from streams.config import load_config
 from streams.partials import decode
 from streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST
+from tests.privacy.keyed import KEYS
 
 POLICIES = load_config(FAST).policies
 MONITORING = next(p for p in POLICIES if p.name == "monitoring")
@@ -52,7 +53,7 @@ def test_a_window_whose_close_raises_is_quarantined_by_stage_2(monkeypatch):
     assert mark.failed == ((T0 + W, "ArithmeticError"),)
     assert sorted({p.window_start_ms for p in partials if p.stream == "monitoring"}) == [
         T0, T0 + 2 * W]
-    stage2 = Stage2Partition(policies=POLICIES, sources=1)
+    stage2 = Stage2Partition(policies=POLICIES, sources=1, noise_keys=KEYS)
     for i, record in enumerate([*partials, *marks]):
         stage2.on_record(i, decode(record.encode()))  # through the wire format
     ready = [k for k in stage2.releasable() if k[0] == "monitoring"]
