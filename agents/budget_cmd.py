@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from agents.cli_options import add_deployment_options, kafka_options
 from agents.kafka_stage import read_compacted
 from agents.releases import topic_partitions
-from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
+from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee, rolling_guarantee
 from privacy.params import HorizonCap
 from streams.config import ConfigError, PipelineConfig, load_config, with_prefix
 
@@ -52,12 +52,18 @@ def report(config: PipelineConfig, entries: list[LedgerEntry], now_ms: int) -> d
 
     def horizon(cap: HorizonCap, stream: str | None, policies: list) -> dict:
         spent = acc.spent(cap, now_ms=now_ms, stream=stream)
+        last = acc.spent(cap, now_ms=now_ms, stream=stream, rolling=True)
         worst = horizon_guarantee(policies, cap)
+        rolling = rolling_guarantee(policies, cap)
         return {"horizon_ms": cap.horizon_ms, "horizon_start_ms":
                 (now_ms // cap.horizon_ms) * cap.horizon_ms,
                 "spent": {"epsilon": spent.epsilon, "delta": spent.delta, "rho": spent.rho},
                 "worst_case": {"epsilon": worst.epsilon, "delta": worst.delta},
-                "cap": {"epsilon": cap.max_epsilon, "delta": cap.max_delta}}
+                "cap": {"epsilon": cap.max_epsilon, "delta": cap.max_delta},
+                # over any interval of this length, aligned or not (the caps bind aligned ones)
+                "rolling": {"spent_last": {"epsilon": last.epsilon, "delta": last.delta},
+                            "worst_case": {"epsilon": rolling.epsilon,
+                                           "delta": rolling.delta}}}
 
     streams = []
     for p in config.policies:
@@ -82,12 +88,16 @@ def _print(rep: dict) -> None:
           f"(as of {_iso(rep['now_ms'])}); epsilon/delta are per account")
 
     def line(h: dict) -> str:
-        s, w, c = h["spent"], h["worst_case"], h["cap"]
+        s, w, c, r = h["spent"], h["worst_case"], h["cap"], h["rolling"]
         return (f"    over {_hours(h['horizon_ms'])} (since {_iso(h['horizon_start_ms'])}): "
                 f"spent epsilon {s['epsilon']:.4g}, delta {s['delta']:.2g}"
                 + (f" (rho {s['rho']:.3g})" if s["rho"] else "")
                 + f" | config worst case epsilon {w['epsilon']:.4g}, delta {w['delta']:.2g}"
-                f" | cap epsilon <= {c['epsilon']:g}, delta <= {c['delta']:g}")
+                f" | cap epsilon <= {c['epsilon']:g}, delta <= {c['delta']:g}"
+                f"\n      any {_hours(h['horizon_ms'])} interval, aligned or not: last "
+                f"{_hours(h['horizon_ms'])} spent epsilon {r['spent_last']['epsilon']:.4g}"
+                f" | config worst case epsilon {r['worst_case']['epsilon']:.4g}, delta "
+                f"{r['worst_case']['delta']:.2g} (the cap binds aligned horizons)")
 
     for s in rep["streams"]:
         costs = "; ".join(f"epsilon {c['epsilon']:g}, delta {c['delta']:g}"

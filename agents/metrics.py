@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from agents.worker import WorkerStats
+from agents.stats import WorkerStats
 
 
 class WorkerMetrics:

@@ -86,6 +86,9 @@ def _worker(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         pseudonymizer = Pseudonymizer.from_env()
         noise_keys = NoiseKeys.from_env()
+        now = int(time.time() * 1000)
+        for keys in (pseudonymizer.keys, noise_keys.keys):  # storage limitation: fail closed
+            keys.refuse_expired(now_ms=now, keep_ms=config.retention.raw_ms)
         options = security.options_for(args.sasl_user, os.environ)
     except (ConfigError, KeyConfigError, ValueError) as exc:
         print(f"privmon worker: {exc}", file=sys.stderr)

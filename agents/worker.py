@@ -18,14 +18,17 @@ nothing accepted is lost, even after SIGKILL at any instant):
   counted late.
 - Stage 2 (group ``privmon-stage2`` on partials, read_committed) releases a
   window once every stage-1 partition marked it, in one transaction: the
-  release records, a ledger record per (stream, window, partials partition),
-  and the partials offsets. A crash before the commit aborts the records
-  (read_committed readers never see them) and the window is recomputed from
-  the same partials and released once; after the commit the ledger, reloaded
-  at start, keeps re-read partials of released windows from counting again.
+  release records, a ledger record per (stream, window, partials partition)
+  (every window, with cells there or not), and the partials offsets. A crash
+  before the commit aborts the records (read_committed readers never see them)
+  and the window is recomputed from the same partials, with the same keyed
+  noise (privacy/noise_keys.py): a read_uncommitted reader who sees the
+  aborted copy sees the same bytes. After the commit the ledger, reloaded at
+  start, keeps re-read partials of released windows from counting again.
+  Noise is drawn in a thread (``_compute_release``), never on the event loop.
 - Transactional ids are per worker and stage (``privmon-s1-<worker id>``), so
   a restarted worker fences its killed predecessor's open transaction.
-Readers of aggregate topics must use isolation_level=read_committed.
+Readers of aggregate topics should use isolation_level=read_committed.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -51,9 +53,11 @@ from agents.kafka_stage import (
     send_many,
     watch_rebalances,
 )
+from agents.partials_cleanup import delete_released_partials
 from agents.ratelimit import RateLimitedLog
 from agents.stage1 import Stage1Partition
 from agents.stage2 import Stage2Partition, WindowFailed, ledger_entry
+from agents.stats import WorkerStats
 from privacy.accountant import LedgerEntry
 from privacy.noise_keys import NoiseKeys
 from privacy.params import StreamPolicy
@@ -69,45 +73,6 @@ log = logging.getLogger("privmon.worker")
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass
-class WorkerStats:
-    """Operational counters (no identifiers).
-
-    Only ``public()`` leaves the trusted zone (the status line, /metrics): what was
-    released, and fault counters. The input-side counts (messages, accepted, dead
-    letters, late, over-cap, open windows) are exact functions of the raw data (one
-    account's message moves them by one), so they go only to the trusted status
-    file (``privmon worker --trusted-status``), as restricted as the raw topic.
-    """
-
-    messages: int = 0
-    accepted: int = 0
-    dead_lettered: int = 0
-    late: int = 0
-    over_cap: int = 0
-    windows_open: int = 0
-    windows_released: int = 0
-    cells_released: int = 0
-    batches_isolated: int = 0  # stage-1 batches that raised: replayed message by message
-    windows_failed: int = 0  # stage-2 windows quarantined (see Worker._release)
-    closes_failed: int = 0  # stage-1 window closes that raised (quarantined by stage 2)
-    partials_undecodable: int = 0  # partials-topic records stage 2 could not read
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # reason -> letters sent
-
-    PUBLIC = ("windows_released", "cells_released", "batches_isolated", "windows_failed",
-              "closes_failed", "partials_undecodable")
-
-    def public(self) -> dict[str, int]:
-        """What may leave the trusted zone: released counts and fault counters."""
-        return {name: getattr(self, name) for name in self.PUBLIC}
-
-    def count_release(self, rel: WindowRelease) -> None:
-        """A released (stream, window, partials partition): only what was published
-        counts (tests/privacy/test_exact_channels.py)."""
-        self.windows_released += 1
-        self.cells_released += len(rel.records)
 
 
 def _compute_release(part: Stage2Partition, policy: StreamPolicy, start: int
@@ -155,6 +120,7 @@ class Worker:
         self._retired: dict[str, int] = {}  # stage-1 counts of dropped partition states
         self._retired_reasons: dict[str, int] = {}  # and their dead letters by reason
         self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
+        self._partials_done: dict[TopicPartition, int] = {}  # committed by stage 2
         self.quarantine = Quarantine()  # messages that broke a batch (agents/isolation.py)
         self.crash_guard = CrashGuard(crash_file)  # ... or killed the process
         self._dlq_log = RateLimitedLog(log, every_s=10.0)
@@ -176,7 +142,13 @@ class Worker:
             options=self.kafka_options,
         )
         sources = self.topic_partitions[self.config.topics.raw]
-        await asyncio.gather(self._stage1(stop), self._stage2(stop, sources))
+        tasks = [self._stage1(stop), self._stage2(stop, sources)]
+        keep = self.config.retention
+        if keep.delete_released_partials:
+            tasks.append(delete_released_partials(self.bootstrap, self.kafka_options,
+                                                  self._partials_done, stop,
+                                                  every_s=keep.delete_every_s))
+        await asyncio.gather(*tasks)
 
     # ------------------------------------------------------------ both stages
     async def _drive(
@@ -490,6 +462,7 @@ class Worker:
             t1 = time.perf_counter()
             await stage.producer.send_offsets_to_transaction(offsets, self.stage2_group)
             await stage.commit()
+            self._partials_done.update(offsets)  # below these: released or ignored
             if windows:  # (debug: timings follow the data's size)
                 log.debug("stage 2 released windows: %.3f s to compute and send, %.3f s to "
                           "commit", t1 - t0, time.perf_counter() - t1)

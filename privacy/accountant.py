@@ -3,8 +3,11 @@
 Per window a stream costs (ε, δ) — GEOMETRIC: its whole epsilon and the
 selection delta — or (ε_sel, δ) plus ρ for GAUSSIAN metrics. One account
 contributes to at most ``max_windows`` windows per aligned participation
-period, so over an aligned horizon H it is in at most
-``min(ceil(H / window), max_windows * ceil(H / period))`` windows of a stream.
+period, so over an aligned horizon H (a whole number of periods) it is in at
+most ``min(ceil(H / window), max_windows * H / period)`` windows of a stream;
+over an unaligned interval of length H, in at most
+``windows_per_rolling_horizon`` (up to max_windows more). The caps bound the
+aligned figure; both are stated (``privmon budget``, README, SECURITY.md).
 
 Composition (per account, over all streams given):
 - pure/approximate parts add up (basic composition): ε = Σ n·ε_i, δ = Σ n·δ_i;
@@ -66,6 +69,22 @@ def windows_per_horizon(policy: StreamPolicy, horizon_ms: int) -> int:
     )
 
 
+def windows_per_rolling_horizon(policy: StreamPolicy, horizon_ms: int) -> int:
+    """Most windows of this stream one account can be in over ANY interval of
+    ``horizon_ms`` (not aligned to periods; windows counted by their start).
+
+    The cap is per aligned period, so an unaligned interval of n whole periods
+    covers n - 1 of them whole and two in part; those two parts together span
+    one period, so they hold at most min(2·max_windows, period/window + 1)
+    windows (an account active 23:00-01:00 can be in max_windows windows on
+    each side of midnight). Exact: tests/privacy/test_rolling.py reaches it."""
+    p = policy.participation
+    periods = horizon_ms // p.period_ms  # a whole number (validated in StreamPolicy)
+    edge = min(2 * p.max_windows, p.period_ms // policy.window_ms + 1)
+    return min(math.ceil(horizon_ms / policy.window_ms),
+               max(periods - 1, 0) * p.max_windows + edge)
+
+
 def compose(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> Guarantee:
     """Compose (cost, number of windows) pairs into one (ε, δ) guarantee."""
     eps = delta = rho = 0.0
@@ -83,9 +102,19 @@ def compose(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> 
 
 
 def horizon_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap) -> Guarantee:
-    """Worst-case per-account guarantee of all ``policies`` together over ``cap``'s horizon."""
+    """Worst-case per-account guarantee of all ``policies`` together over ``cap``'s
+    aligned horizon (e.g. a UTC day): what the caps bound."""
     return compose(
         ((window_cost(p), windows_per_horizon(p, cap.horizon_ms)) for p in policies),
+        target_delta=cap.max_delta,
+    )
+
+
+def rolling_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap) -> Guarantee:
+    """The same over any interval of the horizon's length, aligned or not: up to
+    twice the aligned figure for a stream whose cap binds within a period."""
+    return compose(
+        ((window_cost(p), windows_per_rolling_horizon(p, cap.horizon_ms)) for p in policies),
         target_delta=cap.max_delta,
     )
 
@@ -118,8 +147,10 @@ class LedgerEntry:
     """One released (stream, window): immutable, appended once.
 
     The worker writes one entry per (stream, window, partials partition) to the
-    ledger topic (each partition releases a disjoint set of cells, all with the
-    window's full per-window cost); ``merge_partitions`` folds them per window.
+    ledger topic, for every window whether the partition had cells in it or not
+    (each partition releases a disjoint set of cells, all with the window's full
+    per-window cost); ``merge_partitions`` folds them per window. It holds what
+    was spent and how many cells were published, nothing the data held.
     """
 
     stream: str
@@ -228,10 +259,13 @@ class Accountant:
                 os.fsync(f.fileno())
         return entry
 
-    def spent(self, cap: HorizonCap, *, now_ms: int, stream: str | None = None) -> Guarantee:
+    def spent(self, cap: HorizonCap, *, now_ms: int, stream: str | None = None,
+              rolling: bool = False) -> Guarantee:
         """Per-account guarantee of the releases recorded in the aligned horizon
-        containing ``now_ms`` (per stream: min(windows released, the cap's bound))."""
-        start = (now_ms // cap.horizon_ms) * cap.horizon_ms
+        containing ``now_ms`` (per stream: min(windows released, the cap's bound));
+        ``rolling``: in the last ``horizon_ms`` before ``now_ms`` instead."""
+        start = now_ms - cap.horizon_ms if rolling else (now_ms // cap.horizon_ms) * cap.horizon_ms
+        bound_of = windows_per_rolling_horizon if rolling else windows_per_horizon
         counts: dict[str, int] = {}
         costs: dict[str, WindowCost] = {}
         for e in self._entries:
@@ -242,6 +276,6 @@ class Accountant:
         for name, n in counts.items():
             bound = n
             if name in self.policies:
-                bound = min(n, windows_per_horizon(self.policies[name], cap.horizon_ms))
+                bound = min(n, bound_of(self.policies[name], cap.horizon_ms))
             parts.append((costs[name], bound))
         return compose(parts, target_delta=cap.max_delta)

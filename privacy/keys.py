@@ -45,6 +45,19 @@ class DatedKeys:
     def at(self, t_ms: int) -> bytes:
         return self._keys[self.index(t_ms)]
 
+    def refuse_expired(self, *, now_ms: int, keep_ms: int) -> None:
+        """Refuse keys superseded more than ``keep_ms`` ago (the raw retention):
+        nothing they could still be needed for is kept, so they must be destroyed,
+        and a worker that still holds one does not start."""
+        for start, successor in zip(self.starts, self.starts[1:], strict=False):
+            if successor + keep_ms < now_ms:
+                day = dt.datetime.fromtimestamp(start / 1000, dt.UTC).date()
+                until = dt.datetime.fromtimestamp(successor / 1000, dt.UTC).date()
+                raise KeyConfigError(
+                    f"{self.env}: the key active from {day} was superseded on {until}, more "
+                    f"than the raw retention ({keep_ms} ms) ago: no data it could still be "
+                    f"needed for is kept. Remove it from {self.env} and destroy it.")
+
     @classmethod
     def from_env(cls, env: str, purpose: str,
                  environ: Mapping[str, str] | None = None) -> DatedKeys:

@@ -56,6 +56,10 @@ class NoiseKeys:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> NoiseKeys:
         return cls(DatedKeys.from_env(ENV, "draw release noise", environ))
 
+    @property
+    def keys(self) -> DatedKeys:
+        return self._keys
+
     def window(self, stream: str, policy_version: str, window_start_ms: int) -> WindowNoise:
         return WindowNoise(self._keys.at(window_start_ms), stream, policy_version,
                            window_start_ms)

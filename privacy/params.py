@@ -165,7 +165,11 @@ class ParticipationCap:
 
 @dataclass(frozen=True, kw_only=True)
 class HorizonCap:
-    """The policy's ceiling on the per-account guarantee over an aligned horizon."""
+    """The policy's ceiling on the per-account guarantee over an aligned horizon
+    (e.g. a UTC day): ``horizon_ms`` must be a whole number of the streams'
+    participation periods. Over an unaligned interval of the same length the
+    guarantee can be weaker; ``privacy.accountant.rolling_guarantee`` says by how
+    much, and ``privmon budget`` prints both."""
 
     horizon_ms: int
     max_epsilon: float
@@ -282,6 +286,21 @@ class StreamPolicy:
                 f"expected exactly the keys {sorted(needed)} (missing {missing}, "
                 f"unexpected {extra})",
             )
+        period = self.participation.period_ms
+        if period % self.window_ms:
+            raise _fail(
+                where, "participation.period_ms", period,
+                f"expected a whole number of windows (window_ms = {self.window_ms}), e.g. "
+                f"{max(1, period // self.window_ms) * self.window_ms}",
+            )
+        for cap in self.horizon_caps:
+            if cap.horizon_ms % period:
+                raise _fail(
+                    where, "horizon_caps.horizon_ms", cap.horizon_ms,
+                    f"expected a whole number of participation periods ({period} ms), e.g. "
+                    f"{max(1, cap.horizon_ms // period) * period}: the cap over a horizon "
+                    "is derived from whole periods",
+                )
         if self.participation.max_windows > math.ceil(
             self.participation.period_ms / self.window_ms
         ):

@@ -1,8 +1,9 @@
 """Who may do what on Kafka: ACLs for the producer, the worker and analysts.
 
   producer  WRITE raw
-  worker    READ raw; READ/WRITE partials, progress, ledger, participation; WRITE dlq and
-            aggregates.*; its consumer groups; its transactional ids
+  worker    READ raw; READ/WRITE partials, progress, ledger, participation; DELETE
+            (records of) partials; WRITE dlq and aggregates.*; its consumer groups; its
+            transactional ids
   analyst   READ aggregates.* (prefix) with groups analyst-*; nothing else
   alerter   READ aggregates.*; WRITE the alerts topic (privmon alerts)
 Everything else is denied by the broker's StandardAuthorizer. Applying is
@@ -69,6 +70,8 @@ def acl_bindings(config: PipelineConfig, who: Principals) -> list[ACL]:
     acls += _allow(worker, T, t.raw, LITERAL, R, D)
     for topic in (t.partials, t.progress, t.ledger, t.participation):
         acls += _allow(worker, T, topic, LITERAL, R, W, D)
+    # partials of released windows are deleted by the worker (storage limitation)
+    acls += _allow(worker, T, t.partials, LITERAL, ACLOperation.DELETE)
     acls += _allow(worker, T, t.dlq, LITERAL, W, D)
     acls += _allow(worker, T, t.aggregate_prefix, PREFIXED, W, D)
     for group in (f"{app}-stage1", f"{app}-stage2"):

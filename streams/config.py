@@ -26,6 +26,7 @@ from privacy.params import (
     StreamPolicy,
     ValueMetric,
 )
+from streams.retention import Retention, RetentionError
 from streams.schema import METRIC_FIELDS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "streams.toml"
@@ -59,6 +60,7 @@ class PipelineConfig:
     topics: Topics
     policies: tuple[StreamPolicy, ...]
     global_caps: tuple[HorizonCap, ...]
+    retention: Retention
 
     def policy(self, name: str) -> StreamPolicy:
         for p in self.policies:
@@ -165,7 +167,7 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
     try:
         top = _table("(top level)", raw,
                      required={"policy_version", "app_id", "topics", "streams"},
-                     optional={"global_caps"})
+                     optional={"global_caps", "retention"})
         topics = _build("topics", Topics, top["topics"],
                         required={"raw", "dlq", "partials", "ledger", "progress",
                                   "aggregate_prefix"}, optional={"alerts", "participation"})
@@ -178,12 +180,24 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
                    required={"horizon_ms", "max_epsilon", "max_delta"})
             for i, c in enumerate(top.get("global_caps", []))
         )
+        for i, cap in enumerate(caps):
+            for p in policies:
+                period = p.participation.period_ms
+                if cap.horizon_ms % period:
+                    raise ConfigError(
+                        f"global_caps[{i}].horizon_ms = {cap.horizon_ms}: expected a whole "
+                        f"number of stream {p.name!r}'s participation periods ({period} ms), "
+                        f"e.g. {max(1, cap.horizon_ms // period) * period}")
         check_policies(policies, global_caps=caps)
-    except (ConfigError, BudgetExceeded) as exc:
+        ret = _table("retention", top.get("retention", {}), required=set(), optional={
+            "replay_margin_ms", "raw_ms", "dlq_ms", "partials_ms", "participation_ms",
+            "delete_released_partials", "delete_every_s"})
+        retention = Retention.for_policies(policies, **ret)
+    except (ConfigError, BudgetExceeded, RetentionError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return PipelineConfig(source=path, policy_version=version, app_id=str(top["app_id"]),
-                          topics=topics,
-                          policies=policies, global_caps=caps)
+                          topics=topics, policies=policies, global_caps=caps,
+                          retention=retention)
 
 
 def with_prefix(config: PipelineConfig, prefix: str) -> PipelineConfig:

@@ -35,6 +35,10 @@ class Pseudonymizer:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Pseudonymizer:
         return cls(DatedKeys.from_env(ENV, "pseudonymize account ids", environ))
 
+    @property
+    def keys(self) -> DatedKeys:
+        return self._keys
+
     def key_index(self, event_time_ms: int) -> int:
         return self._keys.index(event_time_ms)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -11,18 +12,34 @@ from streams.config import PipelineConfig
 from streams.participation_state import MAX_RECORD_BYTES
 
 COMPACTED = {"cleanup.policy": "compact"}
+log = logging.getLogger("privmon.topics")
+
+
+def retention_configs(config: PipelineConfig) -> dict[str, dict[str, str]]:
+    """Topic configs that limit storage (streams/retention.py): set at creation and
+    on every start (``ensure_topics``), so a topic never keeps the broker default."""
+    t, r = config.topics, config.retention
+    return {
+        t.raw: {"cleanup.policy": "delete", "retention.ms": str(r.raw_ms)},
+        t.dlq: {"cleanup.policy": "delete", "retention.ms": str(r.dlq_ms)},
+        t.partials: {"cleanup.policy": "delete", "retention.ms": str(r.partials_ms)},
+        # a period's cap state expires with it: compacted, and deleted after the period
+        t.participation: {"cleanup.policy": "compact,delete",
+                          "retention.ms": str(r.participation_ms)},
+    }
 
 
 def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[int, dict]]:
     t = config.topics
+    keep = retention_configs(config)
     specs: dict[str, tuple[int, dict]] = {
-        t.raw: (partitions, {}),
-        t.dlq: (partitions, {}),
-        t.partials: (partitions, {}),
+        t.raw: (partitions, keep[t.raw]),
+        t.dlq: (partitions, keep[t.dlq]),
+        t.partials: (partitions, keep[t.partials]),
         t.progress: (1, COMPACTED),
         t.ledger: (1, COMPACTED),
         # one partition per raw partition: stage 1 restores only its own
-        t.participation: (partitions, {**COMPACTED,
+        t.participation: (partitions, {**keep[t.participation],
                                        "max.message.bytes": str(MAX_RECORD_BYTES + 64 * 1024)}),
     }
     for policy in config.policies:
@@ -59,7 +76,51 @@ def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
             f"topic {t.participation}: expected at least {raw} partitions (one per partition "
             f"of {t.raw}), got {counts[t.participation]}; add partitions with "
             f"`kafka-topics.sh --alter --topic {t.participation} --partitions {raw}`")
+    try:
+        apply_retention(bootstrap, config, options=options)
+    except Exception as exc:  # e.g. a principal without ALTER_CONFIGS (the secured worker)
+        log.warning("retention of existing topics not set (%s: %s); topics this process "
+                    "created have it, and `privmon kafka acl apply` run as admin sets it "
+                    "on all of them", type(exc).__name__, exc)
     return counts
+
+
+def apply_retention(bootstrap: str, config: PipelineConfig, *,
+                    options: dict[str, str] | None = None) -> None:
+    """Set the retention configs on existing topics too (incrementally: other
+    settings an operator made are left alone). Raises what the broker refused."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
+                             **(options or {}))
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(wanted))
+                     for topic, wanted in retention_configs(config).items()]
+        result = admin.alter_configs(resources, incremental=True, raise_on_unknown=False)
+        errors = [f"{name}: {err}" for by_name in result.values()
+                  for name, err in by_name.items() if err != "OK"]
+        if errors:
+            raise RuntimeError("; ".join(errors[:3]))
+    finally:
+        admin.close()
+
+
+def topic_configs(bootstrap: str, topics: list[str], *,
+                  options: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The broker's current configs of ``topics`` (name -> key -> value)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
+                             **(options or {}))
+    try:
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics], config_filter="All")
+        # {resource type: {name: {key: {"value": ..., ...}}}}
+        return {name: {key: (v.get("value") if isinstance(v, dict) else v)
+                       for key, v in configs.items()}
+                for by_name in found.values() for name, configs in by_name.items()}
+    finally:
+        admin.close()
 
 
 def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,

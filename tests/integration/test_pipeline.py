@@ -8,7 +8,7 @@ import signal
 import time
 import urllib.request
 
-from agents.worker import WorkerStats
+from agents.stats import WorkerStats
 from privacy.records import ReleaseRecord
 from streams.localkafka.procs import free_port
 from tests.integration.pipeline_harness import (

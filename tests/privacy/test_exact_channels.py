@@ -18,7 +18,7 @@ import numpy as np
 
 from agents.metrics import WorkerMetrics
 from agents.stage2 import Stage2Partition, ledger_entry
-from agents.worker import WorkerStats
+from agents.stats import WorkerStats
 from privacy.accumulators import CellTotals
 from privacy.release import WindowRelease, release_window
 from streams.config import load_config

@@ -153,3 +153,30 @@ def test_bad_arguments():
                                                                 streams(2))
     with pytest.raises(ValueError, match="noise key: expected 16..64 bytes"):
         KeyedStream(b"short", b"x")
+
+
+@pytest.mark.parametrize(("kind", "param"), [("geometric", 600.0), ("gaussian", 7.0710678e6),
+                                             ("gaussian", 3.0)])
+def test_the_samplers_agree_with_opendp(kind, param):
+    """Two-sample check against OpenDP's vetted exact samplers (Rust core) at the
+    scales the configs use: a chi-square on the pooled value classes, false failure
+    rate FALSE_FAILURE."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    n = 20_000
+    space = (dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int))
+    if kind == "geometric":
+        noise = IntegerNoise.geometric(epsilon=1 / param, sensitivity=1)
+        theirs = np.array(dp.m.make_laplace(*space, scale=param)([0] * n))
+    else:
+        rho = 1 / (2 * param**2)
+        noise = IntegerNoise.discrete_gaussian(rho=rho, l2_sensitivity_squared=1)
+        l2 = (dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int))
+        theirs = np.array(dp.m.make_gaussian(*l2, scale=noise.param)([0] * n))
+    ours = _draws(noise, n, f"odp/{kind}/{param}")
+    edges = np.unique(np.quantile(np.r_[ours, theirs], np.linspace(0, 1, 21)))
+    a, _ = np.histogram(ours, edges)
+    b, _ = np.histogram(theirs, edges)
+    _, pvalue, _, _ = stats.chi2_contingency(np.array([a, b]))
+    assert pvalue >= FALSE_FAILURE
