@@ -37,7 +37,9 @@ class WorkerMetrics:
                 ("partials_undecodable", "partials-topic records stage 2 could not read"),
             )
         }
-        self.epsilon = Counter("privmon_epsilon_spent", "per-window epsilon of released windows",
+        self.epsilon = Counter("privmon_epsilon_spent", "per-window epsilon of the windows this "
+                               "process released, once per window (not per partition; summed, "
+                               "not composed per account: privmon budget has that)",
                                ["stream"], registry=r)
 
     def serve(self, port: int) -> None:

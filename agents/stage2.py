@@ -50,6 +50,8 @@ def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
 # Most windows a partition releases per stream and step (after a long stop, or a jump of
 # event time, the rest follow in the next steps).
 MAX_WINDOWS_PER_STEP = 1_000
+# How far back the every-window rule reaches (about a week of 1-minute windows).
+MAX_CATCHUP_WINDOWS = 10_000
 
 
 class WindowFailed(Exception):
@@ -154,7 +156,9 @@ class Stage2Partition:
                     ready.add(key)
             start = self.next_start.get(stream)
             if start is not None:
-                start -= start % w
+                # no catch-up further back than MAX_CATCHUP_WINDOWS (a first mark from an
+                # ancient event time): older windows get entries only if they had cells
+                start = max(start - start % w, complete - MAX_CATCHUP_WINDOWS * w)
                 last = min(complete - w, start + (limit - 1) * w)
                 for s in range(start, last + 1, w):
                     if (stream, s) not in self.released:

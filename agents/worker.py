@@ -453,7 +453,9 @@ class Worker:
                 entry = ledger_entry(policy, start, q, rel)
                 await stage.producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
                                           value=entry.to_json())
-                if self.on_release is not None:
+                # Once per window: every partials partition writes an entry for every
+                # window, so partition 0's entries count each window exactly once.
+                if self.on_release is not None and q == 0:
                     self.on_release(stream, entry.epsilon)
                 self.stats.count_release(rel)
             tp = TopicPartition(topics.partials, q)

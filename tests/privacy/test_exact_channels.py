@@ -12,6 +12,7 @@ worker calls.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from types import MappingProxyType
 
 import numpy as np
@@ -150,3 +151,78 @@ def test_the_check_catches_an_exported_input_count():
     d = WorkerStats(messages=1000)
     d_prime = dataclasses.replace(d, messages=1001)
     assert vars(d) != vars(d_prime)
+
+
+# --- the worker's log -------------------------------------------------------------
+class _Producer:
+    """Takes the worker's sends (the DLQ's own contents are the trusted zone)."""
+
+    async def send(self, *args, **kwargs):
+        return None
+
+
+def _log_lines(caplog, messages: list[tuple[bytes, bytes]]) -> list[str]:
+    """What the worker logs at INFO and above for one batch of raw messages."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from agents.stage1 import Stage1Partition
+    from agents.worker import Worker
+    from privacy.noise_keys import NoiseKeys
+    from streams.pseudonym import Pseudonymizer
+
+    config = load_config()
+    worker = Worker(config=config, bootstrap="unused:9", worker_id="t",
+                    pseudonymizer=Pseudonymizer({0: b"k" * 32}),
+                    noise_keys=NoiseKeys({0: b"n" * 32}))
+    part = Stage1Partition(partition=0, policies=config.policies,
+                           pseudonymizer=Pseudonymizer({0: b"k" * 32}), idle_lag_ms=0)
+    records = [(i, k, v) for i, (k, v) in enumerate(messages)]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        dead = part.ingest(records, now_ms=T0)
+        asyncio.run(worker._send_dead_letters(SimpleNamespace(producer=_Producer()),
+                                              TopicPartition(config.topics.raw, 0), dead))
+    return [r.getMessage() for r in caplog.records]
+
+
+def _event(account: str) -> tuple[bytes, bytes]:
+    import json
+
+    return account.encode(), json.dumps({
+        "account_id": account, "server": "fra-01", "region": "eu", "client_version": "5",
+        "platform": "chrome", "latency_ms": 5.0, "bytes": 10, "error": False,
+        "session_s": 1.0, "event_time_ms": T0}).encode()
+
+
+def test_one_more_bad_message_changes_no_log_line(caplog):
+    d = [_event(f"acct-{i}") for i in range(5)]
+    d_prime = [*d, (b"acct-bad", b'{"account_id": "acct-bad", ')]  # truncated JSON
+    assert _log_lines(caplog, d) == _log_lines(caplog, d_prime)
+
+
+def test_the_check_catches_dead_letter_lines_at_warning(caplog, monkeypatch):
+    """Negative control: dead-letter lines at WARNING, as they were, differ."""
+    from agents.ratelimit import RateLimitedLog
+
+    original = RateLimitedLog.log
+    monkeypatch.setattr(RateLimitedLog, "log",
+                        lambda self, level, *a: original(self, logging.WARNING, *a))
+    d = [_event(f"acct-{i}") for i in range(5)]
+    d_prime = [*d, (b"acct-bad", b'{"account_id": "acct-bad", ')]
+    assert _log_lines(caplog, d) != _log_lines(caplog, d_prime)
+
+
+def test_a_first_mark_from_an_ancient_event_time_does_not_flood_the_ledger():
+    """Catch-up reaches back MAX_CATCHUP_WINDOWS windows at most, MAX_WINDOWS_PER_STEP
+    per step; windows older than that get entries only if they had cells."""
+    from agents.stage2 import MAX_CATCHUP_WINDOWS, MAX_WINDOWS_PER_STEP
+
+    part = Stage2Partition(policies=(POLICY,), sources=1, noise_keys=KEYS)
+    part.on_record(0, Mark(0, POLICY.name, 0))  # e.g. an event of 1970 in a backlog
+    part.on_record(1, Mark(0, POLICY.name, T0 + 100_000 * W))
+    ready = part.releasable()
+    assert len(ready) == MAX_WINDOWS_PER_STEP
+    assert ready[0][1] == T0 + (100_000 - MAX_CATCHUP_WINDOWS) * W

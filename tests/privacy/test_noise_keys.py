@@ -1,0 +1,50 @@
+"""The noise key: required (fail closed), dated, never shown; draws keyed by it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from privacy.keys import KeyConfigError
+from privacy.noise_keys import ENV, NoiseKeys
+
+K = "ab" * 32
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("", "is not set"),
+    (f"2026-11-01={'ab' * 8}", "has 8 bytes; expected >= 32"),
+    ("2026-11-01=zz", "expected YYYY-MM-DD=<hex key>"),
+])
+def test_missing_or_bad_noise_keys_fail_closed(value, fragment):
+    with pytest.raises(KeyConfigError, match=ENV) as info:
+        NoiseKeys.from_env({ENV: value})
+    assert fragment in str(info.value)
+    assert "abababab" not in str(info.value)
+
+
+def test_the_key_of_a_window_is_the_one_active_at_its_start():
+    keys = NoiseKeys.from_env({ENV: f"2026-11-01={K},2026-12-01={'cd' * 32}"})
+    nov, dec = 1_764_000_000_000, 1_764_547_200_000  # 2025-11-24, 2025-12-01 (before both)
+    a = keys.window("s", "v1", nov).stream(["c"], "events").bits(64)
+    assert a == keys.window("s", "v1", nov).stream(["c"], "events").bits(64)
+    assert a != keys.window("s", "v2", nov).stream(["c"], "events").bits(64)  # new policy
+    assert a != keys.window("s", "v1", nov).stream(["d"], "events").bits(64)  # other cell
+    assert a != keys.window("s", "v1", dec + 60_000).stream(["c"], "events").bits(64)
+    assert K not in repr(keys) and "ab" * 4 not in repr(keys)
+
+
+def test_the_worker_does_not_start_without_a_noise_key():
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    env["PRIVMON_PSEUDONYM_KEYS"] = "2026-01-01=" + "5a" * 32
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-m", "agents.cli", "worker", "--bootstrap",
+                          "127.0.0.1:1"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert f"{ENV} is not set" in out.stderr
