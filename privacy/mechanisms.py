@@ -9,8 +9,9 @@ expected time at every scale):
 - discrete Gaussian N_Z(0, σ²) with σ² = Δ2² / (2ρ): ρ-zCDP for L2
   sensitivity Δ2 (Canonne, Kamath, Steinke 2020).
 
-The parameters are exact rationals: ε and ρ are the configured floats taken
-at their exact binary value (``Fraction(float)``), Δ1 and Δ2² are integers.
+The parameters are exact rationals: the scale Δ1/ε and σ² = Δ2²/(2ρ), from the
+configured floats at their exact binary value, rounded UP to ~40 significant
+bits (more noise, never less; relative change < 2^-39).
 Randomness comes from the caller's ``KeyedStream`` per noisy row, so the same
 (noise key, context) always gives the same draws (``privacy/noise_keys.py``).
 The spread (std, 95% half-width) is public: a function of the parameters
@@ -66,8 +67,8 @@ class IntegerNoise:
             raise ValueError(f"sensitivity: expected an integer >= 1, got {sensitivity!r}")
         if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
             raise ValueError(f"epsilon: expected a finite number > 0, got {epsilon!r}")
-        scale = sensitivity / Fraction(epsilon)
-        alpha = math.exp(-epsilon / sensitivity)
+        scale = _round_up(sensitivity / Fraction(epsilon))
+        alpha = math.exp(-1 / scale)
         std = math.sqrt(2 * alpha) / (1 - alpha)
         # P(|Z| > m) = 2 α^(m+1) / (1 + α); smallest m with that <= 5%.
         m = max(0, math.ceil(math.log((1 - CONFIDENCE) * (1 + alpha) / 2) / math.log(alpha) - 1))
@@ -84,7 +85,7 @@ class IntegerNoise:
                 or l2_sensitivity_squared < 1):
             raise ValueError("l2_sensitivity_squared: expected an integer >= 1, got "
                              f"{l2_sensitivity_squared!r}")
-        sigma2 = l2_sensitivity_squared / (2 * Fraction(rho))
+        sigma2 = _round_up(l2_sensitivity_squared / (2 * Fraction(rho)))
         sigma = math.sqrt(sigma2)
         std, half = discrete_gaussian_spread(sigma)
         return cls(kind="discrete_gaussian", num=sigma2.numerator, den=sigma2.denominator,
@@ -107,6 +108,14 @@ class IntegerNoise:
         noise = np.fromiter((draw(num, den, rng) for rng in streams for _ in range(width)),
                             dtype=np.int64, count=vals.size)
         return vals + noise.reshape(vals.shape)
+
+
+def _round_up(q: Fraction, bits: int = 40) -> Fraction:
+    """q rounded UP to a multiple of 2^-k keeping ~``bits`` significant bits (relative
+    change < 2^-39): more noise, never less, and integers small enough that a draw
+    stays ~10 µs (exact float values of ε or ρ have 2^50-sized denominators)."""
+    k = max(0, bits - int(q).bit_length())
+    return Fraction(math.ceil(q * 2**k), 2**k)
 
 
 def discrete_gaussian_spread(sigma: float) -> tuple[float, float]:

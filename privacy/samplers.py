@@ -60,8 +60,13 @@ class KeyedStream:
         if n <= 0:
             raise ValueError(f"below: expected n >= 1, got {n}")
         k = (n - 1).bit_length()
-        while True:
-            r = self.bits(k)
+        mask = (1 << k) - 1
+        while True:  # self.bits(k), inlined: this is the innermost loop of every draw
+            while self._bits < k:
+                self._refill()
+            r = self._pool & mask
+            self._pool >>= k
+            self._bits -= k
             if r < n:
                 return r
 
