@@ -13,9 +13,10 @@ partials it had for the window are all in by then. Windows in ``released``
 (loaded from the ledger) are never released again; their partials, if read
 again after a restart, are ignored.
 
-Every window is released, with or without partials here: from the first mark
-this partition saw (or the end of the last window in its ledger) every window
-of every stream gets a ledger entry, so which entries exist says how far time
+Every window is released, with or without partials here: from LOOKBACK_WINDOWS
+windows before the first mark this partition saw (or from the end of the last
+window in its ledger) every window of every stream gets a ledger entry, in
+the same steps, so which entries exist and in what order says how far time
 has gone, not whether the data had a cell in this partition (an existence
 channel otherwise: tests/privacy/test_exact_channels.py). An empty window
 draws no noise and publishes nothing; its entry charges the window's cost all
@@ -52,6 +53,11 @@ def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
 MAX_WINDOWS_PER_STEP = 1_000
 # How far back the every-window rule reaches (about a week of 1-minute windows).
 MAX_CATCHUP_WINDOWS = 10_000
+# Windows before a partition's first mark that get entries all the same. On live input
+# stage 1's first close covers one to three windows; a first start on a backlog of older
+# input can hold more, and windows older than this then get entries only if they had
+# cells (the one data-dependent boundary, at first deployment; SECURITY.md says so).
+LOOKBACK_WINDOWS = 16
 
 
 class WindowFailed(Exception):
@@ -123,7 +129,11 @@ class Stage2Partition:
             marks = self.marks.setdefault(record.stream, {})
             marks[record.partition] = max(marks.get(record.partition, 0), record.closed_up_to_ms)
             if record.stream in self.next_start and self.next_start[record.stream] is None:
-                self.next_start[record.stream] = record.closed_up_to_ms  # first mark: a time
+                # The first mark is a time (the same marks reach every partials partition);
+                # windows before it may have had cells here (a backlog), so every window
+                # of the lookback gets an entry, cells or not.
+                self.next_start[record.stream] = (record.closed_up_to_ms
+                                                  - self._lookback_ms(record.stream))
             for start, cause in record.failed:
                 key = (record.stream, start)
                 if key in self.released or record.stream not in self.policies:
@@ -141,6 +151,11 @@ class Stage2Partition:
             pending = self.pending[key] = _Pending(offset)
         pending.add(record)
 
+    def _lookback_ms(self, stream: str) -> int:
+        """How far before the first mark the every-window rule starts: LOOKBACK_WINDOWS
+        windows, more than stage 1's first close covers when it starts on live input."""
+        return LOOKBACK_WINDOWS * self.policies[stream].window_ms
+
     def releasable(self, limit: int = MAX_WINDOWS_PER_STEP) -> list[tuple[str, int]]:
         """Windows every stage-1 partition has marked, oldest first: the pending ones
         and every other window since ``next_start`` (at most ``limit`` per stream)."""
@@ -151,18 +166,19 @@ class Stage2Partition:
                 continue
             complete = min(marks[p] for p in range(self.sources))  # windows ending <= this
             w = policy.window_ms
-            for key in self.pending:
-                if key[0] == stream and key[1] + w <= complete:
-                    ready.add(key)
+            last = complete - w  # the newest complete window's start
             start = self.next_start.get(stream)
             if start is not None:
                 # no catch-up further back than MAX_CATCHUP_WINDOWS (a first mark from an
                 # ancient event time): older windows get entries only if they had cells
                 start = max(start - start % w, complete - MAX_CATCHUP_WINDOWS * w)
-                last = min(complete - w, start + (limit - 1) * w)
+                last = min(last, start + (limit - 1) * w)  # the same steps, cells or not
                 for s in range(start, last + 1, w):
                     if (stream, s) not in self.released:
                         ready.add((stream, s))
+            for key in self.pending:
+                if key[0] == stream and key[1] <= last:
+                    ready.add(key)
         return sorted(ready, key=lambda k: (k[1], k[0]))
 
     def release(

@@ -75,9 +75,11 @@ def test_poison_batch_and_failing_window_are_isolated(kafka_cluster, bootstrap, 
     # Stage 2: capacity windows quarantined, marked failed, nothing published for them,
     # and monitoring windows after them released all the same.
     ledger = [json.loads(r.value) for r in read_topic(bootstrap, setup.topic("privmon.ledger"))]
-    failed = [e for e in ledger if e["stream"] == "capacity"]
+    capacity = [e for e in ledger if e["stream"] == "capacity"]
+    failed = [e for e in capacity if e["failed"]]  # the others: windows without cells there
     assert failed and all(e["failed"] == "ZeroDivisionError" and e["cells_released"] == 0
                           for e in failed)
+    assert all(e["cells_released"] == 0 for e in capacity)
     assert read_topic(bootstrap, setup.topic("aggregates.capacity")) == []
     first_failed_end = min(e["window_end_ms"] for e in failed)
     assert any(e["stream"] == "monitoring" and e["window_start_ms"] >= first_failed_end

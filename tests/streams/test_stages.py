@@ -35,7 +35,9 @@ def _run(partitions: int, messages, now_ms: int):
             offset += 1
     totals = {}
     for stream, start in stage2.releasable():
-        pending = stage2.pending[(stream, start)]
+        pending = stage2.pending.get((stream, start))
+        if pending is None:  # a window without cells: an entry, no totals
+            continue
         t, labels = pending.totals(stage2.policies[stream])
         for i, label in enumerate(labels):
             totals[(stream, start, label)] = (int(t.accounts[i]), int(t.events[i]),
