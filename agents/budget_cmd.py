@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from agents.cli_options import add_deployment_options, kafka_options
 from agents.kafka_stage import read_compacted
 from agents.releases import topic_partitions
-from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee, rolling_guarantee
+from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privacy.params import HorizonCap
 from streams.config import ConfigError, PipelineConfig, load_config, with_prefix
 
@@ -54,7 +54,7 @@ def report(config: PipelineConfig, entries: list[LedgerEntry], now_ms: int) -> d
         spent = acc.spent(cap, now_ms=now_ms, stream=stream)
         last = acc.spent(cap, now_ms=now_ms, stream=stream, rolling=True)
         worst = horizon_guarantee(policies, cap)
-        rolling = rolling_guarantee(policies, cap)
+        rolling = horizon_guarantee(policies, cap, rolling=True)
         return {"horizon_ms": cap.horizon_ms, "horizon_start_ms":
                 (now_ms // cap.horizon_ms) * cap.horizon_ms,
                 "spent": {"epsilon": spent.epsilon, "delta": spent.delta, "rho": spent.rho},

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.stats import WorkerStats
 from privacy.noise_keys import NoiseKeys
 from streams.config import DEFAULT_PATH, ConfigError, load_config
 from streams.localkafka import security
@@ -126,25 +127,24 @@ def _worker(args: argparse.Namespace) -> int:
                 metrics.update(worker.stats)
             due = args.status_every_s and time.monotonic() - last_status >= args.status_every_s
             if due and not task.done():
-                _status(worker, args.trusted_status)
+                _status(worker.stats, worker.lag, args.trusted_status)
                 last_status = time.monotonic()
         task.result()
 
     asyncio.run(main())
-    _status(worker, args.trusted_status)
+    _status(worker.stats, worker.lag, args.trusted_status)
     return 0
 
 
-def _status(worker: object, trusted: Path | None) -> None:
+def _status(stats: WorkerStats, lag: dict[int, int], trusted: Path | None) -> None:
     """The public status line; every counter to the trusted file, if one is given."""
-    stats = worker.stats  # type: ignore[attr-defined]
     print("status " + json.dumps(stats.public()), flush=True)
     if trusted is not None:
         trusted.parent.mkdir(parents=True, exist_ok=True)
         tmp = trusted.with_name(trusted.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({**vars(stats), "raw_lag": worker.lag}, f)  # type: ignore[attr-defined]
+            json.dump({**vars(stats), "raw_lag": lag}, f)
         os.replace(tmp, trusted)
 
 

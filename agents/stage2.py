@@ -121,8 +121,7 @@ class Stage2Partition:
         self.next_start: dict[str, int | None] = dict.fromkeys(self.policies)
         for stream, start in self.released:
             if stream in self.policies:
-                end = start + self.policies[stream].window_ms
-                self.next_start[stream] = max(self.next_start[stream] or end, end)
+                self._advance(stream, start)
 
     def on_record(self, offset: int, record: Partial | Mark) -> None:
         if isinstance(record, Mark):
@@ -132,8 +131,9 @@ class Stage2Partition:
                 # The first mark is a time (the same marks reach every partials partition);
                 # windows before it may have had cells here (a backlog), so every window
                 # of the lookback gets an entry, cells or not.
+                window_ms = self.policies[record.stream].window_ms
                 self.next_start[record.stream] = (record.closed_up_to_ms
-                                                  - self._lookback_ms(record.stream))
+                                                  - LOOKBACK_WINDOWS * window_ms)
             for start, cause in record.failed:
                 key = (record.stream, start)
                 if key in self.released or record.stream not in self.policies:
@@ -151,10 +151,10 @@ class Stage2Partition:
             pending = self.pending[key] = _Pending(offset)
         pending.add(record)
 
-    def _lookback_ms(self, stream: str) -> int:
-        """How far before the first mark the every-window rule starts: LOOKBACK_WINDOWS
-        windows, more than stage 1's first close covers when it starts on live input."""
-        return LOOKBACK_WINDOWS * self.policies[stream].window_ms
+    def _advance(self, stream: str, start: int) -> None:
+        """Window ``start`` is released: the next one to release starts after it."""
+        end = start + self.policies[stream].window_ms
+        self.next_start[stream] = max(self.next_start.get(stream) or end, end)
 
     def releasable(self, limit: int = MAX_WINDOWS_PER_STEP) -> list[tuple[str, int]]:
         """Windows every stage-1 partition has marked, oldest first: the pending ones
@@ -162,7 +162,7 @@ class Stage2Partition:
         ready = set()
         for stream, policy in self.policies.items():
             marks = self.marks.get(stream, {})
-            if len(marks) < self.sources or not all(p in marks for p in range(self.sources)):
+            if not all(p in marks for p in range(self.sources)):
                 continue
             complete = min(marks[p] for p in range(self.sources))  # windows ending <= this
             w = policy.window_ms
@@ -188,8 +188,7 @@ class Stage2Partition:
         policy = self.policies[stream]
         pending = self.pending.pop((stream, start), None)
         self.released.add((stream, start))
-        end = start + policy.window_ms
-        self.next_start[stream] = max(self.next_start.get(stream) or end, end)
+        self._advance(stream, start)
         cause = self.failed.pop((stream, start), None)
         if cause is not None:
             raise WindowFailed(cause)

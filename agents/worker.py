@@ -25,7 +25,7 @@ nothing accepted is lost, even after SIGKILL at any instant):
   noise (privacy/noise_keys.py): a read_uncommitted reader who sees the
   aborted copy sees the same bytes. After the commit the ledger, reloaded at
   start, keeps re-read partials of released windows from counting again.
-  Noise is drawn in a thread (``_compute_release``), never on the event loop.
+  Noise is drawn in a thread (``_compute_releases``), never on the event loop.
 - Transactional ids are per worker and stage (``privmon-s1-<worker id>``), so
   a restarted worker fences its killed predecessor's open transaction.
 Readers of aggregate topics should use isolation_level=read_committed.
@@ -75,13 +75,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _compute_release(part: Stage2Partition, policy: StreamPolicy, start: int
-                     ) -> tuple[WindowRelease, list[tuple[bytes, bytes, None]]]:
-    """One window's release and its encoded records (run in a worker thread)."""
-    rel = part.release(policy.name, start,
-                       lambda c: dict(zip(policy.dimensions, c, strict=True)))
-    records = [("|".join(r.cell.values()).encode(), r.to_json(), None) for r in rel.records]
-    return rel, records
+Released = tuple[WindowRelease, list[tuple[bytes, bytes, None]]]
+
+
+def _compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
+                      ) -> list[tuple[str, int, Released | Exception]]:
+    """Each ready window's release and encoded records, or what it raised: one call
+    in a worker thread per step (most windows have no cells here)."""
+    out: list[tuple[str, int, Released | Exception]] = []
+    for stream, start in ready:
+        policy = part.policies[stream]
+        try:
+            rel = part.release(stream, start,
+                               lambda c, p=policy: dict(zip(p.dimensions, c, strict=True)))
+            records = [("|".join(r.cell.values()).encode(), r.to_json(), None)
+                       for r in rel.records]
+            out.append((stream, start, (rel, records)))
+        except Exception as exc:  # this window only: quarantined by the caller
+            out.append((stream, start, exc))
+    return out
 
 
 class Worker:
@@ -440,15 +452,15 @@ class Worker:
             if not ready:
                 continue
             await stage.begin()
-            for stream, start in ready:
+            # noise and encoding in a thread: never on the event loop
+            for stream, start, outcome in await asyncio.to_thread(_compute_releases, part, ready):
                 windows += 1
                 policy = part.policies[stream]
                 topic = topics.aggregate(stream)
-                try:  # noise and encoding in a thread: never on the event loop
-                    rel, records = await asyncio.to_thread(_compute_release, part, policy, start)
-                except Exception as exc:  # this window only: quarantined, never retried
-                    await self._quarantine_window(stage, policy, start, q, exc)
+                if isinstance(outcome, Exception):  # this window only: never retried
+                    await self._quarantine_window(stage, policy, start, q, outcome)
                     continue
+                rel, records = outcome
                 await send_many(stage.producer, topic, records, self.topic_partitions[topic])
                 entry = ledger_entry(policy, start, q, rel)
                 await stage.producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),

@@ -101,22 +101,15 @@ def compose(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> 
     return Guarantee(epsilon=eps, delta=delta, rho=rho)
 
 
-def horizon_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap) -> Guarantee:
+def horizon_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap, *,
+                      rolling: bool = False) -> Guarantee:
     """Worst-case per-account guarantee of all ``policies`` together over ``cap``'s
-    aligned horizon (e.g. a UTC day): what the caps bound."""
-    return compose(
-        ((window_cost(p), windows_per_horizon(p, cap.horizon_ms)) for p in policies),
-        target_delta=cap.max_delta,
-    )
-
-
-def rolling_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap) -> Guarantee:
-    """The same over any interval of the horizon's length, aligned or not: up to
-    twice the aligned figure for a stream whose cap binds within a period."""
-    return compose(
-        ((window_cost(p), windows_per_rolling_horizon(p, cap.horizon_ms)) for p in policies),
-        target_delta=cap.max_delta,
-    )
+    aligned horizon (e.g. a UTC day): what the caps bound. ``rolling``: over any
+    interval of that length, aligned or not (up to twice the aligned figure for a
+    stream whose cap binds within a period)."""
+    windows_of = windows_per_rolling_horizon if rolling else windows_per_horizon
+    return compose(((window_cost(p), windows_of(p, cap.horizon_ms)) for p in policies),
+                   target_delta=cap.max_delta)
 
 
 def check_policies(

@@ -168,8 +168,8 @@ class HorizonCap:
     """The policy's ceiling on the per-account guarantee over an aligned horizon
     (e.g. a UTC day): ``horizon_ms`` must be a whole number of the streams'
     participation periods. Over an unaligned interval of the same length the
-    guarantee can be weaker; ``privacy.accountant.rolling_guarantee`` says by how
-    much, and ``privmon budget`` prints both."""
+    guarantee can be weaker; ``privacy.accountant.horizon_guarantee(...,
+    rolling=True)`` says by how much, and ``privmon budget`` prints both."""
 
     horizon_ms: int
     max_epsilon: float

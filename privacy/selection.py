@@ -72,16 +72,14 @@ class PartitionSelection:
     ) -> tuple[np.ndarray, np.ndarray, IntegerNoise]:
         """(released mask, noisy account counts of all cells, the noise used).
 
-        ``stream_of(i)`` is cell i's noise stream; cells under k draw no noise and are
-        never released; their noisy count is reported
-        as -1 and must not be published.
+        ``stream_of(i)`` is cell i's noise stream. Cells under k draw no noise and are
+        never released; their noisy count is reported as -1 and must not be published.
         """
         accounts = np.asarray(accounts, np.int64)
         noise = self.noise()
         eligible = accounts >= self.k
         noisy = np.full(accounts.shape, -1, np.int64)
         idx = np.flatnonzero(eligible)
-        if idx.size:
-            noisy[idx] = noise.add(accounts[idx], [stream_of(i) for i in idx.tolist()])
+        noisy[idx] = noise.add(accounts[idx], [stream_of(i) for i in idx.tolist()])
         released = eligible & (noisy - (self.k - 1) >= self.threshold)
         return released, noisy, noise

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.config import PipelineConfig
@@ -45,6 +47,16 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
     for policy in config.policies:
         specs[t.aggregate(policy.name)] = (1, {})
     return specs
+
+
+@contextmanager
+def _admin(bootstrap: str, options: dict[str, str] | None) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
+                             **(options or {}))
+    try:
+        yield admin
+    finally:
+        admin.close()
 
 
 class TopicLayoutError(ValueError):
@@ -89,38 +101,26 @@ def apply_retention(bootstrap: str, config: PipelineConfig, *,
                     options: dict[str, str] | None = None) -> None:
     """Set the retention configs on existing topics too (incrementally: other
     settings an operator made are left alone). Raises what the broker refused."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
-                             **(options or {}))
-    try:
-        resources = [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(wanted))
-                     for topic, wanted in retention_configs(config).items()]
+    resources = [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(wanted))
+                 for topic, wanted in retention_configs(config).items()]
+    with _admin(bootstrap, options) as admin:
         result = admin.alter_configs(resources, incremental=True, raise_on_unknown=False)
-        errors = [f"{name}: {err}" for by_name in result.values()
-                  for name, err in by_name.items() if err != "OK"]
-        if errors:
-            raise RuntimeError("; ".join(errors[:3]))
-    finally:
-        admin.close()
+    errors = [f"{name}: {err}" for by_name in result.values()
+              for name, err in by_name.items() if err != "OK"]
+    if errors:
+        raise RuntimeError("; ".join(errors[:3]))
 
 
 def topic_configs(bootstrap: str, topics: list[str], *,
                   options: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
     """The broker's current configs of ``topics`` (name -> key -> value)."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
-                             **(options or {}))
-    try:
+    with _admin(bootstrap, options) as admin:
         found = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics], config_filter="All")
-        # {resource type: {name: {key: {"value": ..., ...}}}}
-        return {name: {key: (v.get("value") if isinstance(v, dict) else v)
-                       for key, v in configs.items()}
-                for by_name in found.values() for name, configs in by_name.items()}
-    finally:
-        admin.close()
+    # {resource type: {name: {key: {"value": ..., ...}}}}
+    return {name: {key: (v.get("value") if isinstance(v, dict) else v)
+                   for key, v in configs.items()}
+            for by_name in found.values() for name, configs in by_name.items()}
 
 
 def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
@@ -128,9 +128,7 @@ def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
                    options: dict[str, str] | None = None) -> dict[str, int]:
     """Create the topics of ``specs`` (name -> (partitions, configs)) that do not
     exist yet; return each one's partition count."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
-                             **(options or {}))
-    try:
+    with _admin(bootstrap, options) as admin:
         if replication is None:
             replication = min(3, len(admin.describe_cluster()["brokers"]))
         existing = set(admin.list_topics())
@@ -149,5 +147,3 @@ def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
             if all(counts.get(name) for name in specs) or time.monotonic() > deadline:
                 return counts
             time.sleep(0.2)
-    finally:
-        admin.close()

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from privacy.accountant import (
     horizon_guarantee,
-    rolling_guarantee,
     windows_per_horizon,
     windows_per_rolling_horizon,
 )
@@ -58,7 +57,7 @@ def test_an_account_active_across_midnight_reaches_the_rolling_bound():
     assert worst == windows_per_rolling_horizon(MONITORING, DAY)  # the stated one is, exactly
     # and the composed epsilon over that interval is what the rolling figure says
     cap = MONITORING.horizon_caps[0]
-    assert rolling_guarantee([MONITORING], cap).epsilon == pytest.approx(
+    assert horizon_guarantee([MONITORING], cap, rolling=True).epsilon == pytest.approx(
         worst * MONITORING.budget.epsilon)
     assert horizon_guarantee([MONITORING], cap).epsilon == pytest.approx(60.0)
 
