@@ -6,7 +6,9 @@ side by side with the code before them (diffprivlib) and with OpenDP, in one run
    privmon (privacy/samplers.py over a keyed stream), OpenDP 0.16 (one call per
    value and one vector call for 10,000 values; Rust core, OS randomness, so not
    keyable), and diffprivlib 0.6.6 (the old samplers; few draws where they are slow).
-   Also the Spearman correlation of a draw's time with |value| (a timing channel).
+   Also the Spearman correlation of a draw's time with |value| (a timing channel),
+   the µs per draw in bulk (``IntegerNoise.add``), and the same three figures for
+   the previous privmon samplers (``--previous-rev``, CKS as in the paper).
 2. One window of 10,000 cells per stream through ``release_window``, time and
    tracemalloc peak, for this tree and for a baseline revision (default: the last
    commit with diffprivlib's samplers), each in its own process. The baseline's
@@ -14,7 +16,8 @@ side by side with the code before them (diffprivlib) and with OpenDP, in one run
    spread computation once: at production σ it takes seconds and GB per call.
    Times are of an untraced pass; peak memory of a second, traced one.
 
-    python -m bench.noise_samplers [--cells 10000] [--baseline-rev 1938aad] [--write]
+    python -m bench.noise_samplers [--cells 10000] [--baseline-rev 1938aad]
+        [--previous-rev 915e463] [--write]
 
 Needs the bench extra (``pip install -e '.[bench]'``: diffprivlib, opendp).
 """
@@ -39,6 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_REV = "1938aad"  # the last commit whose release noise came from diffprivlib
+PREVIOUS_REV = "915e463"  # the last commit with CKS samplers whose cost grows with |value|
 
 
 # ---------------------------------------------------------------- per draw
@@ -57,25 +61,48 @@ def _time_per_draw(draw, n: int) -> tuple[float, float]:
     return float(times.mean() / 1e3), float(rho)
 
 
-def per_draw(n: int) -> list[dict]:
+_CASES = (("monitoring", "events"), ("monitoring", "latency"), ("research", "events"),
+          ("research", "latency"), ("research", "session"))
+
+
+def _cases() -> list:
+    from privacy.release import noise_for
+    from streams.config import load_config
+
+    config = load_config()
+    return [(stream, quantity, noise_for(config.policy(stream), quantity))
+            for stream, quantity in _CASES]
+
+
+def privmon_per_draw(n: int) -> list[dict]:
+    """This tree's samplers: µs per scalar draw, its time's Spearman correlation with
+    |value|, and µs per draw in bulk (``add`` over 10,000 streams, one draw each)."""
+    from privacy.samplers import KeyedStream
+
+    key = os.urandom(32)
+    rows = []
+    for stream, quantity, noise in _cases():
+        rng = KeyedStream(key, b"bench")
+        us, rho = _time_per_draw(lambda noise=noise, rng=rng: noise.draw(rng), n)
+        streams = [KeyedStream(key, f"bulk/{i}".encode()) for i in range(10_000)]
+        t0 = time.perf_counter()
+        noise.add(np.zeros(10_000, np.int64), streams)
+        bulk = (time.perf_counter() - t0) / 10_000 * 1e6
+        rows.append({"case": f"{stream}.{quantity}", "us": round(us, 1),
+                     "time_vs_abs_value": round(rho, 3), "bulk_us": round(bulk, 1)})
+    return rows
+
+
+def per_draw(n: int, previous: Path | None = None) -> list[dict]:
     import diffprivlib.mechanisms as dpl
     import opendp.prelude as dp
 
-    from privacy.release import noise_for
-    from privacy.samplers import KeyedStream
-    from streams.config import load_config
-
     dp.enable_features("contrib")
-    config = load_config()
-    cases = []
-    for stream, quantity in (("monitoring", "events"), ("monitoring", "latency"),
-                             ("research", "events"), ("research", "latency"),
-                             ("research", "session")):
-        cases.append((stream, quantity, noise_for(config.policy(stream), quantity)))
+    mine = privmon_per_draw(n)
+    before = (_in_tree(previous, _call(f"privmon_per_draw({n})"), 900) if previous
+              else None) or [{}] * len(mine)
     rows = []
-    for stream, quantity, noise in cases:
-        rng = KeyedStream(os.urandom(32), b"bench")
-        ours = _time_per_draw(lambda noise=noise, rng=rng: noise.draw(rng), n)
+    for (stream, quantity, noise), ours, prev in zip(_cases(), mine, before, strict=True):
         if noise.kind == "geometric":
             scale = -1 / math.log(noise.param)
             odp = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale)
@@ -105,7 +132,10 @@ def per_draw(n: int) -> list[dict]:
         rows.append({
             "case": f"{stream}.{quantity}", "noise": noise.description,
             "scale_or_sigma": round(scale, 2),
-            "privmon_us": round(ours[0], 1), "privmon_time_vs_abs_value": round(ours[1], 3),
+            "privmon_us": ours["us"], "privmon_time_vs_abs_value": ours["time_vs_abs_value"],
+            "privmon_bulk_us": ours["bulk_us"],
+            "previous_us": prev.get("us"), "previous_time_vs_abs_value":
+                prev.get("time_vs_abs_value"), "previous_bulk_us": prev.get("bulk_us"),
             "opendp_us": round(odp_one[0], 1), "opendp_vector_us": round(odp_vec_us, 2),
             "diffprivlib_us": round(dpl_one[0], 1), "diffprivlib_draws": old_n,
             "diffprivlib_time_vs_abs_value": round(dpl_one[1], 3),
@@ -199,6 +229,7 @@ def _in_tree(tree: Path, code: str, timeout_s: float) -> dict | None:
 
 
 def _baseline_tree(rev: str, into: Path) -> Path:
+    into.mkdir(parents=True)
     archive = into / "baseline.tar"
     subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), rev, "privacy",
                     "streams", "agents", "bench", "configs"], cwd=REPO, check=True)
@@ -214,25 +245,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=4_000, help="draws per case for per-draw times")
     ap.add_argument("--baseline-rev", default=BASELINE_REV,
                     help=f"git revision of the baseline (default {BASELINE_REV})")
+    ap.add_argument("--previous-rev", default=PREVIOUS_REV,
+                    help=f"git revision of the previous samplers (default {PREVIOUS_REV})")
     ap.add_argument("--baseline-research-cells", type=int, default=2,
                     help="cells of the baseline's research window (its draws take seconds)")
     ap.add_argument("--timeout-s", type=float, default=900, help="per baseline run")
     ap.add_argument("--write", action="store_true", help="append the figures to bench/RESULTS.md")
     args = ap.parse_args(argv)
 
-    print(f"# per draw ({args.draws} draws per case)", flush=True)
-    draws = per_draw(args.draws)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = _baseline_tree(args.baseline_rev, Path(tmp))
+        base = _baseline_tree(args.baseline_rev, Path(tmp) / "baseline")
+        previous = _baseline_tree(args.previous_rev, Path(tmp) / "previous")
+        print(f"# per draw ({args.draws} draws per case)", flush=True)
+        draws = per_draw(args.draws, previous)
         for stream in ("monitoring", "capacity", "research"):
             mine = _in_tree(REPO, _call(f"window({stream!r}, {args.cells})"), args.timeout_s)
+            before = _in_tree(previous, _call(f"window({stream!r}, {args.cells})"),
+                              args.timeout_s)
+            print(f"# {stream}: previous {args.previous_rev} {before}", flush=True)
             cells = args.cells if stream != "research" else args.baseline_research_cells
             bcode = _call(f"window({stream!r}, {cells})")
             print(f"# {stream}: this tree {mine}", flush=True)
             theirs = _in_tree(base, bcode, args.timeout_s)
             print(f"# {stream}: baseline {args.baseline_rev} {theirs}", flush=True)
-            rows.append({"stream": stream, "privmon": mine, "baseline": theirs})
+            rows.append({"stream": stream, "privmon": mine, "previous": before,
+                         "baseline": theirs})
         code = _call("spread_once()")
         spread = {"privmon": _in_tree(REPO, code, args.timeout_s),
                   "baseline": _in_tree(base, code, args.timeout_s)}

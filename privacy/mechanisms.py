@@ -1,8 +1,9 @@
 """Integer-valued noise from exact samplers over keyed streams, with known spread.
 
 Two distributions, both integer-valued (floating-point noise is attackable) and
-both sampled exactly by ``privacy/samplers.py`` (no floating point, O(1)
-expected time at every scale):
+both sampled exactly by ``privacy/samplers.py`` (no floating point, a cost that
+does not depend on the value drawn, nor grows with the scale), in bulk by
+``privacy/batch_samplers.py`` (the same draws, in numpy):
 
 - discrete Laplace (two-sided geometric), P(z) ∝ α^|z| with α = exp(-ε/Δ1),
   scale Δ1/ε: pure ε-DP for L1 sensitivity Δ1;
@@ -27,7 +28,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from privacy.samplers import KeyedStream, discrete_gaussian, discrete_laplace
+from privacy import batch_samplers, samplers
+from privacy.samplers import KeyedStream
 
 CONFIDENCE = 0.95
 Z95 = 1.959963984540054
@@ -55,7 +57,10 @@ class IntegerNoise:
                  description: str) -> None:
         self.kind = kind
         self._num, self._den = num, den  # scale (geometric) or σ² (Gaussian), exactly
-        self._draw = discrete_laplace if kind == "geometric" else discrete_gaussian
+        if kind == "geometric":
+            self._laplace = samplers.laplace_table(num, den)
+        else:
+            self._gaussian = samplers.gaussian_table(num, den)
         self.spread = spread
         self.param = param
         self.description = description
@@ -94,19 +99,27 @@ class IntegerNoise:
                                f"L2={math.sqrt(l2_sensitivity_squared):g})")
 
     def draw(self, rng: KeyedStream) -> int:
-        """One exact draw from ``rng``."""
-        return self._draw(self._num, self._den, rng)
+        """One exact draw from ``rng`` (the scalar definition ``add`` computes in bulk)."""
+        if self.kind == "geometric":
+            return samplers.discrete_laplace(self._laplace, rng)
+        return samplers.discrete_gaussian(self._gaussian, rng)
 
     def add(self, values: np.ndarray, streams: Sequence[KeyedStream]) -> np.ndarray:
-        """values + noise, row by row: row i (a scalar or a vector) draws from streams[i]."""
+        """values + noise, row by row: row i (a scalar or a vector) draws from streams[i].
+
+        A row of several values takes one block of streams[i] for all of them
+        (geometric) or one sub-stream per value (Gaussian, whose rounds vary)."""
         vals = np.asarray(values, dtype=np.int64)
         if vals.ndim == 0 or len(streams) != vals.shape[0]:
             raise ValueError(f"add: expected one stream per row, got {len(streams)} streams for "
                              f"values of shape {vals.shape}")
         width = int(np.prod(vals.shape[1:], dtype=np.int64))
-        draw, num, den = self._draw, self._num, self._den
-        noise = np.fromiter((draw(num, den, rng) for rng in streams for _ in range(width)),
-                            dtype=np.int64, count=vals.size)
+        if self.kind == "geometric":
+            noise = batch_samplers.discrete_laplace(self._laplace, streams, width)
+        else:
+            per_draw = streams if width == 1 else [s.child(k) for s in streams
+                                                   for k in range(width)]
+            noise = batch_samplers.discrete_gaussian(self._gaussian, per_draw)
         return vals + noise.reshape(vals.shape)
 
 

@@ -18,7 +18,7 @@ from scipy import stats
 
 from privacy import samplers
 from privacy.mechanisms import IntegerNoise, discrete_gaussian_spread
-from privacy.samplers import KeyedStream, bernoulli_exp
+from privacy.samplers import KeyedStream
 from tests.privacy.keyed import TEST_KEY, streams
 
 FALSE_FAILURE = 1e-4
@@ -78,14 +78,6 @@ def test_discrete_gaussian_matches_its_pmf_and_stated_spread(rho, l2_squared):
     assert coverage >= 0.95 - 4 * math.sqrt(0.05 * 0.95 / z.size)
 
 
-@pytest.mark.parametrize(("num", "den"), [(0, 1), (1, 3), (1, 1), (7, 2), (5, 1)])
-def test_bernoulli_exp_has_probability_exp_minus_gamma(num, den):
-    rng = KeyedStream(TEST_KEY, f"bexp/{num}/{den}".encode())
-    n = 20_000
-    hits = sum(bernoulli_exp(num, den, rng) for _ in range(n))
-    assert stats.binomtest(hits, n, math.exp(-num / den)).pvalue >= FALSE_FAILURE
-
-
 def test_draws_are_a_pure_function_of_key_and_context():
     """The same (key, context) gives the same draws; another context or key does not."""
     noise = IntegerNoise.geometric(epsilon=0.1, sensitivity=10)
@@ -136,7 +128,8 @@ def test_the_samplers_use_no_floating_point():
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = [a.name for a in node.names]
             mod = getattr(node, "module", None)
-            assert mod in (None, "__future__", "math") or "hashlib" in names, mod
+            assert (mod in (None, "__future__", "math", "fractions", "functools",
+                            "privacy.thresholds") or "hashlib" in names), mod
             if mod == "math":
                 assert names == ["isqrt"], names
 
@@ -175,7 +168,8 @@ def test_the_samplers_agree_with_opendp(kind, param):
         l2 = (dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int))
         theirs = np.array(dp.m.make_gaussian(*l2, scale=noise.param)([0] * n))
     ours = _draws(noise, n, f"odp/{kind}/{param}")
-    edges = np.unique(np.quantile(np.r_[ours, theirs], np.linspace(0, 1, 21)))
+    # Edges at pooled data values ("lower"), so no bin is empty in both samples.
+    edges = np.unique(np.quantile(np.r_[ours, theirs], np.linspace(0, 1, 21), method="lower"))
     a, _ = np.histogram(ours, edges)
     b, _ = np.histogram(theirs, edges)
     _, pvalue, _, _ = stats.chi2_contingency(np.array([a, b]))
