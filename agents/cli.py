@@ -14,7 +14,7 @@ from agents import (
     report_cmd,
     subscribe_cmd,
 )
-from streams.localkafka import security
+from streams import kafka_errors
 from streams.topics import TopicLayoutError
 
 
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"privmon {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if not security.refused(exc):
+        if not kafka_errors.refused(exc):
             raise
         # Kafka refused this principal something: say which ACLs are missing, exit 3.
-        print(security.refusal_message(args.command, exc), file=sys.stderr)
+        print(kafka_errors.refusal_message(args.command, exc), file=sys.stderr)
         return 3
 
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.localkafka.security import refused
+from streams.kafka_errors import refused
 from streams.participation_state import MAX_RECORD_BYTES
-
-if TYPE_CHECKING:
-    from agents.worker import Worker
 
 log = logging.getLogger("privmon.worker")
 
@@ -71,20 +67,22 @@ class Stage:
     needs no special case beyond what a restart already does.
     """
 
-    def __init__(self, worker: Worker, name: str) -> None:
-        self.worker = worker
+    def __init__(self, name: str, *, bootstrap: str, transactional_id: str,
+                 kafka_options: Mapping[str, str]) -> None:
         self.name = name
+        self.bootstrap = bootstrap
+        self.transactional_id = transactional_id  # e.g. "privmon-s1-<worker id>"
+        self.kafka_options = dict(kafka_options)
         self.rebuild = True
         self.in_txn = False
         self.broken = False
         self.producer = self._new_producer()
 
     def _new_producer(self) -> AIOKafkaProducer:
-        w = self.worker
         return AIOKafkaProducer(
-            bootstrap_servers=w.bootstrap,
-            transactional_id=f"{w.config.app_id}-{self.name}-{w.worker_id}",
-            enable_idempotence=True, linger_ms=5, **w.kafka_options,
+            bootstrap_servers=self.bootstrap,
+            transactional_id=self.transactional_id,
+            enable_idempotence=True, linger_ms=5, **self.kafka_options,
             # participation-state records can be larger than Kafka's 1 MB default
             max_request_size=MAX_RECORD_BYTES + 64 * 1024,
             # One batch per partition and close, not one per 16 KB: aiokafka sends a

@@ -147,6 +147,11 @@ class Worker:
         cost: a worker that stops for good keeps its partitions until that timeout."""
         return f"{self.config.app_id}-{stage}-{self.worker_id}"
 
+    def _stage(self, name: str) -> Stage:
+        return Stage(name, bootstrap=self.bootstrap,
+                     transactional_id=f"{self.config.app_id}-{name}-{self.worker_id}",
+                     kafka_options=self.kafka_options)
+
     async def run(self, stop: asyncio.Event) -> None:
         self.crash_guard.load(self.quarantine)
         self.topic_partitions = await asyncio.to_thread(
@@ -194,7 +199,7 @@ class Worker:
     # ------------------------------------------------------------ stage 1
     async def _stage1(self, stop: asyncio.Event) -> None:
         topics = self.config.topics
-        stage = Stage(self, "s1")
+        stage = self._stage("s1")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage1_group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=5000,
@@ -369,7 +374,7 @@ class Worker:
     # ------------------------------------------------------------ stage 2
     async def _stage2(self, stop: asyncio.Event, sources: int) -> None:
         topics = self.config.topics
-        stage = Stage(self, "s2")
+        stage = self._stage("s2")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.stage2_group, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",

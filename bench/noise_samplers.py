@@ -147,7 +147,7 @@ def per_draw(n: int, previous: Path | None = None) -> list[dict]:
 # ---------------------------------------------------------------- one window
 def _totals(policy, cells: int, rng: np.random.Generator):
     from privacy.accumulators import CellTotals
-    from privacy.params import HistogramMetric
+    from privacy.kinds import HistogramMetric
 
     linf = policy.bounds.max_events_per_cell
     accounts = rng.integers(policy.k * 40, policy.k * 80, cells)

@@ -26,16 +26,14 @@ import numpy as np
 
 from privacy import accumulators as acc
 from privacy.bounding import ContributionTable
+from privacy.kinds import BooleanMetric, HistogramMetric, ValueMetric
 from privacy.noise_keys import NoiseKeys
 from privacy.params import (
-    BooleanMetric,
     ContributionBounds,
-    HistogramMetric,
     HorizonCap,
     ParticipationCap,
     PrivacyBudget,
     StreamPolicy,
-    ValueMetric,
 )
 from privacy.release import release_window
 

@@ -19,7 +19,7 @@ from types import MappingProxyType
 import numpy as np
 
 from privacy.bounding import BoundedRows
-from privacy.params import BooleanMetric, HistogramMetric, StreamPolicy, ValueMetric
+from privacy.params import StreamPolicy
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,7 @@ class CellTotals:
 
 def initialize(policy: StreamPolicy) -> CellTotals:
     """Empty totals with one column per metric of the policy."""
-    cols = {}
-    for m in policy.metrics:
-        shape = (0, m.n_buckets) if isinstance(m, HistogramMetric) else (0,)
-        cols[m.name] = np.zeros(shape, np.int64)
+    cols = {m.name: np.zeros((0, *m.buckets), np.int64) for m in policy.metrics}
     empty = np.zeros(0, np.int64)
     return CellTotals(empty, empty, empty, MappingProxyType(cols))
 
@@ -93,57 +90,12 @@ def merge(a: CellTotals, b: CellTotals) -> CellTotals:
     )
 
 
-def quantiles_from_histogram(
-    counts: np.ndarray, edges: tuple[float, ...], qs: tuple[float, ...]
-) -> np.ndarray:
-    """Quantiles of bucketed data by linear interpolation inside buckets.
-
-    ``counts`` is [..., buckets] (negative entries, from noise, count as 0);
-    returns [..., len(qs)]. Cells with no mass get NaN.
-    """
-    counts = np.clip(np.asarray(counts, np.float64), 0, None)
-    edges_a = np.asarray(edges, np.float64)
-    cum = np.cumsum(counts, axis=-1)
-    total = cum[..., -1:]
-    out = np.full((*counts.shape[:-1], len(qs)), np.nan)
-    for j, q in enumerate(qs):
-        target = q * total
-        idx = np.minimum((cum < target).sum(axis=-1), counts.shape[-1] - 1)
-        before = np.take_along_axis(cum, idx[..., None], -1)[..., 0] - np.take_along_axis(
-            counts, idx[..., None], -1
-        )[..., 0]
-        inside = np.take_along_axis(counts, idx[..., None], -1)[..., 0]
-        frac = np.divide(
-            target[..., 0] - before, inside, out=np.zeros_like(inside), where=inside > 0
-        )
-        value = edges_a[idx] + np.clip(frac, 0, 1) * (edges_a[idx + 1] - edges_a[idx])
-        out[..., j] = np.where(total[..., 0] > 0, value, np.nan)
-    return out
-
-
 def result(totals: CellTotals, policy: StreamPolicy) -> dict[str, np.ndarray]:
     """True aggregates per cell (never published): counts, sums, means, rates, quantiles."""
     out: dict[str, np.ndarray] = {
         "accounts": totals.accounts.astype(np.float64),
         "events": totals.events.astype(np.float64),
     }
-    events = np.maximum(totals.events, 1).astype(np.float64)
     for m in policy.metrics:
-        col = totals.columns[m.name]
-        if isinstance(m, ValueMetric):
-            sum_q = (col + (m.lower_q + m.upper_q) * totals.events) / 2
-            out[f"{m.name}.sum"] = sum_q * m.resolution
-            out[f"{m.name}.mean"] = sum_q / events * m.resolution
-        elif isinstance(m, BooleanMetric):
-            out[f"{m.name}.count"] = col.astype(np.float64)
-            out[f"{m.name}.rate"] = col / events
-        else:
-            qs = quantiles_from_histogram(col, m.edges, m.quantiles)
-            for j, q in enumerate(m.quantiles):
-                out[f"{m.name}.p{quantile_label(q)}"] = qs[:, j]
+        out.update(m.true_result(totals.columns[m.name], totals.events))
     return out
-
-
-def quantile_label(q: float) -> str:
-    """0.5 -> '50', 0.95 -> '95', 0.999 -> '99.9'."""
-    return f"{q * 100:g}"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.params import BooleanMetric, HistogramMetric, StreamPolicy, ValueMetric
+from privacy.params import StreamPolicy
 
 _CELL_BITS = 32
 
@@ -57,34 +57,8 @@ def sensitivities(policy: StreamPolicy) -> dict[str, Sensitivity]:
 
     out = {"accounts": s(1), "events": s(linf)}
     for m in policy.metrics:
-        if isinstance(m, ValueMetric):
-            out[m.name] = s(linf * (m.upper_q - m.lower_q))
-        else:  # boolean count, or histogram: an account's events fill <= Linf bucket slots
-            out[m.name] = s(linf)
+        out[m.name] = s(m.per_cell_sensitivity(linf))
     return out
-
-
-def quantize(metric: ValueMetric | BooleanMetric | HistogramMetric, raw: np.ndarray) -> np.ndarray:
-    """Per-event integer contribution of ``raw`` to ``metric``.
-
-    Value: 2·q - (lower_q + upper_q), with q the value clamped and rounded to
-    resolution units (centred, so mean = post-processing of two noisy sums).
-    Boolean: 0/1. Histogram: the bucket index.
-    """
-    values = np.asarray(raw)
-    if isinstance(metric, BooleanMetric):
-        return values.astype(bool).astype(np.int64)
-    values = values.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(
-            f"metric {metric.name!r} (field {metric.field!r}): expected finite numbers, "
-            "got NaN or inf; invalid events must be dead-lettered before bounding"
-        )
-    if isinstance(metric, ValueMetric):
-        q = np.clip(np.rint(values / metric.resolution), metric.lower_q, metric.upper_q)
-        return 2 * q.astype(np.int64) - (metric.lower_q + metric.upper_q)
-    bucket = np.searchsorted(np.asarray(metric.edges), values, side="right") - 1
-    return np.clip(bucket, 0, metric.n_buckets - 1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -117,15 +91,8 @@ class ContributionTable:
         self._cell = np.zeros(capacity, np.uint32)
         count_type = np.min_scalar_type(self._linf)
         self._events = np.zeros(capacity, count_type)
-        self._cols: dict[str, np.ndarray] = {}
-        for m in policy.metrics:
-            if isinstance(m, HistogramMetric):
-                self._cols[m.name] = np.zeros((capacity, m.n_buckets), count_type)
-            elif isinstance(m, ValueMetric):
-                bound = self._linf * (m.upper_q - m.lower_q)
-                self._cols[m.name] = np.zeros(capacity, np.min_scalar_type(-bound - 1))
-            else:
-                self._cols[m.name] = np.zeros(capacity, count_type)
+        self._cols = {m.name: np.zeros((capacity, *m.buckets), m.column_dtype(self._linf))
+                      for m in policy.metrics}
         self.dropped_by_linf = 0
 
     def __len__(self) -> int:
@@ -169,7 +136,7 @@ class ContributionTable:
                 raise ValueError(
                     f"fields: metric {m.name!r} needs field {m.field!r}; got {sorted(fields)}"
                 )
-            contrib[m.name] = quantize(m, fields[m.field])
+            contrib[m.name] = m.quantize(fields[m.field])
 
         keys = (account << _CELL_BITS) | cell
         order = np.argsort(keys, kind="stable")  # stable: arrival order within a pair
@@ -209,15 +176,7 @@ class ContributionTable:
 
         add_to(self._events, np.bincount(kept_rows, minlength=size))
         for m in self.policy.metrics:
-            values = contrib[m.name][kept_events]
-            col = self._cols[m.name]
-            if isinstance(m, HistogramMetric):
-                flat = np.bincount(kept_rows * m.n_buckets + values, minlength=size * m.n_buckets)
-                add_to(col, flat.reshape(size, m.n_buckets))
-            else:
-                add_to(col, np.rint(
-                    np.bincount(kept_rows, weights=values, minlength=size)
-                ).astype(np.int64))
+            add_to(self._cols[m.name], m.sum_rows(kept_rows, contrib[m.name][kept_events], size))
         return int(kept_events.size)
 
     def bounded_rows(self, rng: np.random.Generator) -> BoundedRows:

@@ -20,6 +20,7 @@ quantiles). The noise draws themselves are never part of a record.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +34,13 @@ class MetricValue:
     noise_std: float
     ci95_low: float
     ci95_high: float
+
+    @classmethod
+    def around(cls, value: float, std: float, half: float, lo: float = -math.inf,
+               hi: float = math.inf) -> MetricValue:
+        """A value with its noise std and 95% interval ±half, clipped to [lo, hi]."""
+        return cls(value=float(value), noise_std=float(std),
+                   ci95_low=float(max(lo, value - half)), ci95_high=float(min(hi, value + half)))
 
 
 @dataclass(frozen=True, kw_only=True)

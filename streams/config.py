@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from privacy.accountant import BudgetExceeded, check_policies
+from privacy.checks import PrivacyConfigError
+from privacy.kinds import KINDS, Metric
 from privacy.params import (
-    BooleanMetric,
     ContributionBounds,
-    HistogramMetric,
     HorizonCap,
-    Metric,
     ParticipationCap,
     PrivacyBudget,
-    PrivacyConfigError,
     StreamPolicy,
-    ValueMetric,
 )
 from streams.retention import Retention, RetentionError
 from streams.schema import METRIC_FIELDS
@@ -102,21 +99,13 @@ def _metric(where: str, raw: Any) -> Metric:
 
 def _metric_of_kind(where: str, raw: Any) -> Metric:
     kind = raw.get("kind") if isinstance(raw, Mapping) else None
-    fields = {k: v for k, v in raw.items() if k != "kind"} if isinstance(raw, Mapping) else raw
-    if kind == "value":
-        return _build(where, ValueMetric, fields, required={"name", "field", "lower", "upper"},
-                      optional={"resolution"})
-    if kind == "boolean":
-        return _build(where, BooleanMetric, fields, required={"name", "field"})
-    if kind == "histogram":
-        fields = dict(fields)
-        if isinstance(fields.get("edges"), list):
-            fields["edges"] = tuple(fields["edges"])
-        if isinstance(fields.get("quantiles"), list):
-            fields["quantiles"] = tuple(fields["quantiles"])
-        return _build(where, HistogramMetric, fields, required={"name", "field", "edges"},
-                      optional={"quantiles", "publish_buckets"})
-    raise ConfigError(f"{where}.kind = {kind!r}: expected 'value', 'boolean' or 'histogram'")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        *first, last = [repr(k) for k in KINDS]
+        raise ConfigError(f"{where}.kind = {kind!r}: expected {', '.join(first)} or {last}")
+    # TOML arrays arrive as lists; the metric configs hold tuples (frozen).
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "kind"}
+    return _build(where, cls, fields, required=set(cls.REQUIRED), optional=set(cls.OPTIONAL))
 
 
 def _stream(name: str, raw: Any, version: str) -> StreamPolicy:

@@ -150,21 +150,10 @@ class AlertConfig:
 
 
 def released_metric_names(pipeline: PipelineConfig, stream: str) -> set[str]:
-    """Names a stream's release records carry (see privacy/release.py)."""
-    from privacy.accumulators import quantile_label
-    from privacy.params import BooleanMetric, ValueMetric
-    from privacy.release import bucket_label
-
+    """Names a stream's release records carry (see privacy/kinds/)."""
     names = {"accounts", "events"}
     for m in pipeline.policy(stream).metrics:
-        if isinstance(m, ValueMetric):
-            names |= {f"{m.name}.sum", f"{m.name}.mean"}
-        elif isinstance(m, BooleanMetric):
-            names |= {f"{m.name}.count", f"{m.name}.rate"}
-        else:
-            names |= {f"{m.name}.p{quantile_label(q)}" for q in m.quantiles}
-            if m.publish_buckets:
-                names |= {bucket_label(m, b) for b in range(m.n_buckets)}
+        names |= m.released_names()
     return names
 
 

@@ -80,13 +80,3 @@ def options_for(user: str | None, environ: Mapping[str, str]) -> dict[str, str]:
         )
     return client_options(user, password)
 
-
-def refused(exc: BaseException) -> bool:
-    """True for Kafka's authorization failures (kafka-python's and aiokafka's)."""
-    return "Authorization" in type(exc).__name__
-
-
-def refusal_message(command: str, exc: BaseException) -> str:
-    return (f"privmon {command}: Kafka refused access ({type(exc).__name__}: {exc}). The "
-            "principal needs the ACLs that `privmon kafka acl apply` creates from "
-            "configs/acls.toml; check --sasl-user and the topic names in --config.")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from privacy.accumulators import CellTotals
-from privacy.params import HistogramMetric, StreamPolicy, ValueMetric
+from privacy.kinds import HistogramMetric, ValueMetric
+from privacy.params import StreamPolicy
 from privacy.records import ReleaseRecord
 from privacy.release import release_window
 from streams.config import load_config

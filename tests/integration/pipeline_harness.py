@@ -16,6 +16,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from streams.kafka_errors import refused
+
 REPO = Path(__file__).resolve().parents[2]
 FAST = Path(__file__).with_name("fast_streams.toml")
 WINDOW_MS = 4_000  # monitoring window of fast_streams.toml
@@ -271,7 +273,7 @@ def can_read(cluster, user: str, topic: str) -> bool:
             if consumer.position(tp) is not None:
                 return True
     except KafkaError as exc:
-        if "Authorization" in type(exc).__name__:
+        if refused(exc):
             return False
         raise
     finally:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from privacy.kinds import BooleanMetric, HistogramMetric, ValueMetric
 from privacy.params import (
-    BooleanMetric,
     ContributionBounds,
-    HistogramMetric,
     HorizonCap,
     ParticipationCap,
     PrivacyBudget,
     StreamPolicy,
-    ValueMetric,
 )
 
 DAY_MS = 86_400_000

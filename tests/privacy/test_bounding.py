@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from privacy.bounding import ContributionTable, quantize, sensitivities
-from privacy.params import ValueMetric
+from privacy.bounding import ContributionTable, sensitivities
+from privacy.kinds import ValueMetric
 from tests.privacy.policies import make_policy
 
 FALSE_FAILURE = 1e-4  # stated per distribution test, if the seed were random
@@ -32,7 +32,7 @@ def test_sensitivities_are_exact():
 def test_quantize_clamps_and_centres():
     m = ValueMetric(name="lat", field="l", lower=0, upper=100, resolution=10)
     # q = clip(round(v / 10), 0, 10); contribution 2q - 10
-    got = quantize(m, np.array([-5.0, 0, 14, 15.1, 99, 1e9]))
+    got = m.quantize(np.array([-5.0, 0, 14, 15.1, 99, 1e9]))
     assert got.tolist() == [-10, -10, -8, -6, 10, 10]
 
 
@@ -46,7 +46,7 @@ def _reference(events, policy):
             kept[(account, cell)].append(latency)
     out = {}
     for key, values in kept.items():
-        contrib = quantize(m, np.array(values, dtype=float))
+        contrib = m.quantize(np.array(values, dtype=float))
         out[key] = (len(values), int(contrib.sum()))
     return out
 

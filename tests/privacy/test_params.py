@@ -6,13 +6,9 @@ import dataclasses
 
 import pytest
 
-from privacy.params import (
-    ContributionBounds,
-    HistogramMetric,
-    PrivacyBudget,
-    PrivacyConfigError,
-    ValueMetric,
-)
+from privacy.checks import PrivacyConfigError
+from privacy.kinds import HistogramMetric, ValueMetric
+from privacy.params import ContributionBounds, PrivacyBudget
 from tests.privacy.policies import make_policy
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privacy.release import _nan_percentiles
+from privacy.kinds.histogram import nan_percentiles
 
 
 @settings(max_examples=60, deadline=None)
@@ -21,6 +21,6 @@ def test_nan_percentiles_match_numpy(seed, nan_rate, shape):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         want = np.nanpercentile(a, [2.5, 97.5], axis=0)
-    got = _nan_percentiles(a, (2.5, 97.5))
+    got = nan_percentiles(a, (2.5, 97.5))
     for w, g in zip(want, got, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, equal_nan=True)

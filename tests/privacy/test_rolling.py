@@ -20,7 +20,8 @@ from privacy.accountant import (
     windows_per_horizon,
     windows_per_rolling_horizon,
 )
-from privacy.params import HorizonCap, ParticipationCap, PrivacyConfigError
+from privacy.checks import PrivacyConfigError
+from privacy.params import HorizonCap, ParticipationCap
 from privacy.participation import ParticipationLimiter
 from streams.config import load_config
 

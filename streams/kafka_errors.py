@@ -1,0 +1,32 @@
+"""Which Kafka errors mean "refused access", for both clients privmon uses.
+
+Recognised by exception type (aiokafka's and kafka-python's authorization errors,
+and kafka-python's ``AuthorizationError`` base), not by name, so that a
+production module does not depend on the development launcher.
+"""
+
+from __future__ import annotations
+
+import aiokafka.errors as aio
+import kafka.errors as kp
+
+AUTHORIZATION_ERRORS: tuple[type[BaseException], ...] = (
+    aio.TopicAuthorizationFailedError, aio.GroupAuthorizationFailedError,
+    aio.ClusterAuthorizationFailedError, aio.TransactionalIdAuthorizationFailed,
+    aio.DelegationTokenAuthorizationFailed,
+    kp.AuthorizationError, kp.TopicAuthorizationFailedError, kp.GroupAuthorizationFailedError,
+    kp.ClusterAuthorizationFailedError, kp.TransactionalIdAuthorizationFailedError,
+    kp.DelegationTokenAuthorizationFailedError,
+)
+
+
+def refused(exc: BaseException) -> bool:
+    """True for Kafka's authorization failures (either client)."""
+    return isinstance(exc, AUTHORIZATION_ERRORS)
+
+
+def refusal_message(command: str, exc: BaseException) -> str:
+    """What to tell the operator of ``privmon <command>`` when Kafka refused it."""
+    return (f"privmon {command}: Kafka refused access ({type(exc).__name__}: {exc}). The "
+            "principal needs the ACLs that `privmon kafka acl apply` creates from "
+            "configs/acls.toml; check --sasl-user and the topic names in --config.")

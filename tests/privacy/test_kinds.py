@@ -1,0 +1,127 @@
+"""Metric kinds as one protocol: every kind answers it consistently, and a kind
+defined here alone (no edit anywhere else) goes through bounding, accumulators,
+release and the alert rules' names."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from privacy import accumulators as acc
+from privacy.bounding import ContributionTable, sensitivities
+from privacy.kinds import KINDS, BooleanMetric, HistogramMetric, ReleaseContext, ValueMetric
+from privacy.mechanisms import IntegerNoise
+from privacy.params import PrivacyBudget
+from privacy.records import MetricValue
+from privacy.release import noise_for, release_window
+from tests.privacy.keyed import window_noise
+from tests.privacy.policies import make_policy
+
+EXAMPLES = {
+    "value": ValueMetric(name="v", field="latency_ms", lower=0, upper=100),
+    "boolean": BooleanMetric(name="b", field="error"),
+    "histogram": HistogramMetric(name="h", field="latency_ms", edges=(0, 10, 100),
+                                 publish_buckets=True),
+}
+
+
+def test_every_registered_kind_has_an_example_and_its_config_keys():
+    assert set(KINDS) == set(EXAMPLES)
+    for kind, cls in KINDS.items():
+        assert cls.KIND == kind and isinstance(EXAMPLES[kind], cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert cls.REQUIRED | cls.OPTIONAL == fields, kind
+
+
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+def test_a_kind_answers_the_protocol_consistently(kind):
+    m = EXAMPLES[kind]
+    raw = np.array([0.0, 5.0, 50.0, 1e6])
+    q = m.quantize(raw)
+    assert q.dtype == np.int64 and q.shape == (4,)
+    linf = 7
+    col = m.sum_rows(np.array([0, 0, 1, 1]), q, 2)
+    assert col.shape == (2, *m.buckets)
+    # A row's column fits the declared type at the bound Linf gives.
+    assert np.can_cast(np.min_scalar_type(m.per_cell_sensitivity(linf)),
+                       m.column_dtype(linf)) or m.clamp_range is not None
+    truth = m.true_result(col, np.array([2, 2]))
+    noise = IntegerNoise.geometric(epsilon=1.0, sensitivity=m.per_cell_sensitivity(linf))
+    ctx = ReleaseContext(events=np.array([2, 2]), events_std=1.0, noise=noise,
+                         bootstrap_rng=lambda name: np.random.default_rng(0))
+    released = m.release(col, ctx)
+    assert set(released) == m.released_names()
+    assert set(truth) <= m.released_names()
+    assert all(len(v) == 2 and all(isinstance(x, MetricValue) for x in v)
+               for v in released.values())
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverThreshold:
+    """A kind that exists only in this test: how many events exceed a threshold."""
+
+    KIND: ClassVar[str] = "over_threshold"
+    REQUIRED: ClassVar[frozenset[str]] = frozenset({"name", "field", "threshold"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    name: str
+    field: str
+    threshold: float
+
+    clamp_range = None
+    buckets: tuple[int, ...] = ()
+
+    def quantize(self, raw):
+        return (np.asarray(raw, np.float64) > self.threshold).astype(np.int64)
+
+    def per_cell_sensitivity(self, max_events_per_cell):
+        return max_events_per_cell
+
+    def column_dtype(self, max_events_per_cell):
+        return np.min_scalar_type(max_events_per_cell)
+
+    def sum_rows(self, rows, values, size):
+        return np.bincount(rows, weights=values, minlength=size).astype(np.int64)
+
+    def true_result(self, column, events):
+        return {f"{self.name}.count": column.astype(np.float64)}
+
+    def released_names(self):
+        return {f"{self.name}.count"}
+
+    def release(self, noisy, ctx):
+        s = ctx.noise.spread
+        return {f"{self.name}.count": [MetricValue.around(v, s.std, s.ci95_half_width)
+                                       for v in noisy]}
+
+
+def test_a_new_kind_needs_no_edit_outside_its_own_class():
+    base = make_policy(histogram=False, epsilon=50.0)
+    slow = OverThreshold(name="slow", field="latency_ms", threshold=500)
+    shares = {**base.budget.shares}
+    shares["slow"] = shares.pop("errors")
+    policy = dataclasses.replace(
+        base, metrics=(base.metrics[0], slow),
+        budget=PrivacyBudget(mechanism="geometric", epsilon=50.0, delta=1e-6, shares=shares))
+    assert sensitivities(policy)["slow"].per_cell == policy.bounds.max_events_per_cell
+    assert noise_for(policy, "slow").kind == "geometric"
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    accounts = rng.integers(0, 4000, n)
+    cells = rng.integers(0, 3, n)
+    latency = rng.uniform(0, 1000, n)
+    table = ContributionTable(policy)
+    table.add(accounts, cells, {"latency_ms": latency, "error": np.zeros(n)})
+    totals = acc.add(acc.initialize(policy), table.bounded_rows(rng))
+    truth = acc.result(totals, policy)["slow.count"]
+    rel = release_window(totals, policy, window_start_ms=0,
+                         cell_labels=lambda c: {"server": str(c)}, noise=window_noise("kind"))
+    assert len(rel.records) == 3
+    for i, record in enumerate(rel.records):
+        value = record.metrics["slow.count"]
+        # Discrete Laplace tails: P(|Z| > 10 × its 95% half-width) < 0.05^10 per cell.
+        assert abs(value.value - truth[i]) <= 10 * (value.ci95_high - value.value) + 1
