@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 from privacy.params import HorizonCap, Mechanism, StreamPolicy
 
@@ -198,19 +196,14 @@ def merge_partitions(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
 class Accountant:
     """Append-only ledger of releases; composes what was actually spent.
 
-    With ``path`` every entry is appended to a JSON-lines file and fsynced
-    before ``record`` returns; ``Accountant(path=...)`` reloads it.
+    In memory: the durable ledger is the worker's ledger topic, read back with
+    ``from_entries``.
     """
 
-    def __init__(self, policies: Sequence[StreamPolicy], *, path: Path | None = None) -> None:
+    def __init__(self, policies: Sequence[StreamPolicy]) -> None:
         self.policies = {p.name: p for p in policies}
-        self.path = path
         self._entries: list[LedgerEntry] = []
         self._keys: set[tuple[str, int]] = set()
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    self._append(LedgerEntry(**json.loads(line)))
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
@@ -244,12 +237,6 @@ class Accountant:
         entry = LedgerEntry.for_release(policy, window_start_ms=window_start_ms,
                                         cells_released=cells_released)
         self._append(entry)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(asdict(entry)) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
         return entry
 
     def spent(self, cap: HorizonCap, *, now_ms: int, stream: str | None = None,

@@ -44,14 +44,10 @@ class TelemetryEvent(msgspec.Struct, frozen=True):
     session_s: Annotated[float, Meta(ge=0, le=604_800)]
     event_time_ms: Annotated[int, Meta(ge=0)]
 
-    @property
-    def hour_utc(self) -> int:
-        """Hour of day (0-23, UTC) of the event: lets a daily stream show peak hours."""
-        return (self.event_time_ms // 3_600_000) % 24
-
 
 # The fields a metric may aggregate (``field = ...`` in configs/): numbers and
-# flags of TelemetryEvent, and the derived hour of day.
+# flags of TelemetryEvent, and the hour of day (0-23, UTC) of event_time_ms, derived
+# in agents/stage1_columns.py (lets a daily stream show peak hours).
 METRIC_FIELDS = ("latency_ms", "bytes", "error", "session_s", "hour_utc")
 
 
@@ -114,10 +110,6 @@ class Decoded:
     # Envelope index of each accepted event (-1: the message was one event); None
     # when every item was accepted, in order (the fast path).
     indices: list[int] | None = None
-
-    @property
-    def total(self) -> int:
-        return len(self.events) + len(self.dead)
 
 
 

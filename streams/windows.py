@@ -20,9 +20,6 @@ class WindowSpec:
     window_ms: int
     grace_ms: int
 
-    def start_of(self, event_time_ms: int) -> int:
-        return event_time_ms - event_time_ms % self.window_ms
-
     def closed_up_to(self, watermark_ms: int) -> int:
         """End of the newest window closed at this watermark (windows ending <= it are closed)."""
         limit = watermark_ms - self.grace_ms

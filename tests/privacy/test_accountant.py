@@ -68,16 +68,15 @@ def test_global_cap_covers_all_streams_together():
         check_policies([a, b], global_caps=[cap])
 
 
-def test_ledger_refuses_duplicates_and_survives_reload(tmp_path):
+def test_ledger_refuses_duplicates_and_survives_reload():
     policy = make_policy(epsilon=0.5, max_windows=24)
-    path = tmp_path / "ledger.jsonl"
-    accountant = Accountant([policy], path=path)
+    accountant = Accountant([policy])
     for minute in range(30):
         accountant.record(policy, window_start_ms=minute * 60_000, cells_released=3)
     with pytest.raises(DuplicateRelease, match="already released"):
         accountant.record(policy, window_start_ms=0, cells_released=3)
 
-    reloaded = Accountant([policy], path=path)
+    reloaded = Accountant.from_entries([policy], accountant.entries)  # as from the topic
     assert reloaded.entries == accountant.entries
     assert ("test", 0) in reloaded
     with pytest.raises(DuplicateRelease):
