@@ -133,38 +133,19 @@ def _print_window(stream: str, start: int, records: list[ReleaseRecord]) -> None
 
 async def _view(bootstrap: str, config: PipelineConfig, stop: asyncio.Event,
                 counters: dict[str, int]) -> None:
-    """Print each released window once its records have stopped arriving for 1 s."""
-    from aiokafka import AIOKafkaConsumer
+    """Print each released window of every stream once it is whole (its completion
+    records are in: agents/releases.py ``windows``), from the first window on."""
+    from agents.releases import windows
 
-    topics = [config.topics.aggregate(p.name) for p in config.policies] + [config.topics.ledger]
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                metadata_max_age_ms=2000)
-    await consumer.start()
-    records: dict[tuple[str, int], list[ReleaseRecord]] = defaultdict(list)
-    ledger: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    touched: dict[tuple[str, int], float] = {}
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=300)
-            for tp, msgs in batch.items():
-                for msg in msgs:
-                    if tp.topic == config.topics.ledger:
-                        entry = json.loads(msg.value)
-                        key = (entry["stream"], entry["window_start_ms"])
-                        ledger[key].append(entry)
-                    else:
-                        record = ReleaseRecord.from_json(msg.value)
-                        key = (record.stream, record.window_start_ms)
-                        records[key].append(record)
-                        counters["released"] += 1
-                    touched[key] = time.monotonic()
-            for key in [k for k, t in touched.items() if time.monotonic() - t > 1.0]:
-                ledger.pop(key, None)
-                _print_window(key[0], key[1], records.pop(key, []))
-                del touched[key]
-    finally:
-        await consumer.stop()
+    async def one(stream: str) -> None:
+        if stop.is_set():  # (stopped before the worker made the topics)
+            return
+        async for window in windows(bootstrap, config.topics.aggregate(stream), stop,
+                                    since_ms=0):
+            counters["released"] += len(window.records)
+            _print_window(window.stream, window.start_ms, window.records)
+
+    await asyncio.gather(*(one(p.name) for p in config.policies))
 
 
 def _print_alert(alert: Alert) -> None:
@@ -191,12 +172,15 @@ async def _main(bootstrap: str, args: argparse.Namespace, config: PipelineConfig
                     idle_lag_ms=3000)
     counters = dict.fromkeys(("produced", "malformed", "released"), 0)
     alerter = AlertAgent(pipeline=config, alerts=rules, bootstrap=bootstrap,
-                         export_streams=["monitoring"], settle_s=1.0)
+                         export_streams=["monitoring"])
     alerter.on_alert = _print_alert
     if args.metrics_port is not None:
         alerter.metrics.serve(args.metrics_port)
     worker_task = asyncio.create_task(worker.run(stop))
-    await asyncio.sleep(3)  # let the worker create the topics
+    from agents.releases import wait_for_topics
+
+    await wait_for_topics(bootstrap, [config.topics.raw, *(config.topics.aggregate(p.name)
+                                                          for p in config.policies)], stop)
     tasks = [worker_task, asyncio.create_task(alerter.run(stop)),
              asyncio.create_task(_produce(bootstrap, config.topics.raw, args, stop, counters)),
              asyncio.create_task(_view(bootstrap, config, stop, counters))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -122,6 +122,34 @@ class Stage:
         if self.in_txn:
             await self.producer.abort_transaction()
             self.in_txn = False
+
+
+async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyncio.Event,
+                rebuild: Callable[[], Awaitable[None]],
+                step: Callable[[dict], Awaitable[None]]) -> None:
+    """Run one stage until ``stop``: rebuild after (re)assignment, then one ``step`` per
+    fetched batch; Kafka errors it can survive send it through ``Stage.fail`` and a
+    rebuild from committed state."""
+    await stage.producer.start()
+    await consumer.start()
+    consumer.subscribe([topic], listener=watch_rebalances(stage))
+    try:
+        while not stop.is_set():
+            try:
+                if stage.broken:
+                    await stage.heal()
+                if stage.rebuild:
+                    await rebuild()
+                await step(await consumer.getmany(timeout_ms=200))
+            except Exception as exc:
+                if not recoverable(exc):
+                    raise
+                await stage.fail(exc)
+                await asyncio.sleep(1.0)
+    finally:
+        await stage.abort()
+        await consumer.stop()
+        await stage.producer.stop()
 
 
 async def read_compacted(

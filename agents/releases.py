@@ -17,13 +17,14 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from privacy.records import ReleaseRecord
+from privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
 from streams.config import DEFAULT_PATH, load_config, with_prefix
 
 if TYPE_CHECKING:
@@ -69,9 +70,9 @@ def aggregate_topic(stream: str, *, config: Path | str = DEFAULT_PATH,
     return cfg.topics.aggregate(stream)
 
 
-def _decode(value: bytes, where: str) -> ReleaseRecord | None:
+def _decode(value: bytes, where: str) -> ReleaseRecord | WindowComplete | None:
     try:
-        return ReleaseRecord.from_json(value)
+        return decode_aggregate(value)
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("%s: not a release record (%s); skipped", where, exc)
         return None
@@ -102,6 +103,28 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     tracks and ``topics()`` does not update that view, hence the metadata call."""
     cluster = await consumer._client.fetch_all_metadata()
     return set(cluster.partitions_for_topic(topic) or ())
+
+
+async def wait_for_topics(bootstrap: str, topics: Iterable[str], stop: asyncio.Event, *,
+                          options: Mapping[str, Any] | None = None,
+                          poll_s: float = 0.5) -> bool:
+    """Wait until every topic exists (e.g. a worker starting up creates them); False if
+    ``stop`` was set first."""
+    wanted = set(topics)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **(options or {}))
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            if wanted <= await consumer.topics():
+                return True
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=poll_s)
+            except TimeoutError:
+                pass
+        return False
+    finally:
+        await consumer.stop()
 
 
 async def _consumer(bootstrap: str, topic: str,
@@ -141,20 +164,33 @@ async def read_records(bootstrap: str, topic: str, *, since_ms: int | None = Non
             for tp, msgs in batch.items():
                 for msg in msgs:
                     rec = _decode(msg.value, f"{tp.topic}[{tp.partition}]@{msg.offset}")
-                    if rec is not None and _in_range(rec, since_ms, until_ms):
+                    if isinstance(rec, ReleaseRecord) and _in_range(rec, since_ms, until_ms):
                         out.append(rec)
         return out
     finally:
         await consumer.stop()
 
 
-async def follow_records(bootstrap: str, topic: str, stop: asyncio.Event, *,
-                         since_ms: int | None = None,
-                         options: Mapping[str, Any] | None = None,
-                         poll_ms: int = 500) -> AsyncIterator[ReleaseRecord]:
-    """Committed release records as they arrive (from ``since_ms``, else from now),
-    until ``stop`` is set."""
+@dataclass(frozen=True)
+class Window:
+    """One whole released window of a stream: every cell it released (maybe none)."""
+
+    stream: str
+    start_ms: int
+    end_ms: int
+    records: list[ReleaseRecord]  # sorted by cell
+
+
+async def windows(bootstrap: str, topic: str, stop: asyncio.Event, *,
+                  since_ms: int | None = None, options: Mapping[str, Any] | None = None,
+                  poll_ms: int = 500) -> AsyncIterator[Window]:
+    """Each window of ``topic`` once it is whole (from ``since_ms``, else from now),
+    until ``stop`` is set: whole means every partition of the topic carried the
+    completion record of every partials partition (privacy/records.py), so nothing
+    is guessed from a quiet period. Windows come in the order they complete."""
     consumer, parts = await _consumer(bootstrap, topic, options or {})
+    records: dict[tuple[str, int], list[ReleaseRecord]] = {}
+    seen: dict[tuple[str, int], set[tuple[int, int]]] = {}
     try:
         if since_ms is None:
             await consumer.seek_to_end(*parts)
@@ -165,8 +201,18 @@ async def follow_records(bootstrap: str, topic: str, stop: asyncio.Event, *,
             for tp, msgs in batch.items():
                 for msg in msgs:
                     rec = _decode(msg.value, f"{tp.topic}[{tp.partition}]@{msg.offset}")
-                    if rec is not None and _in_range(rec, since_ms, None):
-                        yield rec
+                    if rec is None or (since_ms is not None and rec.window_start_ms < since_ms):
+                        continue
+                    key = (rec.stream, rec.window_start_ms)
+                    if isinstance(rec, ReleaseRecord):
+                        records.setdefault(key, []).append(rec)
+                        continue
+                    done = seen.setdefault(key, set())
+                    done.add((tp.partition, rec.partials_partition))
+                    if len(done) == len(parts) * rec.partials_partitions:
+                        del seen[key]
+                        cells = sorted(records.pop(key, []), key=lambda r: tuple(r.cell.values()))
+                        yield Window(rec.stream, rec.window_start_ms, rec.window_end_ms, cells)
     finally:
         await consumer.stop()
 

@@ -35,7 +35,7 @@ from privacy import accumulators as acc
 from privacy.params import StreamPolicy
 from privacy.participation import DenseParticipationLimiter, open_recent
 from streams.decode import decode_message, event_spans
-from streams.partials import Mark, Partial, partials_of
+from streams.partials import Mark, Partial, mark, partials_of
 from streams.participation_state import (
     BUCKETS,
     PSEUDONYM_BYTES,
@@ -43,6 +43,7 @@ from streams.participation_state import (
     bucket_of,
     state_key,
 )
+from streams.progress import Progress
 from streams.pseudonym import Pseudonymizer
 from streams.schema import (
     DeadLetter,
@@ -71,7 +72,7 @@ class Stage1Partition:
         pseudonymizer: Pseudonymizer,
         idle_lag_ms: int,
         limits: InputLimits = InputLimits(),
-        progress: dict | None = None,
+        progress: Progress | None = None,
         participation: Sequence[StateChunk] = (),
         start_offset: int = 0,
         count_from: int = 0,
@@ -91,12 +92,12 @@ class Stage1Partition:
         self.watermark = Watermark(idle_lag_ms=idle_lag_ms)
         self.limiters = {p.name: DenseParticipationLimiter(p.participation) for p in policies}
         self.open: dict[tuple[str, int], OpenWindow] = {}
-        progress = progress or {}
-        self.closed: dict[str, int] = {p.name: int(progress.get("closed", {}).get(p.name, 0))
+        progress = progress or Progress()
+        self.closed: dict[str, int] = {p.name: progress.closed.get(p.name, 0)
                                        for p in policies}
         # Offsets below this were processed by an earlier incarnation: their
         # events in closed windows were already counted (released or late).
-        self.replay_until = int(progress.get("next_offset", 0))
+        self.replay_until = progress.next_offset
         # Counters count each message once per process: offsets below this were
         # counted by an earlier state of this partition in this process (or replayed).
         self.count_from = max(self.replay_until, count_from)
@@ -374,7 +375,7 @@ class Stage1Partition:
         for name, limiter in self.limiters.items():  # before pruning: ids still mean the same
             self._dirty_buckets[name].update(np.unique(self._bucket[limiter.take_dirty()]).tolist())
         self._prune_account_ids()
-        marks = [Mark(self.partition, p.name, self.closed[p.name], tuple(failed[p.name]))
+        marks = [mark(self.partition, p.name, self.closed[p.name], failed[p.name])
                  for p in self.policies]
         return partials, marks
 
@@ -440,9 +441,9 @@ class Stage1Partition:
         firsts = [w.first_offset for w in self.open.values()]
         return min([*firsts, self.next_offset])
 
-    def progress(self) -> dict:
+    def progress(self) -> Progress:
         """What to commit with a close. ``next_offset`` never goes back: a close
         during a replay (before it reaches what an earlier incarnation had read)
         must not forget that those messages' dead letters were already sent."""
-        return {"closed": dict(self.closed),
-                "next_offset": max(self.next_offset, self.replay_until)}
+        return Progress(closed=dict(self.closed),
+                        next_offset=max(self.next_offset, self.replay_until))

@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.cli_options import add_deployment_options, kafka_options
 from agents.releases import (
     aggregate_topic,
-    follow_records,
     parse_time_ms,
     read_records,
     stop_event,
     to_frame,
+    windows,
 )
 from privacy.records import MetricValue, ReleaseRecord
 from streams.config import ConfigError
@@ -102,29 +101,16 @@ def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> st
 async def _follow(args: argparse.Namespace, topic: str, metrics: list[str] | None) -> None:
     stop = stop_event(args.duration_s)
     since = parse_time_ms(args.since) if args.since else None
-    pending: dict[tuple[str, int], list[ReleaseRecord]] = {}
-    touched: dict[tuple[str, int], float] = {}
-
-    def flush(quiet_s: float) -> None:
-        for key in sorted(k for k, t in touched.items() if time.monotonic() - t >= quiet_s):
-            print(format_window(pending.pop(key), metrics) + "\n", flush=True)
-            del touched[key]
-
-    async def tick() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(0.5)
-            flush(1.5)
-
-    ticker = asyncio.create_task(tick())
-    try:
-        async for rec in follow_records(args.bootstrap, topic, stop, since_ms=since,
-                                        options=kafka_options(args)):
-            key = (rec.stream, rec.window_start_ms)
-            pending.setdefault(key, []).append(rec)
-            touched[key] = time.monotonic()
-    finally:
-        ticker.cancel()
-        flush(0.0)
+    async for window in windows(args.bootstrap, topic, stop, since_ms=since,
+                                options=kafka_options(args)):
+        if window.records:
+            print(format_window(window.records, metrics) + "\n", flush=True)
+        else:
+            start = datetime.fromtimestamp(window.start_ms / 1000, UTC)
+            end = datetime.fromtimestamp(window.end_ms / 1000, UTC)
+            print(f"[{window.stream}] window {start:%Y-%m-%d %H:%M:%S}-{end:%H:%M:%S} UTC: "
+                  "no cell released (none passed the k and selection thresholds)\n",
+                  flush=True)
 
 
 def _subscribe(args: argparse.Namespace) -> int:

@@ -15,6 +15,18 @@ JSON shape (``ReleaseRecord.to_dict``), one record per released cell:
 ``noise_std`` and the 95% interval describe the noise of that value (exact
 for counts; delta-method for means and rates; parametric bootstrap for
 quantiles). The noise draws themselves are never part of a record.
+
+Beside them, the completion record (``WindowComplete``): each partials partition
+(stage 2) writes one to every partition of the aggregate topic after its part of
+a window, in the same transaction, for every window (released, empty or
+quarantined alike, so its existence says nothing about the data):
+
+    {"schema": "privmon.window/1", "stream": "monitoring",
+     "window_start_ms": ..., "window_end_ms": ..., "partials_partition": 2,
+     "partials_partitions": 4}
+
+A window is whole once a reader has seen, on every partition of the topic, one
+from each of the ``partials_partitions`` (``agents/releases.py``: ``windows``).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 SCHEMA = "privmon.release/1"
+WINDOW_SCHEMA = "privmon.window/1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,3 +114,37 @@ class ReleaseRecord:
             metrics={k: MetricValue(**v) for k, v in data["metrics"].items()},
             privacy=PrivacyMetadata(**privacy),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowComplete:
+    """One partials partition's part of a window is all on this aggregate partition."""
+
+    stream: str
+    window_start_ms: int
+    window_end_ms: int
+    partials_partition: int
+    partials_partitions: int
+
+    def to_json(self) -> bytes:
+        return json.dumps({"schema": WINDOW_SCHEMA, **asdict(self)},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowComplete:
+        if data.get("schema") != WINDOW_SCHEMA:
+            raise ValueError(f"schema: expected {WINDOW_SCHEMA!r}, got {data.get('schema')!r}")
+        return cls(stream=str(data["stream"]), window_start_ms=int(data["window_start_ms"]),
+                   window_end_ms=int(data["window_end_ms"]),
+                   partials_partition=int(data["partials_partition"]),
+                   partials_partitions=int(data["partials_partitions"]))
+
+
+def decode_aggregate(data: bytes | str) -> ReleaseRecord | WindowComplete:
+    """A record of an aggregate topic: a release record or a completion record."""
+    d = json.loads(data)
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    if d.get("schema") == WINDOW_SCHEMA:
+        return WindowComplete.from_dict(d)
+    return ReleaseRecord.from_dict(d)

@@ -1,14 +1,15 @@
 """The alert agent: released aggregates in, noise-aware alerts out.
 
   # aggregates.<stream> (read_committed) -> records grouped per (stream, window)
-  #   -> window complete (no new record for settle_s) -> Evaluator (rules.py)
+  #   -> window whole (its completion records are in) -> Evaluator (rules.py)
   #   -> alerts topic (privmon.alert/1, key rule|window|cell)
   #      + optional webhook and Alertmanager (v2 API)
   # and on the side: the latest value per cell as Prometheus gauges
 
-A window's records come from one or a few worker transactions (one per
-partials partition), committed within moments; the agent treats a window as
-complete once ``settle_s`` passes without a new record of it.
+A window's records come from one transaction per partials partition; each ends
+with a completion record on every partition of the topic (privacy/records.py),
+and the agent evaluates a window once it has all of them: nothing is guessed
+from a quiet period.
 
 Start-up: the agent re-reads the aggregate topics from ``history_ms`` back
 (enough for drop rules' baselines) and only remembers windows that were
@@ -24,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,7 +35,7 @@ from agents.alerts.exporter import AlertMetrics, LatestReleases
 from agents.alerts.rules import Alert, AlertConfig, Evaluator
 from agents.alerts.sinks import HttpSink
 from agents.releases import topic_partitions
-from privacy.records import ReleaseRecord
+from privacy.records import ReleaseRecord, decode_aggregate
 from streams.config import PipelineConfig
 from streams.topics import create_missing
 
@@ -47,7 +49,7 @@ def now_ms() -> int:
 class AlertAgent:
     def __init__(self, *, pipeline: PipelineConfig, alerts: AlertConfig, bootstrap: str,
                  sinks: Sequence[HttpSink] = (), export_streams: Sequence[str] = (),
-                 kafka_options: dict[str, Any] | None = None, settle_s: float = 1.5,
+                 kafka_options: dict[str, Any] | None = None,
                  backlog_ms: int = 0, partitions: int = 1,
                  clock: Callable[[], int] = now_ms) -> None:
         self.pipeline = pipeline
@@ -55,7 +57,6 @@ class AlertAgent:
         self.bootstrap = bootstrap
         self.sinks = list(sinks)
         self.kafka_options = dict(kafka_options or {})
-        self.settle_s = settle_s
         self.backlog_ms = backlog_ms
         self.partitions = partitions
         self.clock = clock
@@ -116,30 +117,33 @@ class AlertAgent:
 
     async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                     stop: asyncio.Event, *, fire_from_ms: int) -> None:
+        topic_parts = Counter(tp.topic for tp in consumer.assignment())
         pending: dict[tuple[str, int], list[ReleaseRecord]] = {}
-        touched: dict[tuple[str, int], float] = {}
+        seen: dict[tuple[str, int], set[tuple[int, int]]] = {}  # (partition, partials p.)
         released_at: dict[tuple[str, int], int] = {}  # newest Kafka timestamp per window
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=300)
-            for msgs in batch.values():
+            for tp, msgs in batch.items():
                 for msg in msgs:
                     try:
-                        rec = ReleaseRecord.from_json(msg.value)
+                        rec = decode_aggregate(msg.value)
                     except (ValueError, KeyError, TypeError) as exc:
                         log.warning("skipped a non-release record at offset %d: %s",
                                     msg.offset, exc)
                         continue
-                    self.latest.update(rec)
                     key = (rec.stream, rec.window_start_ms)
-                    pending.setdefault(key, []).append(rec)
-                    touched[key] = time.monotonic()
                     released_at[key] = max(released_at.get(key, 0), msg.timestamp)
-            ready = sorted(k for k, t in touched.items()
-                           if time.monotonic() - t >= self.settle_s)
-            for key in ready:
-                del touched[key]
-                fire = released_at.pop(key) >= fire_from_ms
-                await self._window(producer, key, pending.pop(key), fire=fire)
+                    if isinstance(rec, ReleaseRecord):
+                        self.latest.update(rec)
+                        pending.setdefault(key, []).append(rec)
+                        continue
+                    done = seen.setdefault(key, set())
+                    done.add((tp.partition, rec.partials_partition))
+                    if len(done) < topic_parts[tp.topic] * rec.partials_partitions:
+                        continue
+                    del seen[key]
+                    fire = released_at.pop(key) >= fire_from_ms
+                    await self._window(producer, key, pending.pop(key, []), fire=fire)
 
     async def _window(self, producer: AIOKafkaProducer, key: tuple[str, int],
                       records: list[ReleaseRecord], *, fire: bool) -> None:

@@ -26,7 +26,7 @@ import signal
 import sys
 from pathlib import Path
 
-from agents import kafka_stage, stage1, stage2, worker
+from agents import kafka_stage, stage1, stage2, stage2_runner
 from agents.cli import main
 
 POISON = os.environ.get("PRIVMON_TEST_POISON_SERVER")
@@ -68,7 +68,7 @@ if FAIL_STREAM:
 if DIE_BEFORE_COMMIT:
     _file, _, _times = DIE_BEFORE_COMMIT.rpartition(":")
     counter, times = Path(_file), int(_times)
-    _send_many, _commit = worker.send_many, kafka_stage.Stage.commit
+    _send_many, _commit = stage2_runner.send_many, kafka_stage.Stage.commit
     released_in_txn: set[int] = set()
 
     async def _noting_send_many(producer, topic, records, partitions):
@@ -85,7 +85,7 @@ if DIE_BEFORE_COMMIT:
             released_in_txn.discard(id(self.producer))
         await _commit(self)
 
-    worker.send_many = _noting_send_many
+    stage2_runner.send_many = _noting_send_many
     kafka_stage.Stage.commit = _dying_commit
 
 if FRESH_NOISE:

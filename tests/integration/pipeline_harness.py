@@ -16,6 +16,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from privacy.records import SCHEMA, WINDOW_SCHEMA
 from streams.kafka_errors import refused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,6 +193,30 @@ def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True,
     return out
 
 
+def release_records(records: list) -> list:
+    """The release records among an aggregate topic's records (not the completion
+    records of privacy/records.py)."""
+    return [r for r in records if json.loads(r.value).get("schema") == SCHEMA]
+
+
+def check_completions(records: list, windows: set[int], partials_partitions: int = 4) -> None:
+    """Every window in ``windows`` has, on every partition that carries records, one
+    completion record per partials partition, after every release record of it there."""
+    by_partition: dict[int, list] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_partition[r.partition].append(json.loads(r.value))
+    for partition, values in by_partition.items():
+        for w in windows:
+            done = [i for i, d in enumerate(values)
+                    if d["schema"] == WINDOW_SCHEMA and d["window_start_ms"] == w]
+            assert len(done) == partials_partitions, (partition, w, len(done))
+            assert {values[i]["partials_partition"] for i in done} == set(
+                range(partials_partitions))
+            last = [i for i, d in enumerate(values)
+                    if d["schema"] == SCHEMA and d["window_start_ms"] == w]
+            assert not last or max(last) < max(done), f"a record of {w} after its completion"
+
+
 def wait_for(check: Callable[[], bool], *, timeout_s: float, what: str,
              procs: list[subprocess.Popen] = (), log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
@@ -224,7 +249,8 @@ def released_cells(setup: Setup, stream: str = "monitoring",
                    options: dict | None = None) -> set[tuple[int, tuple]]:
     """(window, cell) pairs on the aggregate topic (read_committed)."""
     out = set()
-    for r in read_topic(setup.bootstrap, setup.topic(f"aggregates.{stream}"), options=options):
+    for r in release_records(read_topic(setup.bootstrap, setup.topic(f"aggregates.{stream}"),
+                                        options=options)):
         d = json.loads(r.value)
         out.add((d["window_start_ms"], tuple(d["cell"].values())))
     return out

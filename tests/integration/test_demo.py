@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from privacy.records import ReleaseRecord
-from tests.integration.pipeline_harness import read_topic
+from tests.integration.pipeline_harness import read_topic, release_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,8 @@ def test_demo_releases_private_aggregates_and_alerts_on_the_incident(bootstrap):
     assert released and released[-1] > 0
     assert "accepted" not in out and "dead-lettered" not in out  # exact input counts: no
 
-    raw = [r.value for r in read_topic(bootstrap, f"{prefix}aggregates.monitoring")]
+    raw = [r.value for r in release_records(read_topic(bootstrap,
+                                                       f"{prefix}aggregates.monitoring"))]
     assert raw, "no release records on the monitoring topic"
     records = [ReleaseRecord.from_json(v) for v in raw]
     keys = [(r.window_start_ms, r.cell["server"], r.cell["region"]) for r in records]

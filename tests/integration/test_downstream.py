@@ -197,7 +197,7 @@ async def test_alert_agent_fires_on_the_incident_only(bootstrap, tmp_path):
     agent = AlertAgent(pipeline=pipeline, alerts=rules, bootstrap=bootstrap,
                        sinks=[HttpSink("webhook", f"{url}/hook"),
                               HttpSink("alertmanager", url)],
-                       export_streams=["monitoring"], settle_s=1.0, backlog_ms=0)
+                       export_streams=["monitoring"], backlog_ms=0)
     port = free_port()
     agent.metrics.serve(port)
     stop = asyncio.Event()

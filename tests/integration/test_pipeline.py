@@ -15,6 +15,7 @@ from tests.integration.pipeline_harness import (
     CELLS,
     SMALL_CELL,
     all_released,
+    check_completions,
     first_window_after,
     known_input,
     make_setup,
@@ -22,6 +23,7 @@ from tests.integration.pipeline_harness import (
     produce,
     public_status,
     read_topic,
+    release_records,
     released_windows,
     start_worker,
     stop_worker,
@@ -34,8 +36,9 @@ SIGMAS = 8  # |released - true| <= 8 noise std: P(exceeded) < 1.3e-5 per value (
 
 
 def _check_against_truth(setup, truth) -> list[ReleaseRecord]:
-    records = [ReleaseRecord.from_json(r.value)
-               for r in read_topic(setup.bootstrap, setup.topic("aggregates.monitoring"))]
+    raw = read_topic(setup.bootstrap, setup.topic("aggregates.monitoring"))
+    check_completions(raw, set(truth.windows))
+    records = [ReleaseRecord.from_json(r.value) for r in release_records(raw)]
     keys = [(r.window_start_ms, (r.cell["server"], r.cell["region"])) for r in records]
     assert len(keys) == len(set(keys)), "a (window, cell) was released twice"
     expected = {(w, c) for w in truth.windows for c in CELLS}

@@ -20,6 +20,7 @@ from tests.integration.pipeline_harness import (
     make_setup,
     produce,
     read_topic,
+    release_records,
     start_worker,
     stop_worker,
 )
@@ -58,7 +59,8 @@ def _run(setup, tmp_path, env: dict) -> dict[tuple, list[bytes]]:
 
     assert int(counter.read_text()) == DEATHS and restarts == DEATHS
     by_cell: dict[tuple, list[bytes]] = defaultdict(list)
-    for r in read_topic(bootstrap, setup.topic("aggregates.monitoring"), committed_only=False):
+    for r in release_records(read_topic(bootstrap, setup.topic("aggregates.monitoring"),
+                                        committed_only=False)):
         d = json.loads(r.value)
         by_cell[(d["window_start_ms"], tuple(d["cell"].values()))].append(r.value)
     return by_cell
@@ -74,7 +76,7 @@ def test_every_copy_of_a_recomputed_release_is_identical(kafka_cluster, bootstra
     differing = [k for k, v in repeated.items() if len(set(v)) > 1]
     assert differing == [], f"{len(differing)} cells with different copies"
     committed = defaultdict(int)
-    for r in read_topic(bootstrap, topic):
+    for r in release_records(read_topic(bootstrap, topic)):
         d = json.loads(r.value)
         committed[(d["window_start_ms"], tuple(d["cell"].values()))] += 1
     assert set(committed.values()) == {1}, "a cell committed twice"

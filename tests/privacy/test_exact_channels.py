@@ -168,27 +168,27 @@ class _Producer:
 def _log_lines(caplog, messages: list[tuple[bytes, bytes]]) -> list[str]:
     """What the worker logs at INFO and above for one batch of raw messages."""
     import asyncio
-    from types import SimpleNamespace
 
     from aiokafka import TopicPartition
 
     from agents.stage1 import Stage1Partition
-    from agents.worker import Worker
+    from agents.stage1_runner import send_dead_letters
+    from agents.worker_context import WorkerContext
     from privacy.noise_keys import NoiseKeys
     from streams.pseudonym import Pseudonymizer
 
     config = load_config()
-    worker = Worker(config=config, bootstrap="unused:9", worker_id="t",
-                    pseudonymizer=Pseudonymizer({0: b"k" * 32}),
-                    noise_keys=NoiseKeys({0: b"n" * 32}))
+    ctx = WorkerContext(config=config, bootstrap="unused:9", worker_id="t",
+                        pseudonymizer=Pseudonymizer({0: b"k" * 32}),
+                        noise_keys=NoiseKeys({0: b"n" * 32}), topic_partitions={})
     part = Stage1Partition(partition=0, policies=config.policies,
                            pseudonymizer=Pseudonymizer({0: b"k" * 32}), idle_lag_ms=0)
     records = [(i, k, v) for i, (k, v) in enumerate(messages)]
     caplog.clear()
     with caplog.at_level("INFO"):
         dead = part.ingest(records, now_ms=T0)
-        asyncio.run(worker._send_dead_letters(SimpleNamespace(producer=_Producer()),
-                                              TopicPartition(config.topics.raw, 0), dead))
+        asyncio.run(send_dead_letters(ctx, _Producer(), TopicPartition(config.topics.raw, 0),
+                                      dead))
     return [r.getMessage() for r in caplog.records]
 
 

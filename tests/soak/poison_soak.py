@@ -372,7 +372,8 @@ def _reconcile(args, setup, messages, kinds, sent, exits, alive, rss, produced_s
     if lost:
         problems.append(f"valid cells whose exact partials differ from the input: "
                         f"{len(lost)}, e.g. {sorted(lost.items())[:3]}")
-    records = read_all(setup.bootstrap, setup.topic("aggregates.monitoring"))
+    records = [r for r in read_all(setup.bootstrap, setup.topic("aggregates.monitoring"))
+               if json.loads(r.value).get("schema") == "privmon.release/1"]
     keys = Counter((json.loads(r.value)["window_start_ms"],
                     tuple(json.loads(r.value)["cell"].values())) for r in records)
     dup = sum(n - 1 for n in keys.values())

@@ -11,6 +11,7 @@ import pytest
 
 from agents.stage1 import Stage1Partition
 from streams.config import load_config
+from streams.progress import Progress
 from streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST
 
@@ -51,7 +52,8 @@ def _run(seed: int, *, fixed: bool = True) -> list[int]:
                                pseudonymizer=Pseudonymizer({0: b"k" * 32}), idle_lag_ms=0,
                                start_offset=start)
         if not fixed:  # the old progress: next_offset could go back
-            part.progress = lambda p=part: {"closed": dict(p.closed), "next_offset": p.next_offset}
+            part.progress = lambda p=part: Progress(closed=dict(p.closed),
+                                                    next_offset=p.next_offset)
         pending: list[int] = []
         crash_after = rng.randrange(1, 8) if incarnation < 5 else -1  # the last runs on
         offset, closes = start, 0

@@ -1,0 +1,243 @@
+"""Stage 1 against Kafka: the raw-topic consumer, one Stage1Partition per assigned
+raw partition, and the close transaction.
+
+  # raw messages -> Stage1Partition.ingest (per partition) -> open windows
+  #   -> Stage1Close: partials, marks, progress, cap state, raw offsets, one transaction
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from agents.isolation import IsolationNeeded
+from agents.kafka_stage import caught_up_now, drive, read_compacted, read_latest, send_many
+from agents.stage1 import Stage1Partition
+from agents.worker_context import WorkerContext
+from streams.participation_state import StateChunk
+from streams.progress import Progress
+
+log = logging.getLogger("privmon.worker")
+
+
+@dataclass
+class Stage1Counts:
+    """Input-side counts (trusted zone only: exact functions of the raw data)."""
+
+    messages: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    late: int = 0
+    over_cap: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # dead letters by reason
+
+    @classmethod
+    def of(cls, part: Stage1Partition) -> Stage1Counts:
+        streams = part.stream_counts.values()
+        return cls(messages=part.counts["messages"], accepted=part.counts["accepted"],
+                   dead_lettered=part.counts["dead_lettered"],
+                   late=sum(c["late"] for c in streams),
+                   over_cap=sum(c["over_cap"] for c in streams), reasons=dict(part.reasons))
+
+    def __add__(self, other: Stage1Counts) -> Stage1Counts:
+        reasons = dict(self.reasons)
+        for reason, n in other.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        return Stage1Counts(self.messages + other.messages, self.accepted + other.accepted,
+                            self.dead_lettered + other.dead_lettered, self.late + other.late,
+                            self.over_cap + other.over_cap, reasons)
+
+
+async def send_dead_letters(ctx: WorkerContext, producer: AIOKafkaProducer, tp: TopicPartition,
+                            dead: list) -> None:
+    """Each (offset, DeadLetter) of raw partition ``tp`` to the DLQ, same partition."""
+    for offset, letter in dead:
+        value = letter.to_dict(topic=tp.topic, partition=tp.partition, offset=offset)
+        await producer.send(ctx.config.topics.dlq, value=json.dumps(value).encode(),
+                            partition=tp.partition)
+        # DEBUG only (off by default): that a message was bad, and where, is a fact
+        # about the raw data; the DLQ (trusted zone) has it. Never the payload.
+        ctx.dlq_log.log(logging.DEBUG, letter.reason, "dead letter: reason %s, raw partition "
+                        "%d, offset %d, index %d", letter.reason, tp.partition, offset,
+                        letter.index)
+
+
+class Stage1Runner:
+    """Owns stage 1's consumer, partitions, counters and transactional producer."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.stage = ctx.stage("s1")
+        self.consumer = ctx.consumer("s1", max_poll_records=5000)
+        self.parts: dict[int, Stage1Partition] = {}
+        self.lag: dict[int, int] = {}  # raw partition -> messages not yet read
+        self._retired = Stage1Counts()  # counts of dropped partition states
+        self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
+        self._last_close = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await drive(self.stage, self.consumer, self.ctx.config.topics.raw, stop,
+                    self.rebuild, self.step)
+
+    async def step(self, batch: dict) -> None:
+        now = self.ctx.clock()
+        for tp, records in batch.items():
+            part = self.parts.get(tp.partition)
+            if part is None:
+                continue
+            try:
+                dead = part.ingest([(r.offset, r.key, r.value) for r in records], now_ms=now)
+            except IsolationNeeded as failure:
+                self._isolate(failure)
+                return
+            if dead:
+                await self.stage.begin()
+                await send_dead_letters(self.ctx, self.stage.producer, tp, dead)
+        if time.monotonic() - self._last_close >= self.ctx.close_interval_s and \
+                not self.stage.rebuild:
+            await self.close(now)
+            self._last_close = time.monotonic()
+
+    def _isolate(self, failure: IsolationNeeded) -> None:
+        """A batch raised past stage 1's per-message guards: note which messages to
+        retry alone or set aside, and rebuild from committed state (agents/isolation.py)."""
+        self.ctx.quarantine.note(failure)
+        self.ctx.stats.batches_isolated += 1
+        what = "retrying them one by one" if failure.last > failure.first else (
+            "dead-lettering it as internal_error")
+        log.error("stage 1: processing %s raised %s; rebuilding from committed state and %s",
+                  f"raw partition {failure.partition} offsets {failure.first}..{failure.last}",
+                  failure.cause_type, what)
+        self.stage.rebuild = True
+
+    async def rebuild(self) -> None:
+        """Drop the partitions' state and rebuild it from committed state: progress,
+        participation-cap state and the committed raw offsets."""
+        ctx, consumer = self.ctx, self.consumer
+        await self.stage.abort()
+        self.stage.rebuild = False
+        topics = ctx.config.topics
+        progress = await read_compacted(ctx.bootstrap, topics.progress,
+                                        ctx.topic_partitions[topics.progress], ctx.kafka_options)
+        assigned = sorted(tp.partition for tp in consumer.assignment())
+        state = await read_latest(ctx.bootstrap, topics.participation, assigned,
+                                  ctx.kafka_options)
+        self._retire_counts()
+        self.parts, self.lag = {}, {}
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            start = committed if committed is not None else 0
+            consumer.seek(tp, start)
+            ctx.quarantine.forget_below(tp.partition, start)
+            ctx.crash_guard.forget_below(tp.partition, start)
+            raw = progress.get(str(tp.partition).encode())
+            self.parts[tp.partition] = Stage1Partition(
+                partition=tp.partition, policies=ctx.config.policies,
+                pseudonymizer=ctx.pseudonymizer, idle_lag_ms=ctx.idle_lag_ms,
+                progress=Progress.decode(raw) if raw else None, start_offset=start,
+                participation=[StateChunk.decode(v) for v in state[tp.partition].values()],
+                count_from=self._counted.get(tp.partition, 0), quarantine=ctx.quarantine,
+                inflight=ctx.crash_guard,
+            )
+        log.info("stage 1 assigned raw partitions %s", sorted(self.parts))
+
+    async def _caught_up(self) -> dict[int, bool]:
+        """Per raw partition: has it read all its input, on fresh evidence?"""
+        out = {}
+        wall_ms = int(time.time() * 1000)  # aiokafka's fetch timestamps are wall-clock ms
+        for p in self.parts:
+            tp = TopicPartition(self.ctx.config.topics.raw, p)
+            high = self.consumer.highwater(tp)
+            position = await self.consumer.position(tp)
+            out[p] = caught_up_now(position=position, highwater=high,
+                                   last_fetch_ms=self.consumer.last_poll_timestamp(tp),
+                                   now_ms=wall_ms)
+            self.lag[p] = max(0, (high or 0) - position)
+        return out
+
+    async def close(self, now: int) -> None:
+        """Close every window that can close, in one transaction (only when one can:
+        no transaction, and no marks, otherwise)."""
+        if not self.parts:
+            return
+        caught_up = await self._caught_up()
+        if any(part.due(now_ms=now, caught_up=caught_up[p]) for p, part in self.parts.items()):
+            await Stage1Close(self, now, caught_up).run()
+        self.refresh_stats()
+
+    def counts(self) -> Stage1Counts:
+        total = Stage1Counts()
+        for part in self.parts.values():
+            total = total + Stage1Counts.of(part)
+        return total
+
+    def _retire_counts(self) -> None:
+        """Keep the counts of partition states about to be dropped (rebalance, recovery):
+        the stats are per process run, each raw message counted once."""
+        self._retired = self._retired + self.counts()
+        for p, part in self.parts.items():
+            self._counted[p] = max(self._counted.get(p, 0), part.next_offset)
+
+    def refresh_stats(self) -> None:
+        c = self._retired + self.counts()
+        s = self.ctx.stats
+        s.messages, s.accepted, s.dead_lettered = c.messages, c.accepted, c.dead_lettered
+        s.late, s.over_cap, s.dead_letter_reasons = c.late, c.over_cap, c.reasons
+        s.windows_open = sum(len(p.open) for p in self.parts.values())
+
+
+class Stage1Close:
+    """One close transaction of stage 1, in numbered steps:
+
+    1. begin the transaction;
+    2. close each partition's due windows: partials (by cell key), marks (to every
+       partials partition), changed participation-cap state, the progress record;
+    3. send them all and wait for the broker's acknowledgement;
+    4. add the raw offsets (held back to each partition's oldest open window);
+    5. commit. A crash anywhere before 5 aborts all of it (worker.py's mechanism).
+    """
+
+    def __init__(self, runner: Stage1Runner, now: int, caught_up: dict[int, bool]) -> None:
+        self.runner, self.now, self.caught_up = runner, now, caught_up
+
+    async def run(self) -> None:
+        r, ctx = self.runner, self.runner.ctx
+        topics, producer = ctx.config.topics, r.stage.producer
+        await r.stage.begin()  # 1
+        # Marks go to every partials partition; the count is what ensure_topics found
+        # (the stage-1 consumer is not subscribed to partials, so its metadata lacks it).
+        partials_partitions = range(ctx.topic_partitions[topics.partials])
+        offsets = {}
+        t0 = time.perf_counter()
+        out: list[tuple[bytes | None, bytes, int | None]] = []
+        state: list[tuple[bytes, bytes | None, int]] = []  # raw partition p -> state's p
+        n_partials = 0
+        for p, part in r.parts.items():  # 2
+            partials, marks = part.close(now_ms=self.now, caught_up=self.caught_up[p])
+            for mark in marks:
+                for window_start, cause in mark.failed:
+                    ctx.stats.closes_failed += 1
+                    log.error("stage 1: closing %s window %d of raw partition %d raised %s; "
+                              "stage 2 quarantines the window", mark.stream, window_start, p,
+                              cause)
+            state += [(k, v, p) for k, v in part.take_state()]
+            n_partials += len(partials)
+            out += [(partial.key(), partial.encode(), None) for partial in partials]
+            out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]
+            await producer.send(topics.progress, key=str(p).encode(),
+                                value=part.progress().encode())
+            offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+        await asyncio.gather(  # 3
+            send_many(producer, topics.partials, out, len(partials_partitions)),
+            send_many(producer, topics.participation, state, 0))
+        t1 = time.perf_counter()
+        await producer.send_offsets_to_transaction(offsets, ctx.group("s1"))  # 4
+        await r.stage.commit()  # 5
+        if n_partials:  # (no counts: how many cells a window had is exact data)
+            log.debug("stage 1 closed windows: %.3f s to compute and send, %.3f s to commit",
+                      t1 - t0, time.perf_counter() - t1)

@@ -1,0 +1,190 @@
+"""Stage 2 against Kafka: the partials consumer (read_committed), one Stage2Partition
+per assigned partials partition, and the release transaction.
+
+  # partials and marks -> Stage2Partition.on_record -> windows every source marked
+  #   -> Stage2Release: records, ledger entries, partials offsets, one transaction
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import TopicPartition
+
+from agents.kafka_stage import drive, read_compacted, send_many
+from agents.stage2 import Stage2Partition, WindowFailed, ledger_entry
+from agents.worker_context import WorkerContext
+from privacy.accountant import LedgerEntry
+from privacy.params import StreamPolicy
+from privacy.records import WindowComplete
+from privacy.release import WindowRelease
+from streams.partials import decode as decode_partial
+
+log = logging.getLogger("privmon.worker")
+
+Released = tuple[WindowRelease, list[tuple[bytes, bytes, None]]]
+
+
+def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
+                     ) -> list[tuple[str, int, Released | Exception]]:
+    """Each ready window's release and encoded records, or what it raised: one call
+    in a worker thread per step (most windows have no cells here)."""
+    out: list[tuple[str, int, Released | Exception]] = []
+    for stream, start in ready:
+        policy = part.policies[stream]
+        try:
+            rel = part.release(stream, start,
+                               lambda c, p=policy: dict(zip(p.dimensions, c, strict=True)))
+            records = [("|".join(r.cell.values()).encode(), r.to_json(), None)
+                       for r in rel.records]
+            out.append((stream, start, (rel, records)))
+        except Exception as exc:  # this window only: quarantined by the caller
+            out.append((stream, start, exc))
+    return out
+
+
+class Stage2Runner:
+    """Owns stage 2's consumer, partitions and transactional producer."""
+
+    def __init__(self, ctx: WorkerContext, *, sources: int) -> None:
+        self.ctx = ctx
+        self.sources = sources  # raw partitions: each must mark a window before release
+        self.stage = ctx.stage("s2")
+        self.consumer = ctx.consumer("s2", isolation_level="read_committed")
+        self.parts: dict[int, Stage2Partition] = {}
+        self.next_offsets: dict[int, int] = {}
+        self.done: dict[TopicPartition, int] = {}  # committed: released or ignored below
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await drive(self.stage, self.consumer, self.ctx.config.topics.partials, stop,
+                    self.rebuild, self.step)
+
+    async def step(self, batch: dict) -> None:
+        for tp, records in batch.items():
+            part = self.parts.get(tp.partition)
+            if part is None:
+                continue
+            for r in records:
+                try:
+                    part.on_record(r.offset, decode_partial(r.value))
+                except Exception as exc:  # an unreadable internal record: skip it, say so
+                    self.ctx.stats.partials_undecodable += 1
+                    self.ctx.dlq_log.warning("partials", "stage 2: partials partition %d "
+                                             "offset %d unreadable (%s); skipped",
+                                             tp.partition, r.offset, type(exc).__name__)
+            self.next_offsets[tp.partition] = records[-1].offset + 1
+        if not self.stage.rebuild:
+            await Stage2Release(self).run()
+
+    async def rebuild(self) -> None:
+        """Drop the partitions' state; reload which windows each partials partition
+        released from the ledger, and seek to the committed partials offsets."""
+        ctx = self.ctx
+        await self.stage.abort()
+        self.stage.rebuild = False
+        topic = ctx.config.topics.ledger
+        ledger = await read_compacted(ctx.bootstrap, topic, ctx.topic_partitions[topic],
+                                      ctx.kafka_options)
+        released: dict[int, set[tuple[str, int]]] = {}
+        for value in ledger.values():
+            entry = LedgerEntry.from_json(value)
+            released.setdefault(entry.partials_partition, set()).add(entry.key)
+        self.parts, self.next_offsets = {}, {}
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            start = committed if committed is not None else 0
+            self.consumer.seek(tp, start)
+            self.next_offsets[tp.partition] = start
+            self.parts[tp.partition] = Stage2Partition(
+                policies=ctx.config.policies, sources=self.sources, noise_keys=ctx.noise_keys,
+                released=released.get(tp.partition, set()),
+            )
+        log.info("stage 2 assigned partials partitions %s", sorted(self.parts))
+
+
+class Stage2Release:
+    """One release transaction of stage 2, in numbered steps:
+
+    1. per partials partition with ready windows: begin the transaction;
+    2. compute the windows' releases in a thread (noise never runs on the event loop);
+    3. per window: its records, its completion record on every aggregate partition
+       (privacy/records.py) and its ledger entry; if it raised, a failed ledger
+       entry and the completion records only (quarantined, never retried);
+    4. add the partials offsets of every partition stepped;
+    5. commit. A crash before 5 aborts it; the recomputation draws the same noise.
+    """
+
+    def __init__(self, runner: Stage2Runner) -> None:
+        self.runner = runner
+
+    async def run(self) -> None:
+        r, ctx = self.runner, self.runner.ctx
+        topics, producer = ctx.config.topics, r.stage.producer
+        offsets = {}
+        t0 = time.perf_counter()
+        windows = 0
+        for q, part in r.parts.items():
+            ready = part.releasable()
+            if not ready:
+                continue
+            await r.stage.begin()  # 1
+            for stream, start, outcome in await asyncio.to_thread(  # 2
+                    compute_releases, part, ready):
+                windows += 1
+                policy = part.policies[stream]
+                topic = topics.aggregate(stream)
+                done = self._completion(policy, start, q, ctx.topic_partitions[topic])
+                if isinstance(outcome, Exception):  # 3: this window only, never retried
+                    await self._quarantine(policy, start, q, outcome)
+                    await send_many(producer, topic, done, ctx.topic_partitions[topic])
+                    continue
+                rel, records = outcome
+                # the records, then on every partition the completion record after them
+                await send_many(producer, topic, records + done, ctx.topic_partitions[topic])
+                entry = ledger_entry(policy, start, q, rel)
+                await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
+                                    value=entry.to_json())
+                # Once per window: every partials partition writes an entry for every
+                # window, so partition 0's entries count each window exactly once.
+                if ctx.on_release is not None and q == 0:
+                    ctx.on_release(stream, entry.epsilon)
+                ctx.stats.count_release(rel)
+            tp = TopicPartition(topics.partials, q)
+            offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
+        if offsets:
+            t1 = time.perf_counter()
+            await producer.send_offsets_to_transaction(offsets, ctx.group("s2"))
+            await r.stage.commit()  # 5
+            r.done.update(offsets)  # below these: released or ignored
+            if windows:  # (debug: timings follow the data's size)
+                log.debug("stage 2 released windows: %.3f s to compute and send, %.3f s to "
+                          "commit", t1 - t0, time.perf_counter() - t1)
+
+    def _completion(self, policy: StreamPolicy, start: int, q: int, aggregate_partitions: int
+                    ) -> list[tuple[bytes | None, bytes, int | None]]:
+        """Partials partition q's completion record of a window, for every partition."""
+        value = WindowComplete(
+            stream=policy.name, window_start_ms=start, window_end_ms=start + policy.window_ms,
+            partials_partition=q,
+            partials_partitions=self.runner.ctx.topic_partitions[
+                self.runner.ctx.config.topics.partials]).to_json()
+        return [(None, value, a) for a in range(aggregate_partitions)]
+
+    async def _quarantine(self, policy: StreamPolicy, start: int, q: int,
+                          exc: Exception) -> None:
+        """A window whose release raised: nothing of it is published; its ledger entry
+        says it failed (and charges its cost, an upper bound), so it is never retried
+        and later windows go on."""
+        ctx = self.runner.ctx
+        ctx.stats.windows_failed += 1
+        cause = str(exc) if isinstance(exc, WindowFailed) else type(exc).__name__
+        log.error("stage 2: releasing %s window %d (partials partition %d) failed (%s); "
+                  "quarantined: nothing published, marked failed in the ledger",
+                  policy.name, start, q, cause)
+        entry = LedgerEntry.for_release(policy, window_start_ms=start, cells_released=0,
+                                        partials_partition=q, failed=cause)
+        await self.runner.stage.producer.send(ctx.config.topics.ledger,
+                                              key=f"{policy.name}|{start}|{q}".encode(),
+                                              value=entry.to_json())
