@@ -29,11 +29,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from agents.alerts.rules import Alert, AlertConfig, AlertConfigError, load_alert_config
+from agents.alerts.rules import Alert, AlertConfig, load_alert_config
 from privacy.accountant import horizon_guarantee
 from privacy.noise_keys import NoiseKeys
 from privacy.records import ReleaseRecord
-from streams.config import ConfigError, PipelineConfig, load_config, with_prefix
+from streams.config import PipelineConfig, load_config, with_prefix
 from streams.generator import Incident, TelemetryGenerator
 from streams.pseudonym import Pseudonymizer
 
@@ -43,7 +43,7 @@ MALFORMED = [b'{"account_id": "acct-x", "latency_ms": ', b'{"events": "none"}',
              b'{"account_id": "acct-y", "server": 7}']
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the local demo: Kafka, telemetry with an incident, the worker, live releases",
@@ -205,12 +205,8 @@ def run(args: argparse.Namespace) -> int:
     # that aiokafka logs as a warning and retries; keep the demo's view clean.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     prefix = args.topic_prefix or f"demo-{secrets.token_hex(3)}."
-    try:
-        config = load_config(args.config)
-        rules = load_alert_config(args.rules, config).with_prefix(prefix)
-    except (ConfigError, AlertConfigError) as exc:
-        print(f"privmon demo: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
+    rules = load_alert_config(args.rules, config).with_prefix(prefix)
     config = with_prefix(config, prefix)
     for cap in config.global_caps:
         g = horizon_guarantee(config.policies, cap)

@@ -1,4 +1,4 @@
-"""`privmon subscribe` and `privmon export`: analysts' view of released aggregates.
+"""`privmon subscribe`: analysts' view of released aggregates.
 
 Both need only read access to ``aggregates.<stream>`` (the ``analyst``
 principal of configs/acls.toml) and read with read_committed.
@@ -8,31 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-from agents.cli_options import add_deployment_options, kafka_options
+from agents.cli.options import add_deployment_options, kafka_options
 from agents.releases import (
     aggregate_topic,
     parse_time_ms,
-    read_records,
     stop_event,
-    to_frame,
     windows,
 )
 from privacy.records import MetricValue, ReleaseRecord
-from streams.config import ConfigError
 
 DEFAULT_SUFFIXES = (".mean", ".rate", ".p95")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stream", help="release stream, e.g. monitoring, research, capacity")
-    add_deployment_options(p)
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "subscribe", help="print a stream's released aggregates live, as a table",
         description="Print each released window of STREAM as a table: one row per cell, "
@@ -40,31 +30,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "accounts and events counts and every mean, rate and p95; --metrics chooses. "
         "Cells that were not released (under k or held back by DP selection) never appear.",
     )
-    _common(s)
+    s.add_argument("stream", help="release stream, e.g. monitoring, research, capacity")
+    add_deployment_options(s)
     s.add_argument("--since", default=None,
                    help="also print windows from this time: a time ago (e.g. 1h) or a UTC "
                    "date/time (2026-11-24T08:00); default: only new releases")
     s.add_argument("--metrics", default=None,
                    help="comma-separated metric names, e.g. events,errors.rate,latency_hist.p99")
     s.add_argument("--duration-s", type=float, default=None, help="stop after this long")
-    s.set_defaults(func=_subscribe)
-
-    e = sub.add_parser(
-        "export", help="write a stream's released aggregates to CSV or Parquet",
-        description="Write every committed release of STREAM with window start in "
-        "[--since, --until) to a file: one row per (window, cell), per metric its value, "
-        "noise std and 95% interval, and the privacy metadata (mechanism, epsilon, delta, "
-        "rho, k, policy version) needed for honest statistics.",
-    )
-    _common(e)
-    e.add_argument("--since", required=True,
-                   help="first window start: a time ago (e.g. 7d, 12h) or a UTC date/time "
-                   "(2026-11-01)")
-    e.add_argument("--until", default=None, help="windows starting before this (default: all)")
-    e.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    e.add_argument("-o", "--output", type=Path, default=None,
-                   help="output file (default: <stream>.<format> in the current directory)")
-    e.set_defaults(func=_export)
+    s.set_defaults(func=run)
 
 
 def _fmt(name: str, v: MetricValue) -> str:
@@ -113,36 +87,10 @@ async def _follow(args: argparse.Namespace, topic: str, metrics: list[str] | Non
                   flush=True)
 
 
-def _subscribe(args: argparse.Namespace) -> int:
-    try:
-        topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
-        metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-        print(f"privmon subscribe: {topic} on {args.bootstrap} (read_committed); "
-              "values are noisy: ± is the 95% noise interval. Ctrl-C to stop.", flush=True)
-        asyncio.run(_follow(args, topic, metrics))
-    except (ValueError, LookupError, ConfigError) as exc:
-        print(f"privmon subscribe: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    try:
-        topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
-        since = parse_time_ms(args.since)
-        until = parse_time_ms(args.until) if args.until else None
-        records = asyncio.run(read_records(args.bootstrap, topic, since_ms=since,
-                                           until_ms=until, options=kafka_options(args)))
-    except (ValueError, LookupError, ConfigError) as exc:
-        print(f"privmon export: {exc}", file=sys.stderr)
-        return 2
-    frame = to_frame(records)
-    out = args.output or Path(f"{args.stream}.{args.format}")
-    if args.format == "csv":
-        frame.to_csv(out, index=False)
-    else:
-        frame.to_parquet(out, index=False)
-    windows = frame["window_start"].nunique() if len(frame) else 0
-    print(f"privmon export: {len(frame)} rows ({windows} windows) from {topic} -> {out}",
-          file=sys.stderr)
+def run(args: argparse.Namespace) -> int:
+    topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    print(f"privmon subscribe: {topic} on {args.bootstrap} (read_committed); "
+          "values are noisy: ± is the 95% noise interval. Ctrl-C to stop.", flush=True)
+    asyncio.run(_follow(args, topic, metrics))
     return 0

@@ -19,7 +19,7 @@ from streams.localkafka.cluster import (
 DEFAULT_PORT = 9092
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     kafka = sub.add_parser(
         "kafka",
         help="run a real local Apache Kafka (KRaft) without Docker",

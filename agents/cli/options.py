@@ -9,12 +9,17 @@ from pathlib import Path
 from streams.config import DEFAULT_PATH
 from streams.localkafka import security
 
+BOOTSTRAP_ENV = "PRIVMON_BOOTSTRAP"
+
 
 def add_deployment_options(p: argparse.ArgumentParser) -> None:
     """--bootstrap, --config, --topic-prefix and --sasl-user."""
-    p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    p.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV, "127.0.0.1:9092"),
+                   help=f"Kafka bootstrap servers (default ${BOOTSTRAP_ENV} or 127.0.0.1:9092; "
+                   "now %(default)s)")
     p.add_argument("--config", type=Path, default=DEFAULT_PATH,
-                   help="pipeline config naming the streams and topics (TOML)")
+                   help="pipeline config naming the streams and topics (TOML; default "
+                   "%(default)s)")
     p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
     p.add_argument("--sasl-user", default=None,
                    help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")

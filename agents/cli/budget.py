@@ -14,19 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from datetime import UTC, datetime
 
-from agents.cli_options import add_deployment_options, kafka_options
+from agents.cli.options import add_deployment_options, kafka_options
 from agents.kafka_stage import read_compacted
 from agents.releases import topic_partitions
 from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privacy.params import HorizonCap
-from streams.config import ConfigError, PipelineConfig, load_config, with_prefix
+from streams.config import PipelineConfig, load_config, with_prefix
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("budget", help="privacy budget spent per stream, from the ledger",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,15 +117,11 @@ def _print(rep: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-        if args.topic_prefix:
-            config = with_prefix(config, args.topic_prefix)
-        options = kafka_options(args)
-        raw = asyncio.run(_read(args.bootstrap, config.topics.ledger, options))
-    except (ConfigError, ValueError, LookupError) as exc:
-        print(f"privmon budget: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
+    if args.topic_prefix:
+        config = with_prefix(config, args.topic_prefix)
+    options = kafka_options(args)
+    raw = asyncio.run(_read(args.bootstrap, config.topics.ledger, options))
     entries = [LedgerEntry.from_json(v) for v in raw.values()]
     rep = report(config, entries, int(time.time() * 1000))
     if args.json:

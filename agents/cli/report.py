@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 from agents.capacity_report import PANELS, render
-from agents.cli_options import add_deployment_options, kafka_options
+from agents.cli.options import add_deployment_options, kafka_options
 from agents.releases import aggregate_topic, read_records, to_frame
-from streams.config import ConfigError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="render a report from released aggregates (capacity)",
         description="Render a self-contained HTML report with PNG plots from the daily "
@@ -34,20 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or Path(time.strftime("capacity-report-%Y%m%d"))
-    try:
-        topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
-        since = int(time.time() * 1000 - args.days * 86_400_000)
-        print(f"privmon report: reading {topic} since {args.days:g} days ago ...",
-              file=sys.stderr, flush=True)
-        records = asyncio.run(read_records(
-            args.bootstrap, topic, since_ms=since,
-            options=kafka_options(args)))
-        frame = to_frame(records)
-        print(f"privmon report: {len(frame)} released cells; rendering {len(PANELS)} plots ...",
-              file=sys.stderr, flush=True)
-        path = render(frame, out, title=f"Capacity report: last {args.days:g} days")
-    except (ConfigError, ValueError, LookupError) as exc:
-        print(f"privmon report: {exc}", file=sys.stderr)
-        return 2
+    topic = aggregate_topic(args.stream, config=args.config, topic_prefix=args.topic_prefix)
+    since = int(time.time() * 1000 - args.days * 86_400_000)
+    print(f"privmon report: reading {topic} since {args.days:g} days ago ...",
+          file=sys.stderr, flush=True)
+    records = asyncio.run(read_records(
+        args.bootstrap, topic, since_ms=since,
+        options=kafka_options(args)))
+    frame = to_frame(records)
+    print(f"privmon report: {len(frame)} released cells; rendering {len(PANELS)} plots ...",
+          file=sys.stderr, flush=True)
+    path = render(frame, out, title=f"Capacity report: last {args.days:g} days")
     print(f"privmon report: wrote {path} (and {', '.join(p + '.png' for p in PANELS)} in {out})")
     return 0

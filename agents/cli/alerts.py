@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
 from agents.alerts.agent import AlertAgent
-from agents.alerts.rules import DEFAULT_ALERTS, AlertConfigError, load_alert_config
+from agents.alerts.rules import DEFAULT_ALERTS, load_alert_config
 from agents.alerts.sinks import HttpSink
-from agents.cli_options import add_deployment_options, kafka_options
+from agents.cli.options import add_deployment_options, kafka_options
 from agents.releases import stop_event
 from streams.config import ConfigError, load_config, with_prefix
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "alerts", help="run the alert agent: noise-aware alerts and Prometheus gauges",
         description=(
@@ -72,11 +71,7 @@ async def _main(agent: AlertAgent, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    try:
-        agent = build_agent(args)
-    except (ConfigError, AlertConfigError, ValueError) as exc:
-        print(f"privmon alerts: {exc}", file=sys.stderr)
-        return 2
+    agent = build_agent(args)
     agent.on_alert = lambda a: print(f"ALERT {a.describe()}", flush=True)
     if args.metrics_port is not None:
         agent.metrics.serve(args.metrics_port)
