@@ -217,19 +217,6 @@ async def windows(bootstrap: str, topic: str, stop: asyncio.Event, *,
         await consumer.stop()
 
 
-def stop_event(duration_s: float | None = None) -> asyncio.Event:
-    """An event set on SIGINT/SIGTERM or after ``duration_s`` (call inside a loop)."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if duration_s is not None:
-        loop.call_later(duration_s, stop.set)
-    return stop
-
-
 def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
     """One row per (window, cell): window bounds (UTC), the cell's dimensions, and per
     metric ``m``: ``m``, ``m_std`` (noise std), ``m_ci95_low``, ``m_ci95_high``; then

@@ -10,8 +10,7 @@ from pathlib import Path
 from agents.alerts.agent import AlertAgent
 from agents.alerts.rules import DEFAULT_ALERTS, load_alert_config
 from agents.alerts.sinks import HttpSink
-from agents.cli.options import add_deployment_options, kafka_options
-from agents.releases import stop_event
+from agents.cli.options import add_deployment_options, kafka_options, stop_event
 from streams.config import ConfigError, load_config, with_prefix
 
 

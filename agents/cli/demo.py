@@ -23,13 +23,13 @@ import asyncio
 import json
 import logging
 import secrets
-import signal
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from agents.alerts.rules import Alert, AlertConfig, load_alert_config
+from agents.cli.options import stop_event
 from privacy.accountant import horizon_guarantee
 from privacy.noise_keys import NoiseKeys
 from privacy.records import ReleaseRecord
@@ -159,11 +159,7 @@ async def _main(bootstrap: str, args: argparse.Namespace, config: PipelineConfig
     from agents.alerts.agent import AlertAgent
     from agents.worker import Worker
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.call_later(args.duration_s, stop.set)
+    stop = stop_event(args.duration_s)
     # Ephemeral pseudonymization and noise keys: they live in this process only.
     pseudonymizer = Pseudonymizer({0: secrets.token_bytes(32)})
     noise_keys = NoiseKeys({0: secrets.token_bytes(32)})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 from pathlib import Path
 
 from streams.config import DEFAULT_PATH
@@ -28,3 +30,15 @@ def add_deployment_options(p: argparse.ArgumentParser) -> None:
 def kafka_options(args: argparse.Namespace) -> dict[str, str]:
     """Client security settings for --sasl-user (raises ValueError without a password)."""
     return security.options_for(args.sasl_user, os.environ)
+
+
+def stop_event(duration_s: float | None = None) -> asyncio.Event:
+    """An event set on SIGINT/SIGTERM or after ``duration_s`` (call inside a loop): how
+    every long-running command stops cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration_s is not None:
+        loop.call_later(duration_s, stop.set)
+    return stop

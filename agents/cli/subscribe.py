@@ -10,11 +10,10 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
-from agents.cli.options import add_deployment_options, kafka_options
+from agents.cli.options import add_deployment_options, kafka_options, stop_event
 from agents.releases import (
     aggregate_topic,
     parse_time_ms,
-    stop_event,
     windows,
 )
 from privacy.records import MetricValue, ReleaseRecord

@@ -7,11 +7,10 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 
-from agents.cli.options import add_deployment_options, kafka_options
+from agents.cli.options import add_deployment_options, kafka_options, stop_event
 from agents.stats import WorkerStats
 from privacy.noise_keys import NoiseKeys
 from streams.config import load_config, with_prefix
@@ -88,10 +87,7 @@ def run(args: argparse.Namespace) -> int:
         worker.on_release = lambda stream, eps: metrics.epsilon.labels(stream=stream).inc(eps)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
         task = asyncio.create_task(worker.run(stop))
         last_status = time.monotonic()
         while not task.done():
