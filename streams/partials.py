@@ -19,6 +19,7 @@ holds one stage-1 partition's exact, bounded totals of one cell.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -83,12 +84,19 @@ _DECODER = msgspec.json.Decoder(Partial | Mark)
 
 def decode(value: bytes) -> Partial | Mark:
     """A partials-topic record, strictly: WireError names what is wrong."""
+    return decode_strict(_DECODER, value, what="partials record", version=VERSION)
+
+
+def decode_strict(decoder: msgspec.json.Decoder, value: bytes, *, what: str,
+                  version: int) -> Any:
+    """``value`` by ``decoder``, refusing what does not decode or has another version
+    (every internal record carries ``v``), with WireError naming what is wrong."""
     try:
-        record = _DECODER.decode(value)
+        record = decoder.decode(value)
     except msgspec.DecodeError as exc:
-        raise WireError(f"partials record: {exc}") from None
-    if record.v != VERSION:
-        raise WireError(f"partials record: version {record.v}, this worker reads {VERSION}; "
+        raise WireError(f"{what}: {exc}") from None
+    if record.v != version:
+        raise WireError(f"{what}: version {record.v}, this worker reads {version}; "
                         "run workers of one version on a pipeline")
     return record
 

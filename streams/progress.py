@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.partials import WireError
+from streams.partials import decode_strict
 
 VERSION = 1
 
@@ -28,14 +28,7 @@ class Progress(msgspec.Struct, frozen=True):
     @staticmethod
     def decode(value: bytes) -> Progress:
         """Strictly: WireError names what is wrong."""
-        try:
-            progress = _DECODER.decode(value)
-        except msgspec.DecodeError as exc:
-            raise WireError(f"progress record: {exc}") from None
-        if progress.v != VERSION:
-            raise WireError(f"progress record: version {progress.v}, this worker reads "
-                            f"{VERSION}; run workers of one version on a pipeline")
-        return progress
+        return decode_strict(_DECODER, value, what="progress record", version=VERSION)
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -19,20 +19,11 @@ from scipy import stats
 from privacy import samplers
 from privacy.mechanisms import IntegerNoise, discrete_gaussian_spread
 from privacy.samplers import KeyedStream
+from tests.privacy.distributions import chi2_against_pmf
 from tests.privacy.keyed import TEST_KEY, streams
 
 FALSE_FAILURE = 1e-4
 DRAWS = 40_000
-
-
-def _chi2_against_pmf(samples: np.ndarray, pmf) -> float:
-    """Chi-square p-value of integer samples against pmf(z), tails pooled."""
-    values, counts = np.unique(samples, return_counts=True)
-    expected = np.array([pmf(int(v)) for v in values]) * samples.size
-    keep = expected >= 5
-    obs = np.r_[counts[keep], counts[~keep].sum()]
-    exp = np.r_[expected[keep], samples.size - expected[keep].sum()]
-    return stats.chisquare(obs, exp).pvalue
 
 
 def _draws(noise: IntegerNoise, n: int, label: str) -> np.ndarray:
@@ -50,7 +41,7 @@ def test_geometric_matches_its_pmf_and_stated_spread(epsilon, sensitivity):
     def pmf(v: int) -> float:
         return (1 - alpha) / (1 + alpha) * alpha ** abs(v)
 
-    assert _chi2_against_pmf(z, pmf) >= FALSE_FAILURE
+    assert chi2_against_pmf(z, pmf) >= FALSE_FAILURE
     # Stated std vs sample std: relative SE of a std from n draws of this
     # (finite-kurtosis) law is < 1.6/sqrt(n); 5 SE bounds the false failures.
     assert abs(z.std() / noise.spread.std - 1) < 5 * 1.6 / math.sqrt(DRAWS)
@@ -72,7 +63,7 @@ def test_discrete_gaussian_matches_its_pmf_and_stated_spread(rho, l2_squared):
     def pmf(v: int) -> float:
         return math.exp(-(v**2) / (2 * sigma**2)) / norm
 
-    assert _chi2_against_pmf(z, pmf) >= FALSE_FAILURE
+    assert chi2_against_pmf(z, pmf) >= FALSE_FAILURE
     assert abs(z.std() / noise.spread.std - 1) < 5 * 1.0 / math.sqrt(z.size)
     coverage = np.mean(np.abs(z) <= noise.spread.ci95_half_width)
     assert coverage >= 0.95 - 4 * math.sqrt(0.05 * 0.95 / z.size)

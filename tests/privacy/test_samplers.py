@@ -22,6 +22,7 @@ from privacy.mechanisms import IntegerNoise
 from privacy.samplers import GaussianTable, KeyedStream, LaplaceTable, Threshold
 from privacy.thresholds import bounds
 from tests.privacy import cks_reference
+from tests.privacy.distributions import chi2_against_pmf
 from tests.privacy.keyed import TEST_KEY, streams
 
 FALSE_FAILURE = 1e-4
@@ -85,21 +86,12 @@ def _laplace_pmf(t: float):
     return lambda v: (1 - a) / (1 + a) * a ** abs(v)
 
 
-def _chi2(samples: np.ndarray, pmf) -> float:
-    values, counts = np.unique(samples, return_counts=True)
-    expected = np.array([pmf(int(v)) for v in values]) * samples.size
-    keep = expected >= 5
-    obs = np.r_[counts[keep], counts[~keep].sum()]
-    exp = np.r_[expected[keep], samples.size - expected[keep].sum()]
-    return stats.chisquare(obs, exp).pvalue
-
-
 def test_a_short_table_sends_draws_to_the_tail_and_stays_exact():
     """J = 1 instead of ~9: most draws need the geometric tail; same law, and the
     batch code (which hands tails to the scalar code) draws the same values."""
     table = LaplaceTable(3, 1, levels=1)
     ours = batch_samplers.discrete_laplace(table, streams(20_000, "tail"))
-    assert _chi2(ours, _laplace_pmf(3.0)) >= FALSE_FAILURE
+    assert chi2_against_pmf(ours, _laplace_pmf(3.0)) >= FALSE_FAILURE
     scalar = [samplers.discrete_laplace(table, s) for s in streams(20_000, "tail")]
     assert ours.tolist() == scalar
 
@@ -113,7 +105,7 @@ def _gauss_pmf(sigma: float):
 def test_a_short_gaussian_table_uses_the_high_bit_path_and_stays_exact():
     table = GaussianTable(4, 1, levels=3, exp_levels=81)  # σ = 2; |Y| >= 8 and γ >= 2 go long
     ours = batch_samplers.discrete_gaussian(table, streams(10_000, "gtail"))
-    assert _chi2(ours, _gauss_pmf(2.0)) >= FALSE_FAILURE
+    assert chi2_against_pmf(ours, _gauss_pmf(2.0)) >= FALSE_FAILURE
     scalar = [samplers.discrete_gaussian(table, s) for s in streams(10_000, "gtail")]
     assert ours.tolist() == scalar
 
@@ -146,7 +138,7 @@ def test_batch_code_equals_scalar_under_heavy_refinement():
             == [samplers.discrete_laplace(lap, s) for s in streams(2_000, "wide")])
     got = batch_samplers.discrete_gaussian(gauss, streams(1_000, "gwide"))
     assert got.tolist() == [samplers.discrete_gaussian(gauss, s) for s in streams(1_000, "gwide")]
-    assert _chi2(batch_samplers.discrete_laplace(lap, streams(20_000, "wide2")),
+    assert chi2_against_pmf(batch_samplers.discrete_laplace(lap, streams(20_000, "wide2")),
                  _laplace_pmf(5.0)) >= FALSE_FAILURE
 
 
