@@ -124,6 +124,16 @@ class Stage:
             self.in_txn = False
 
 
+async def start_or_close(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """``client.start()``; if that fails (no broker reachable, refused), close it before
+    raising, so that no "Unclosed AIOKafkaConsumer" follows the error."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
 async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyncio.Event,
                 rebuild: Callable[[], Awaitable[None]],
                 step: Callable[[dict], Awaitable[None]]) -> None:
@@ -131,7 +141,7 @@ async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyn
     fetched batch; Kafka errors it can survive send it through ``Stage.fail`` and a
     rebuild from committed state."""
     await stage.producer.start()
-    await consumer.start()
+    await start_or_close(consumer)
     consumer.subscribe([topic], listener=watch_rebalances(stage))
     try:
         while not stop.is_set():
@@ -172,7 +182,7 @@ async def read_latest(
         return out  # CancelledError from aiokafka's not-yet-started no-group task)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 enable_auto_commit=False, **options)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.kafka_stage import start_or_close
 from privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
 from streams.config import DEFAULT_PATH, load_config, with_prefix
 
@@ -113,7 +114,7 @@ async def wait_for_topics(bootstrap: str, topics: Iterable[str], stop: asyncio.E
     wanted = set(topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 **(options or {}))
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         while not stop.is_set():
             if wanted <= await consumer.topics():
@@ -131,7 +132,7 @@ async def _consumer(bootstrap: str, topic: str,
                     options: Mapping[str, Any]) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 enable_auto_commit=False, **options)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         partitions = await topic_partitions(consumer, topic)
         if not partitions:

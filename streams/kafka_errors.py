@@ -20,6 +20,16 @@ AUTHORIZATION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
+    aio.KafkaConnectionError, kp.KafkaConnectionError, kp.NoBrokersAvailable,
+) if hasattr(kp, "NoBrokersAvailable") else (aio.KafkaConnectionError, kp.KafkaConnectionError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when no broker of the bootstrap list could be reached (either client)."""
+    return isinstance(exc, UNREACHABLE_ERRORS)
+
+
 def refused(exc: BaseException) -> bool:
     """True for Kafka's authorization failures (either client)."""
     return isinstance(exc, AUTHORIZATION_ERRORS)

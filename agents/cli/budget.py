@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 
 from agents.cli.options import add_deployment_options, kafka_options
-from agents.kafka_stage import read_compacted
+from agents.kafka_stage import read_compacted, start_or_close
 from agents.releases import topic_partitions
 from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privacy.params import HorizonCap
@@ -135,7 +135,7 @@ async def _read(bootstrap: str, topic: str, options: dict) -> dict[bytes, bytes]
     from aiokafka import AIOKafkaConsumer
 
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, **options)
-    await probe.start()
+    await start_or_close(probe)
     try:
         partitions = await topic_partitions(probe, topic)
     finally:

@@ -3,8 +3,9 @@ and the downstream tools.
 
 Each command is a module of this package with ``register(sub)`` (its parser) and
 ``run(args) -> int``. Errors map to exit codes here, in one place: 2 for a bad
-config, key or argument (the message names the field, the value and the fix), 3
-when Kafka refused this principal something, 130 when interrupted.
+config, key or argument (the message names the field, the value and the fix) or
+an unreachable Kafka (it says how to point at one), 3 when Kafka refused this
+principal something, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from agents.cli import (
     subscribe,
     worker,
 )
+from agents.cli.options import BOOTSTRAP_ENV
 from streams import kafka_errors
 from streams.config import ConfigError
 from streams.pseudonym import KeyConfigError
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         if kafka_errors.refused(exc):  # say which ACLs are missing, exit 3
             print(kafka_errors.refusal_message(args.command, exc), file=sys.stderr)
             return 3
+        if kafka_errors.unreachable(exc):
+            where = getattr(args, "bootstrap", None) or "the bootstrap servers"
+            print(f"privmon {args.command}: cannot reach Kafka at {where} "
+                  f"({type(exc).__name__}: {exc}). Start it (`privmon kafka start`), or pass "
+                  f"--bootstrap HOST:PORT or set ${BOOTSTRAP_ENV}.", file=sys.stderr)
+            return 2
         if isinstance(exc, USAGE_ERRORS):
             print(f"privmon {args.command}: {exc}", file=sys.stderr)
             return 2

@@ -1,0 +1,49 @@
+"""The CLI maps errors to exit codes in one place (agents/cli/main.py) and says what
+to do; no traceback and no unclosed client for a user's mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NOWHERE = "127.0.0.1:1"  # nothing listens on port 1: the connection is refused at once
+
+
+def _privmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("command", [["budget"], ["export", "monitoring", "--since", "1h"],
+                                     ["subscribe", "monitoring", "--duration-s", "5"],
+                                     ["report", "capacity", "--days", "1"]])
+def test_an_unreachable_broker_says_how_to_point_at_one(command):
+    out = _privmon(*command, "--bootstrap", NOWHERE)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"privmon {command[0]}: cannot reach Kafka at {NOWHERE}" in out.stderr
+    assert "--bootstrap HOST:PORT or set $PRIVMON_BOOTSTRAP" in out.stderr
+    assert "Traceback" not in out.stderr and "Unclosed" not in out.stderr
+
+
+def test_the_bootstrap_default_comes_from_the_environment():
+    import os
+
+    out = _privmon("budget", env={**os.environ, "PRIVMON_BOOTSTRAP": NOWHERE})
+    assert out.returncode == 2 and f"cannot reach Kafka at {NOWHERE}" in out.stderr
+
+
+def test_a_bad_config_names_the_file_and_exits_2(tmp_path):
+    out = _privmon("worker", "--config", str(tmp_path / "none.toml"))
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"privmon worker: {tmp_path / 'none.toml'}: not found")
+
+
+def test_every_deployment_command_takes_the_same_options():
+    for command in ("worker", "generate", "subscribe", "export", "alerts", "report", "budget"):
+        text = _privmon(command, "--help").stdout
+        for option in ("--bootstrap", "--config", "--topic-prefix", "--sasl-user"):
+            assert option in text, (command, option)
