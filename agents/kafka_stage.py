@@ -76,6 +76,7 @@ class Stage:
         self.rebuild = True
         self.in_txn = False
         self.broken = False
+        self._txn_lock = asyncio.Lock()
         self.producer = self._new_producer()
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -108,20 +109,26 @@ class Stage:
         await producer.start()
         self.producer, self.broken = producer, False
 
+    # begin, commit and abort take a lock: a rebalance listener may abort while the
+    # stage is between sends or committing, and two aborts of one transaction (or an
+    # abort during a commit) are invalid transitions in aiokafka's transaction manager.
     async def begin(self) -> None:
-        if not self.in_txn:
-            await self.producer.begin_transaction()
-            self.in_txn = True
+        async with self._txn_lock:
+            if not self.in_txn:
+                await self.producer.begin_transaction()
+                self.in_txn = True
 
     async def commit(self) -> None:
-        if self.in_txn:
-            await self.producer.commit_transaction()
-            self.in_txn = False
+        async with self._txn_lock:
+            if self.in_txn:
+                await self.producer.commit_transaction()
+                self.in_txn = False
 
     async def abort(self) -> None:
-        if self.in_txn:
-            await self.producer.abort_transaction()
-            self.in_txn = False
+        async with self._txn_lock:
+            if self.in_txn:
+                self.in_txn = False
+                await self.producer.abort_transaction()
 
 
 async def start_or_close(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
@@ -152,12 +159,18 @@ async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyn
                     await rebuild()
                 await step(await consumer.getmany(timeout_ms=200))
             except Exception as exc:
-                if not recoverable(exc):
+                # A rebalance during the step aborted its transaction (the listener set
+                # rebuild): whatever the step's sends then raised, replay from committed
+                # state like any other recoverable failure.
+                if not (recoverable(exc) or stage.rebuild):
                     raise
                 await stage.fail(exc)
                 await asyncio.sleep(1.0)
     finally:
-        await stage.abort()
+        try:
+            await stage.abort()
+        except Exception as exc:  # (do not hide what ended the loop)
+            log.warning("stage %s: abort at stop failed: %s", stage.name, type(exc).__name__)
         await consumer.stop()
         await stage.producer.stop()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from privacy.records import SCHEMA, WINDOW_SCHEMA
+from privacy.records import SCHEMA, WINDOW_SCHEMA, WindowComplete
 from streams.kafka_errors import refused
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,6 +164,25 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for key, value in messages:
         producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def produce_releases(bootstrap: str, topic: str, records: list, *, partitions: int) -> None:
+    """Release records as the worker writes them: each window's records (by cell key),
+    then its completion record on every partition (one partials partition)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    windows: dict[tuple[str, int], list] = defaultdict(list)
+    for r in records:
+        windows[(r.stream, r.window_start_ms)].append(r)
+    for (stream, start), rs in sorted(windows.items(), key=lambda kv: kv[0][1]):
+        for r in rs:
+            producer.send(topic, key="|".join(r.cell.values()).encode(), value=r.to_json())
+        done = WindowComplete(stream=stream, window_start_ms=start,
+                              window_end_ms=rs[0].window_end_ms, partials_partition=0,
+                              partials_partitions=1).to_json()
+        for a in range(partitions):
+            producer.send(topic, value=done, partition=a)
     producer.flush()
     producer.close()
 

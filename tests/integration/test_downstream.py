@@ -34,7 +34,13 @@ from streams.config import load_config, with_prefix
 from streams.localkafka.procs import free_port
 from streams.topics import create_missing
 from tests.downstream.synthetic import capacity_days, monitoring_window
-from tests.integration.pipeline_harness import REPO, produce, read_topic, worker_env
+from tests.integration.pipeline_harness import (
+    REPO,
+    produce,
+    produce_releases,
+    read_topic,
+    worker_env,
+)
 
 MINUTE = 60_000
 
@@ -54,14 +60,12 @@ def prefix(bootstrap):
                                f"{p}privmon.ledger": (1, {})})
     now = int(time.time() * 1000)
     cap = capacity_days(21, end_ms=now)
-    produce(bootstrap, f"{p}aggregates.capacity",
-            [("|".join(r.cell.values()).encode(), r.to_json()) for r in cap])
+    produce_releases(bootstrap, f"{p}aggregates.capacity", cap, partitions=2)
     first = (now // MINUTE - 8) * MINUTE
     mon = []
     for i in range(6):
         mon += monitoring_window(first + i * MINUTE, incident=i >= 3, seed=100 + i)
-    produce(bootstrap, f"{p}aggregates.monitoring",
-            [("|".join(r.cell.values()).encode(), r.to_json()) for r in mon])
+    produce_releases(bootstrap, f"{p}aggregates.monitoring", mon, partitions=2)
     config = load_config()
     ledger = []
     for i in range(6):
@@ -209,8 +213,9 @@ async def test_alert_agent_fires_on_the_incident_only(bootstrap, tmp_path):
         windows = [monitoring_window(first + i * MINUTE, incident=i >= 3, seed=200 + i,
                                      us_east_factor=0.3 if i == 5 else 1.0) for i in range(6)]
         for records in windows:  # one window at a time, as the worker releases them
-            await asyncio.to_thread(produce, bootstrap, pipeline.topics.aggregate("monitoring"),
-                                    [(None, r.to_json()) for r in records])
+            await asyncio.to_thread(produce_releases, bootstrap,
+                                    pipeline.topics.aggregate("monitoring"), records,
+                                    partitions=2)
             await asyncio.sleep(1.6)
         deadline = time.monotonic() + 30
         while agent.windows_evaluated < 6 and time.monotonic() < deadline:
