@@ -162,7 +162,7 @@ class AlertAgent:
             self.fired.append(a)
             if self.on_alert is not None:
                 self.on_alert(a)
-            log.info("ALERT %s", a.describe())
+            log.debug("ALERT %s", a.describe())  # (on_alert shows it: once, not twice)
         await producer.flush()
         for sink in self.sinks:
             if not await sink.send(alerts):

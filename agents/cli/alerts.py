@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.alerts.agent import AlertAgent
@@ -69,9 +70,12 @@ async def _main(agent: AlertAgent, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     agent = build_agent(args)
-    agent.on_alert = lambda a: print(f"ALERT {a.describe()}", flush=True)
+    agent.on_alert = lambda a: print(
+        f"ALERT window {datetime.fromtimestamp(a.window_start_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}"
+        f" UTC: {a.describe()}", flush=True)
     if args.metrics_port is not None:
         agent.metrics.serve(args.metrics_port)
     print(f"privmon alerts: {len(agent.alerts.rules)} rule(s) on {agent.streams}; alerts -> "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -123,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
     options = kafka_options(args)
     raw = asyncio.run(_read(args.bootstrap, config.topics.ledger, options))
     entries = [LedgerEntry.from_json(v) for v in raw.values()]
+    known = {p.policy_version for p in config.policies}
+    foreign = sorted({e.policy_version for e in entries} - known)
+    if foreign:  # e.g. the demo's ledger read with the production config
+        print(f"privmon budget: warning: the ledger {config.topics.ledger!r} holds windows "
+              f"released under policy version(s) {foreign}, which {args.config} (version(s) "
+              f"{sorted(known)}) does not define; if it is another deployment's ledger, pass "
+              "its --config (e.g. configs/demo.toml for the demo)", file=sys.stderr)
     rep = report(config, entries, int(time.time() * 1000))
     if args.json:
         print(json.dumps(rep, indent=2))

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from agents.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
     config = with_prefix(load_config(args.config), args.topic_prefix)
     pseudonymizer = Pseudonymizer.from_env()
     noise_keys = NoiseKeys.from_env()

@@ -162,6 +162,17 @@ def test_budget_reads_the_ledger(bootstrap, prefix):
     text = privmon("budget", "--bootstrap", bootstrap, "--topic-prefix", p)
     assert "monitoring: 6 windows of 60 s released" in text.stdout
     assert "cap epsilon <= 60" in text.stdout
+    assert "warning" not in out.stderr + text.stderr  # the ledger's policy is the config's
+
+
+def test_budget_warns_when_the_ledger_is_of_another_policy(bootstrap, prefix):
+    """The production ledger read with the demo's config (another policy version)."""
+    p = prefix[0]
+    out = privmon("budget", "--bootstrap", bootstrap, "--topic-prefix", p,
+                  "--config", str(REPO / "configs" / "demo.toml"))
+    assert out.returncode == 0, out.stderr
+    assert "privmon budget: warning: the ledger" in out.stderr
+    assert "'2026-11-24.1'" in out.stderr and "pass its --config" in out.stderr
 
 
 def parse_scrape(text: str) -> dict[tuple[str, tuple], float]:
