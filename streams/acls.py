@@ -25,9 +25,9 @@ from kafka.admin import (
     ResourceType,
 )
 
-from streams.config import ConfigError, PipelineConfig
+from streams.config import CONFIG_DIR, ConfigError, PipelineConfig
 
-DEFAULT_ACLS = Path(__file__).resolve().parents[1] / "configs" / "acls.toml"
+DEFAULT_ACLS = CONFIG_DIR / "acls.toml"
 LITERAL, PREFIXED = ACLResourcePatternType.LITERAL, ACLResourcePatternType.PREFIXED
 R, W, D = ACLOperation.READ, ACLOperation.WRITE, ACLOperation.DESCRIBE
 

@@ -26,7 +26,9 @@ from privacy.params import (
 from streams.retention import Retention, RetentionError
 from streams.schema import METRIC_FIELDS
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "streams.toml"
+# The repository's configs/ (one place: every default config path is found from here).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_PATH = CONFIG_DIR / "streams.toml"
 
 
 class ConfigError(ValueError):

@@ -44,10 +44,10 @@ from typing import Any
 
 from privacy.params import Mechanism, StreamPolicy
 from privacy.records import MetricValue, ReleaseRecord
-from streams.config import PipelineConfig
+from streams.config import CONFIG_DIR, PipelineConfig
 
 ALERT_SCHEMA = "privmon.alert/1"
-DEFAULT_ALERTS = Path(__file__).resolve().parents[2] / "configs" / "alerts.toml"
+DEFAULT_ALERTS = CONFIG_DIR / "alerts.toml"
 ADDITIVE_SUFFIXES = (".sum", ".count")
 
 

@@ -33,11 +33,11 @@ from agents.cli.options import stop_event
 from privacy.accountant import horizon_guarantee
 from privacy.noise_keys import NoiseKeys
 from privacy.records import ReleaseRecord
-from streams.config import PipelineConfig, load_config, with_prefix
+from streams.config import CONFIG_DIR, PipelineConfig, load_config, with_prefix
 from streams.generator import Incident, TelemetryGenerator
 from streams.pseudonym import Pseudonymizer
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+DEMO_CONFIG = CONFIG_DIR / "demo.toml"
 DEMO_ALERTS = DEMO_CONFIG.with_name("demo_alerts.toml")
 MALFORMED = [b'{"account_id": "acct-x", "latency_ms": ', b'{"events": "none"}',
              b'{"account_id": "acct-y", "server": 7}']

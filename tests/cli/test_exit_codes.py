@@ -47,3 +47,15 @@ def test_every_deployment_command_takes_the_same_options():
         text = _privmon(command, "--help").stdout
         for option in ("--bootstrap", "--config", "--topic-prefix", "--sasl-user"):
             assert option in text, (command, option)
+
+
+def test_every_default_config_path_exists():
+    """The defaults are found from one place (streams/config.py CONFIG_DIR); a module
+    that moved must not look for configs/ beside itself."""
+    from agents.alerts.rules import DEFAULT_ALERTS
+    from agents.cli.demo import DEMO_ALERTS, DEMO_CONFIG
+    from streams.acls import DEFAULT_ACLS
+    from streams.config import DEFAULT_PATH
+
+    for path in (DEFAULT_PATH, DEMO_CONFIG, DEMO_ALERTS, DEFAULT_ALERTS, DEFAULT_ACLS):
+        assert path.is_file(), path
