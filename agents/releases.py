@@ -182,6 +182,32 @@ class Window:
     records: list[ReleaseRecord]  # sorted by cell
 
 
+class WindowAssembler:
+    """Collects aggregate-topic records per window until the window is whole: on every
+    partition of its topic, one completion record of each partials partition
+    (privacy/records.py). The one place that decides completeness."""
+
+    def __init__(self, partitions: Mapping[str, int]) -> None:
+        self._partitions = partitions  # topic -> its partition count
+        self._records: dict[tuple[str, int], list[ReleaseRecord]] = {}
+        self._seen: dict[tuple[str, int], set[tuple[int, int]]] = {}  # (partition, partials p.)
+
+    def add(self, topic: str, partition: int,
+            record: ReleaseRecord | WindowComplete) -> Window | None:
+        """Take one record; the window it completes, if it completes one."""
+        key = (record.stream, record.window_start_ms)
+        if isinstance(record, ReleaseRecord):
+            self._records.setdefault(key, []).append(record)
+            return None
+        done = self._seen.setdefault(key, set())
+        done.add((partition, record.partials_partition))
+        if len(done) < self._partitions[topic] * record.partials_partitions:
+            return None
+        del self._seen[key]
+        cells = sorted(self._records.pop(key, []), key=lambda r: tuple(r.cell.values()))
+        return Window(record.stream, record.window_start_ms, record.window_end_ms, cells)
+
+
 async def windows(bootstrap: str, topic: str, stop: asyncio.Event, *,
                   since_ms: int | None = None, options: Mapping[str, Any] | None = None,
                   poll_ms: int = 500) -> AsyncIterator[Window]:
@@ -190,8 +216,7 @@ async def windows(bootstrap: str, topic: str, stop: asyncio.Event, *,
     completion record of every partials partition (privacy/records.py), so nothing
     is guessed from a quiet period. Windows come in the order they complete."""
     consumer, parts = await _consumer(bootstrap, topic, options or {})
-    records: dict[tuple[str, int], list[ReleaseRecord]] = {}
-    seen: dict[tuple[str, int], set[tuple[int, int]]] = {}
+    assembler = WindowAssembler({topic: len(parts)})
     try:
         if since_ms is None:
             await consumer.seek_to_end(*parts)
@@ -204,16 +229,9 @@ async def windows(bootstrap: str, topic: str, stop: asyncio.Event, *,
                     rec = _decode(msg.value, f"{tp.topic}[{tp.partition}]@{msg.offset}")
                     if rec is None or (since_ms is not None and rec.window_start_ms < since_ms):
                         continue
-                    key = (rec.stream, rec.window_start_ms)
-                    if isinstance(rec, ReleaseRecord):
-                        records.setdefault(key, []).append(rec)
-                        continue
-                    done = seen.setdefault(key, set())
-                    done.add((tp.partition, rec.partials_partition))
-                    if len(done) == len(parts) * rec.partials_partitions:
-                        del seen[key]
-                        cells = sorted(records.pop(key, []), key=lambda r: tuple(r.cell.values()))
-                        yield Window(rec.stream, rec.window_start_ms, rec.window_end_ms, cells)
+                    window = assembler.add(tp.topic, tp.partition, rec)
+                    if window is not None:
+                        yield window
     finally:
         await consumer.stop()
 

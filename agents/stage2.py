@@ -35,6 +35,7 @@ from privacy.accountant import LedgerEntry
 from privacy.accumulators import CellTotals
 from privacy.noise_keys import NoiseKeys
 from privacy.params import StreamPolicy
+from privacy.records import WindowComplete
 from privacy.release import WindowRelease, release_window
 from streams.partials import Mark, Partial
 
@@ -46,6 +47,16 @@ def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
     return LedgerEntry.for_release(policy, window_start_ms=start,
                                    cells_released=len(rel.records),
                                    partials_partition=partials_partition)
+
+
+def completion_record(policy: StreamPolicy, start: int, partials_partition: int,
+                      partials_partitions: int) -> WindowComplete:
+    """What stage 2 publishes after its part of every window, released or not: a
+    function of public facts only (tests/privacy/test_exact_channels.py)."""
+    return WindowComplete(stream=policy.name, window_start_ms=start,
+                          window_end_ms=start + policy.window_ms,
+                          partials_partition=partials_partition,
+                          partials_partitions=partials_partitions)
 
 
 # Most windows a partition releases per stream and step (after a long stop, or a jump of

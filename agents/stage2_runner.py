@@ -14,11 +14,10 @@ import time
 from aiokafka import TopicPartition
 
 from agents.kafka_stage import drive, read_compacted, send_many
-from agents.stage2 import Stage2Partition, WindowFailed, ledger_entry
+from agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
 from agents.worker_context import WorkerContext
 from privacy.accountant import LedgerEntry
 from privacy.params import StreamPolicy
-from privacy.records import WindowComplete
 from privacy.release import WindowRelease
 from streams.partials import decode as decode_partial
 
@@ -165,11 +164,9 @@ class Stage2Release:
     def _completion(self, policy: StreamPolicy, start: int, q: int, aggregate_partitions: int
                     ) -> list[tuple[bytes | None, bytes, int | None]]:
         """Partials partition q's completion record of a window, for every partition."""
-        value = WindowComplete(
-            stream=policy.name, window_start_ms=start, window_end_ms=start + policy.window_ms,
-            partials_partition=q,
-            partials_partitions=self.runner.ctx.topic_partitions[
-                self.runner.ctx.config.topics.partials]).to_json()
+        ctx = self.runner.ctx
+        value = completion_record(policy, start, q,
+                                  ctx.topic_partitions[ctx.config.topics.partials]).to_json()
         return [(None, value, a) for a in range(aggregate_partitions)]
 
     async def _quarantine(self, policy: StreamPolicy, start: int, q: int,

@@ -15,6 +15,7 @@ same array operations whatever its value.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -78,14 +79,9 @@ class _LaplaceBatch:
         return g[:, 0] - g[:, 1], redo
 
 
-_LAPLACE: dict[int, _LaplaceBatch] = {}
-
-
+@lru_cache(maxsize=256)  # tables hash by identity, like samplers.laplace_table's cache
 def _laplace_batch(table: LaplaceTable) -> _LaplaceBatch:
-    batch = _LAPLACE.get(id(table))
-    if batch is None or batch.table is not table:
-        batch = _LAPLACE[id(table)] = _LaplaceBatch(table)
-    return batch
+    return _LaplaceBatch(table)
 
 
 def discrete_laplace(table: LaplaceTable, streams: Sequence[KeyedStream],
@@ -143,11 +139,6 @@ def discrete_gaussian(table: GaussianTable, streams: Sequence[KeyedStream]) -> n
     return out
 
 
-_EXP: dict[int, tuple[GaussianTable, _Bounds]] = {}
-
-
+@lru_cache(maxsize=256)
 def _exp_bounds(table: GaussianTable) -> _Bounds:
-    hit = _EXP.get(id(table))
-    if hit is None or hit[0] is not table:
-        hit = _EXP[id(table)] = (table, _Bounds(table.exp_bits))
-    return hit[1]
+    return _Bounds(table.exp_bits)

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents.alerts.exporter import AlertMetrics, LatestReleases
 from agents.alerts.rules import Alert, AlertConfig, Evaluator
 from agents.alerts.sinks import HttpSink
-from agents.releases import topic_partitions
+from agents.releases import WindowAssembler, topic_partitions
 from privacy.records import ReleaseRecord, decode_aggregate
 from streams.config import PipelineConfig
 from streams.topics import create_missing
@@ -117,9 +117,7 @@ class AlertAgent:
 
     async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                     stop: asyncio.Event, *, fire_from_ms: int) -> None:
-        topic_parts = Counter(tp.topic for tp in consumer.assignment())
-        pending: dict[tuple[str, int], list[ReleaseRecord]] = {}
-        seen: dict[tuple[str, int], set[tuple[int, int]]] = {}  # (partition, partials p.)
+        assembler = WindowAssembler(Counter(tp.topic for tp in consumer.assignment()))
         released_at: dict[tuple[str, int], int] = {}  # newest Kafka timestamp per window
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=300)
@@ -135,15 +133,10 @@ class AlertAgent:
                     released_at[key] = max(released_at.get(key, 0), msg.timestamp)
                     if isinstance(rec, ReleaseRecord):
                         self.latest.update(rec)
-                        pending.setdefault(key, []).append(rec)
-                        continue
-                    done = seen.setdefault(key, set())
-                    done.add((tp.partition, rec.partials_partition))
-                    if len(done) < topic_parts[tp.topic] * rec.partials_partitions:
-                        continue
-                    del seen[key]
-                    fire = released_at.pop(key) >= fire_from_ms
-                    await self._window(producer, key, pending.pop(key, []), fire=fire)
+                    window = assembler.add(tp.topic, tp.partition, rec)
+                    if window is not None:
+                        fire = released_at.pop(key) >= fire_from_ms
+                        await self._window(producer, key, window.records, fire=fire)
 
     async def _window(self, producer: AIOKafkaProducer, key: tuple[str, int],
                       records: list[ReleaseRecord], *, fire: bool) -> None:

@@ -18,7 +18,7 @@ from types import MappingProxyType
 import numpy as np
 
 from agents.metrics import WorkerMetrics
-from agents.stage2 import Stage2Partition, ledger_entry
+from agents.stage2 import Stage2Partition, completion_record, ledger_entry
 from agents.stats import WorkerStats
 from privacy.accumulators import CellTotals
 from privacy.release import WindowRelease, release_window
@@ -87,10 +87,10 @@ W = POLICY.window_ms
 T0 = 1_000 * W
 
 
-def _entries(extra_cell: bool) -> list[bytes]:
-    """Ledger entries one stage-2 partition writes over five windows. The data has a
-    big cell in the first window only; D' adds one account alone in a new cell in
-    the third window (never released: under k)."""
+def _published(extra_cell: bool, publish) -> list[bytes]:
+    """What one stage-2 partition writes per window over five windows (``publish(start,
+    release)``). The data has a big cell in the first window only; D' adds one account
+    alone in a new cell in the third window (never released: under k)."""
     part = Stage2Partition(policies=(POLICY,), sources=1, noise_keys=KEYS)
     cols = {m.name: ([0] * m.n_buckets if hasattr(m, "n_buckets") else 0)
             for m in POLICY.metrics}
@@ -104,8 +104,19 @@ def _entries(extra_cell: bool) -> list[bytes]:
         for stream, start in ready:
             rel = part.release(stream, start,
                                lambda c: dict(zip(POLICY.dimensions, c, strict=True)))
-            out.append(ledger_entry(POLICY, start, 0, rel).to_json())
+            out.append(publish(start, rel))
     return out
+
+
+def _entries(extra_cell: bool) -> list[bytes]:
+    """The ledger entries."""
+    return _published(extra_cell, lambda start, rel: ledger_entry(POLICY, start, 0, rel).to_json())
+
+
+def _completions(extra_cell: bool) -> list[bytes]:
+    """The completion records (on the aggregate topic)."""
+    return _published(extra_cell,
+                      lambda start, rel: completion_record(POLICY, start, 0, 4).to_json())
 
 
 def test_which_ledger_entries_exist_does_not_depend_on_the_data():
@@ -117,6 +128,19 @@ def test_which_ledger_entries_exist_does_not_depend_on_the_data():
     d, d_prime = _entries(False), _entries(True)
     assert d == d_prime
     assert len(d) == LOOKBACK_WINDOWS + 5  # and the windows before the first mark
+
+
+def test_which_completion_records_exist_does_not_depend_on_the_data(monkeypatch):
+    """One per window since the first mark, like the ledger entries; the old
+    pending-only rule (negative control) would publish them only where data was."""
+    assert _completions(False) == _completions(True)
+
+    def pending_only(self, limit=1000):
+        marks = self.marks.get(POLICY.name, {})
+        return sorted(k for k in self.pending if k[1] + W <= min(marks.values()))
+
+    monkeypatch.setattr(Stage2Partition, "releasable", pending_only)
+    assert _completions(False) != _completions(True)
 
 
 def test_the_check_catches_entries_only_for_windows_with_partials(monkeypatch):
