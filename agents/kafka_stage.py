@@ -50,8 +50,10 @@ class _Flag(ConsumerRebalanceListener):
         self.stage = stage
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.stage.abort()
+        # Flag first: a step whose sends fail while this abort is in flight (aiokafka's
+        # IllegalOperation, not a KafkaError) must see that a rebalance caused it.
         self.stage.rebuild = True
+        await self.stage.abort()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.stage.rebuild = True
