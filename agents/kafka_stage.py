@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -36,11 +38,41 @@ def caught_up_now(*, position: int, highwater: int | None, last_fetch_ms: int | 
 
 def recoverable(exc: BaseException) -> bool:
     """Errors a stage survives by dropping its state and replaying from committed
-    offsets: Kafka being away or moving leaders/coordinators. Not: being fenced
-    (another instance took over) or refused access (a configuration problem)."""
-    if isinstance(exc, ProducerFenced) or refused(exc):
+    offsets: Kafka being away or moving leaders/coordinators, and being fenced (a
+    coordinator failover or a transaction timeout bumps the producer's epoch; Kafka
+    Streams, too, recreates its producer then). Not: refused access (a configuration
+    problem). Fencing by another live process is told apart by ``FenceGuard``."""
+    if refused(exc):
         return False
     return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
+
+
+class FencedRepeatedly(RuntimeError):
+    """Another process keeps taking this stage's transactional id."""
+
+
+class FenceGuard:
+    """Tells a one-off fence (failover, timeout) from two processes that share a
+    transactional id: those fence each other on every recovery, so more than
+    ``limit`` fences within ``period_s`` stop the worker with a message saying so."""
+
+    def __init__(self, transactional_id: str, *, limit: int = 5, period_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.transactional_id = transactional_id
+        self.limit, self.period_s, self.clock = limit, period_s, clock
+        self._times: deque[float] = deque()
+
+    def fenced(self) -> None:
+        """Note one fence; raise FencedRepeatedly past the limit."""
+        now = self.clock()
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.period_s:
+            self._times.popleft()
+        if len(self._times) > self.limit:
+            raise FencedRepeatedly(
+                f"transactional id {self.transactional_id!r} was fenced "
+                f"{len(self._times)} times in {self.period_s:.0f} s: another process "
+                "uses it. Give every worker its own --worker-id.")
 
 
 class _Flag(ConsumerRebalanceListener):
@@ -79,6 +111,7 @@ class Stage:
         self.in_txn = False
         self.broken = False
         self._txn_lock = asyncio.Lock()
+        self.fences = FenceGuard(transactional_id)
         self.producer = self._new_producer()
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -166,6 +199,8 @@ async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyn
                 # state like any other recoverable failure.
                 if not (recoverable(exc) or stage.rebuild):
                     raise
+                if isinstance(exc, ProducerFenced):
+                    stage.fences.fenced()
                 await stage.fail(exc)
                 await asyncio.sleep(1.0)
     finally:

@@ -26,6 +26,7 @@ from agents.cli import (
     worker,
 )
 from agents.cli.options import BOOTSTRAP_ENV
+from agents.kafka_stage import FencedRepeatedly
 from streams import kafka_errors
 from streams.config import ConfigError
 from streams.pseudonym import KeyConfigError
@@ -35,6 +36,7 @@ COMMANDS = (kafka, demo, worker, generate, subscribe, export, alerts, report, bu
 # What a user can fix: exit 2 with "privmon <command>: <message>" (no traceback).
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, AlertConfigError, KeyConfigError, TopicLayoutError, LookupError, ValueError,
+    FencedRepeatedly,
 )
 
 

@@ -1,0 +1,40 @@
+"""Which Kafka errors a stage recovers from, and how repeated fencing is told apart
+from a one-off (a coordinator failover or transaction timeout bumps the epoch)."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NotCoordinatorError,
+    ProducerFenced,
+    TopicAuthorizationFailedError,
+)
+
+from agents.kafka_stage import FencedRepeatedly, FenceGuard, recoverable
+
+
+def test_fencing_and_broker_loss_are_recoverable_refusals_and_bugs_are_not():
+    assert recoverable(ProducerFenced())
+    assert recoverable(KafkaConnectionError())
+    assert recoverable(NotCoordinatorError())
+    assert not recoverable(TopicAuthorizationFailedError())
+    assert not recoverable(ZeroDivisionError())
+
+
+def test_a_few_fences_pass_a_process_that_keeps_fencing_stops_the_worker():
+    now = [0.0]
+    guard = FenceGuard("privmon-s2-w1", limit=3, period_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        guard.fenced()
+        now[0] += 10
+    with pytest.raises(FencedRepeatedly, match="privmon-s2-w1.*--worker-id"):
+        guard.fenced()  # the 4th within 60 s
+
+
+def test_fences_spread_over_time_never_add_up():
+    now = [0.0]
+    guard = FenceGuard("t", limit=2, period_s=60, clock=lambda: now[0])
+    for _ in range(50):
+        guard.fenced()
+        now[0] += 31  # at most 2 within any 60 s
