@@ -29,7 +29,7 @@ import logging
 import os
 from pathlib import Path
 
-from agents.isolation import BatchFailed, MessageFailed, Quarantine
+from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
 
 log = logging.getLogger("privmon.worker")
 

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.kafka_errors import refused
-from streams.participation_state import MAX_RECORD_BYTES
+from privmon.streams.kafka_errors import refused
+from privmon.streams.participation_state import MAX_RECORD_BYTES
 
 log = logging.getLogger("privmon.worker")
 

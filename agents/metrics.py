@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from agents.stats import WorkerStats
+from privmon.agents.stats import WorkerStats
 
 
 class WorkerMetrics:

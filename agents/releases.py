@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.kafka_stage import start_or_close
-from privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
-from streams.config import DEFAULT_PATH, load_config, with_prefix
+from privmon.agents.kafka_stage import start_or_close
+from privmon.privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
+from privmon.streams.config import DEFAULT_PATH, load_config, with_prefix
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -29,23 +29,23 @@ from typing import Protocol
 
 import numpy as np
 
-from agents.isolation import BatchFailed, MessageFailed, Quarantine
-from agents.stage1_columns import Batch, OpenWindow
-from privacy import accumulators as acc
-from privacy.params import StreamPolicy
-from privacy.participation import DenseParticipationLimiter, open_recent
-from streams.decode import decode_message, event_spans
-from streams.partials import Mark, Partial, mark, partials_of
-from streams.participation_state import (
+from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
+from privmon.agents.stage1_columns import Batch, OpenWindow
+from privmon.privacy import accumulators as acc
+from privmon.privacy.params import StreamPolicy
+from privmon.privacy.participation import DenseParticipationLimiter, open_recent
+from privmon.streams.decode import decode_message, event_spans
+from privmon.streams.partials import Mark, Partial, mark, partials_of
+from privmon.streams.participation_state import (
     BUCKETS,
     PSEUDONYM_BYTES,
     StateChunk,
     bucket_of,
     state_key,
 )
-from streams.progress import Progress
-from streams.pseudonym import Pseudonymizer
-from streams.schema import (
+from privmon.streams.progress import Progress
+from privmon.streams.pseudonym import Pseudonymizer
+from privmon.streams.schema import (
     DeadLetter,
     Decoded,
     InputLimits,
@@ -53,7 +53,7 @@ from streams.schema import (
     dead_letter,
     key_mismatch,
 )
-from streams.windows import Watermark, WindowSpec
+from privmon.streams.windows import Watermark, WindowSpec
 
 
 class Inflight(Protocol):

@@ -8,9 +8,9 @@ from operator import attrgetter
 import numpy as np
 import pandas as pd
 
-from privacy.bounding import ContributionTable
-from privacy.params import StreamPolicy
-from streams.schema import TelemetryEvent
+from privmon.privacy.bounding import ContributionTable
+from privmon.privacy.params import StreamPolicy
+from privmon.streams.schema import TelemetryEvent
 
 
 class OpenWindow:

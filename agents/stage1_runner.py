@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from agents.isolation import IsolationNeeded
-from agents.kafka_stage import caught_up_now, drive, read_compacted, read_latest, send_many
-from agents.stage1 import Stage1Partition
-from agents.worker_context import WorkerContext
-from streams.participation_state import StateChunk
-from streams.progress import Progress
+from privmon.agents.isolation import IsolationNeeded
+from privmon.agents.kafka_stage import caught_up_now, drive, read_compacted, read_latest, send_many
+from privmon.agents.stage1 import Stage1Partition
+from privmon.agents.worker_context import WorkerContext
+from privmon.streams.participation_state import StateChunk
+from privmon.streams.progress import Progress
 
 log = logging.getLogger("privmon.worker")
 

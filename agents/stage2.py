@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from privacy.accountant import LedgerEntry
-from privacy.accumulators import CellTotals
-from privacy.noise_keys import NoiseKeys
-from privacy.params import StreamPolicy
-from privacy.records import WindowComplete
-from privacy.release import WindowRelease, release_window
-from streams.partials import Mark, Partial
+from privmon.privacy.accountant import LedgerEntry
+from privmon.privacy.accumulators import CellTotals
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.privacy.params import StreamPolicy
+from privmon.privacy.records import WindowComplete
+from privmon.privacy.release import WindowRelease, release_window
+from privmon.streams.partials import Mark, Partial
 
 
 def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,

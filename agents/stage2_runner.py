@@ -13,13 +13,13 @@ import time
 
 from aiokafka import TopicPartition
 
-from agents.kafka_stage import drive, read_compacted, send_many
-from agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
-from agents.worker_context import WorkerContext
-from privacy.accountant import LedgerEntry
-from privacy.params import StreamPolicy
-from privacy.release import WindowRelease
-from streams.partials import decode as decode_partial
+from privmon.agents.kafka_stage import drive, read_compacted, send_many
+from privmon.agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
+from privmon.agents.worker_context import WorkerContext
+from privmon.privacy.accountant import LedgerEntry
+from privmon.privacy.params import StreamPolicy
+from privmon.privacy.release import WindowRelease
+from privmon.streams.partials import decode as decode_partial
 
 log = logging.getLogger("privmon.worker")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from privacy.release import WindowRelease
+from privmon.privacy.release import WindowRelease
 
 
 @dataclass

@@ -49,16 +49,16 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.crashguard import CrashGuard
-from agents.partials_cleanup import delete_released_partials
-from agents.stage1_runner import Stage1Runner
-from agents.stage2_runner import Stage2Runner
-from agents.stats import WorkerStats
-from agents.worker_context import WorkerContext, now_ms
-from privacy.noise_keys import NoiseKeys
-from streams.config import PipelineConfig
-from streams.pseudonym import Pseudonymizer
-from streams.topics import ensure_topics
+from privmon.agents.crashguard import CrashGuard
+from privmon.agents.partials_cleanup import delete_released_partials
+from privmon.agents.stage1_runner import Stage1Runner
+from privmon.agents.stage2_runner import Stage2Runner
+from privmon.agents.stats import WorkerStats
+from privmon.agents.worker_context import WorkerContext, now_ms
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.streams.config import PipelineConfig
+from privmon.streams.pseudonym import Pseudonymizer
+from privmon.streams.topics import ensure_topics
 
 
 class Worker:

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
 
-from agents.crashguard import CrashGuard
-from agents.isolation import Quarantine
-from agents.kafka_stage import Stage
-from agents.ratelimit import RateLimitedLog
-from agents.stats import WorkerStats
-from privacy.noise_keys import NoiseKeys
-from streams.config import PipelineConfig
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.crashguard import CrashGuard
+from privmon.agents.isolation import Quarantine
+from privmon.agents.kafka_stage import Stage
+from privmon.agents.ratelimit import RateLimitedLog
+from privmon.agents.stats import WorkerStats
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.streams.config import PipelineConfig
+from privmon.streams.pseudonym import Pseudonymizer
 
 log = logging.getLogger("privmon.worker")
 

@@ -66,8 +66,8 @@ _CASES = (("monitoring", "events"), ("monitoring", "latency"), ("research", "eve
 
 
 def _cases() -> list:
-    from privacy.release import noise_for
-    from streams.config import load_config
+    from privmon.privacy.release import noise_for
+    from privmon.streams.config import load_config
 
     config = load_config()
     return [(stream, quantity, noise_for(config.policy(stream), quantity))
@@ -77,7 +77,7 @@ def _cases() -> list:
 def privmon_per_draw(n: int) -> list[dict]:
     """This tree's samplers: µs per scalar draw, its time's Spearman correlation with
     |value|, and µs per draw in bulk (``add`` over 10,000 streams, one draw each)."""
-    from privacy.samplers import KeyedStream
+    from privmon.privacy.samplers import KeyedStream
 
     key = os.urandom(32)
     rows = []
@@ -146,8 +146,8 @@ def per_draw(n: int, previous: Path | None = None) -> list[dict]:
 
 # ---------------------------------------------------------------- one window
 def _totals(policy, cells: int, rng: np.random.Generator):
-    from privacy.accumulators import CellTotals
-    from privacy.kinds import HistogramMetric
+    from privmon.privacy.accumulators import CellTotals
+    from privmon.privacy.kinds import HistogramMetric
 
     linf = policy.bounds.max_events_per_cell
     accounts = rng.integers(policy.k * 40, policy.k * 80, cells)
@@ -167,15 +167,15 @@ def window(stream: str, cells: int) -> dict:
     """Release one window of ``cells`` cells with this interpreter's ``privacy`` package."""
     import inspect
 
-    from privacy import release
-    from streams.config import load_config
+    from privmon.privacy import release
+    from privmon.streams.config import load_config
 
     policy = load_config().policy(stream)
     totals = _totals(policy, cells, np.random.default_rng(1))
     labels = {d: "x" for d in policy.dimensions}
     kwargs = {}
     if "noise" in inspect.signature(release.release_window).parameters:
-        from privacy.noise_keys import NoiseKeys
+        from privmon.privacy.noise_keys import NoiseKeys
 
         kwargs["noise"] = NoiseKeys({0: os.urandom(32)}).window(stream, "bench", 0)
 
@@ -195,7 +195,7 @@ def window(stream: str, cells: int) -> dict:
 
 def spread_once() -> dict:
     """The old code's spread of the research latency noise (σ ≈ 7.07e6), once."""
-    from privacy import mechanisms
+    from privmon.privacy import mechanisms
 
     sigma = 7_071_067.8
     fn = (getattr(mechanisms, "_discrete_gaussian_spread", None)

@@ -43,7 +43,7 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
     """Consume everything and decode it with privmon's decoder; nothing else."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.decode import decode_message
+    from privmon.streams.decode import decode_message
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
@@ -67,7 +67,7 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
 
 
 async def _partitions(consumer: object, topic: str) -> set[int]:
-    from agents.releases import topic_partitions
+    from privmon.agents.releases import topic_partitions
 
     return await topic_partitions(consumer, topic)
 
@@ -130,7 +130,7 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
         log = workdir / f"privmon-{tag}-w{w}.log"
         logs.append(log)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap,
+            [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap,
              "--config", str(config), "--worker-id", f"bench{w}", "--status-every-s", "0.25"],
             cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
     hwm = [0.0] * workers
@@ -173,7 +173,7 @@ def produce(bootstrap: str, topic: str, events: int, envelope: int, partitions: 
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streams.generator import TelemetryGenerator
+    from privmon.streams.generator import TelemetryGenerator
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
@@ -284,7 +284,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     import numpy as np
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from streams.generator import TelemetryGenerator
+    from privmon.streams.generator import TelemetryGenerator
 
     prefix = "lat."
     config = workdir / "latency.toml"
@@ -292,7 +292,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PYTHONPATH": str(REPO)}
     log = workdir / "privmon-latency.log"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap, "--config",
+        [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap, "--config",
          str(config), "--worker-id", "lat", "--idle-lag-ms", "1000", "--status-every-s", "5"],
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     time.sleep(4)  # topics
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
     args = p.parse_args(argv)
 
-    from streams.localkafka.cluster import LocalKafka
+    from privmon.streams.localkafka.cluster import LocalKafka
 
     workdir = Path(tempfile.mkdtemp(prefix="privmon-bench-"))
     cluster = LocalKafka(name="bench", state_root=workdir / "kafka", port=None,

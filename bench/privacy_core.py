@@ -24,18 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from privacy import accumulators as acc
-from privacy.bounding import ContributionTable
-from privacy.kinds import BooleanMetric, HistogramMetric, ValueMetric
-from privacy.noise_keys import NoiseKeys
-from privacy.params import (
+from privmon.privacy import accumulators as acc
+from privmon.privacy.bounding import ContributionTable
+from privmon.privacy.kinds import BooleanMetric, HistogramMetric, ValueMetric
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.privacy.params import (
     ContributionBounds,
     HorizonCap,
     ParticipationCap,
     PrivacyBudget,
     StreamPolicy,
 )
-from privacy.release import release_window
+from privmon.privacy.release import release_window
 
 BATCH = 100_000
 

@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true")
     args = p.parse_args(argv)
 
-    from agents.stage1 import Stage1Partition
-    from streams.config import load_config
-    from streams.participation_state import StateChunk
-    from streams.pseudonym import Pseudonymizer
+    from privmon.agents.stage1 import Stage1Partition
+    from privmon.streams.config import load_config
+    from privmon.streams.participation_state import StateChunk
+    from privmon.streams.pseudonym import Pseudonymizer
 
     config = load_config()
     rng = np.random.default_rng(5)

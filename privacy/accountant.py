@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from privacy.params import HorizonCap, Mechanism, StreamPolicy
+from privmon.privacy.params import HorizonCap, Mechanism, StreamPolicy
 
 
 class BudgetExceeded(ValueError):

@@ -18,8 +18,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from privacy.bounding import BoundedRows
-from privacy.params import StreamPolicy
+from privmon.privacy.bounding import BoundedRows
+from privmon.privacy.params import StreamPolicy
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from privacy.samplers import (
+from privmon.privacy.samplers import (
     FIRST_BITS,
     GaussianTable,
     KeyedStream,

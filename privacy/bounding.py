@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.params import StreamPolicy
+from privmon.privacy.params import StreamPolicy
 
 _CELL_BITS = 32
 

@@ -28,8 +28,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from privacy import batch_samplers, samplers
-from privacy.samplers import KeyedStream
+from privmon.privacy import batch_samplers, samplers
+from privmon.privacy.samplers import KeyedStream
 
 CONFIDENCE = 0.95
 Z95 = 1.959963984540054

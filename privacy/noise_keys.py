@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from privacy.keys import DatedKeys
-from privacy.samplers import KeyedStream
+from privmon.privacy.keys import DatedKeys
+from privmon.privacy.samplers import KeyedStream
 
 ENV = "PRIVMON_NOISE_KEYS"
 _CONTEXT = "privmon.noise/1"

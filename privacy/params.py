@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from privacy.checks import fail, integer, real
-from privacy.kinds import Metric
+from privmon.privacy.checks import fail, integer, real
+from privmon.privacy.kinds import Metric
 
 
 class Mechanism(StrEnum):

@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from privacy.params import ParticipationCap
+from privmon.privacy.params import ParticipationCap
 
 
 class ParticipationLimiter:

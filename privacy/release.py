@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.accumulators import CellTotals
-from privacy.bounding import sensitivities
-from privacy.kinds import ReleaseContext
-from privacy.mechanisms import IntegerNoise
-from privacy.noise_keys import WindowNoise
-from privacy.params import Mechanism, StreamPolicy
-from privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
-from privacy.samplers import KeyedStream
-from privacy.selection import PartitionSelection
+from privmon.privacy.accumulators import CellTotals
+from privmon.privacy.bounding import sensitivities
+from privmon.privacy.kinds import ReleaseContext
+from privmon.privacy.mechanisms import IntegerNoise
+from privmon.privacy.noise_keys import WindowNoise
+from privmon.privacy.params import Mechanism, StreamPolicy
+from privmon.privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
+from privmon.privacy.samplers import KeyedStream
+from privmon.privacy.selection import PartitionSelection
 
 
 def selection_for(policy: StreamPolicy) -> PartitionSelection:

@@ -36,7 +36,7 @@ from fractions import Fraction
 from functools import lru_cache
 from math import isqrt
 
-from privacy.thresholds import FIRST_BITS, MORE_BITS, bounds
+from privmon.privacy.thresholds import FIRST_BITS, MORE_BITS, bounds
 
 _BLOCK_BYTES = 64
 _XOF_DOMAIN = b"privmon.block/1"

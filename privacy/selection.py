@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.mechanisms import IntegerNoise
-from privacy.samplers import KeyedStream
+from privmon.privacy.mechanisms import IntegerNoise
+from privmon.privacy.samplers import KeyedStream
 
 
 @dataclass(frozen=True, kw_only=True)

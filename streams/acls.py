@@ -25,7 +25,7 @@ from kafka.admin import (
     ResourceType,
 )
 
-from streams.config import CONFIG_DIR, ConfigError, PipelineConfig
+from privmon.streams.config import CONFIG_DIR, ConfigError, PipelineConfig
 
 DEFAULT_ACLS = CONFIG_DIR / "acls.toml"
 LITERAL, PREFIXED = ACLResourcePatternType.LITERAL, ACLResourcePatternType.PREFIXED

@@ -7,27 +7,32 @@ in a privacy setting must not silently fall back to a default).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from privacy.accountant import BudgetExceeded, check_policies
-from privacy.checks import PrivacyConfigError
-from privacy.kinds import KINDS, Metric
-from privacy.params import (
+from privmon.privacy.accountant import BudgetExceeded, check_policies
+from privmon.privacy.checks import PrivacyConfigError
+from privmon.privacy.kinds import KINDS, Metric
+from privmon.privacy.params import (
     ContributionBounds,
     HorizonCap,
     ParticipationCap,
     PrivacyBudget,
     StreamPolicy,
 )
-from streams.retention import Retention, RetentionError
-from streams.schema import METRIC_FIELDS
+from privmon.streams.retention import Retention, RetentionError
+from privmon.streams.schema import METRIC_FIELDS
 
-# The repository's configs/ (one place: every default config path is found from here).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Where every default config path is found (one place): $PRIVMON_CONFIG, a directory of
+# configs named like configs/ (streams.toml, alerts.toml, acls.toml, demo.toml), or the
+# configs shipped as package data (configs/ of a checkout, privmon/configs/ of a wheel).
+CONFIG_ENV = "PRIVMON_CONFIG"
+CONFIG_DIR = Path(os.environ.get(CONFIG_ENV) or str(resources.files("privmon.configs")))
 DEFAULT_PATH = CONFIG_DIR / "streams.toml"
 
 

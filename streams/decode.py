@@ -33,8 +33,8 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from streams.jsonscan import Item, Malformed, Reader, scan
-from streams.schema import (
+from privmon.streams.jsonscan import Item, Malformed, Reader, scan
+from privmon.streams.schema import (
     DeadLetter,
     Decoded,
     InputLimits,

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from privacy.accumulators import CellTotals
+from privmon.privacy.accumulators import CellTotals
 
 SEP = "|"
 VERSION = 1  # of the partial and mark records; another is refused (WireError)

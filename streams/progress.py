@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.partials import decode_strict
+from privmon.streams.partials import decode_strict
 
 VERSION = 1
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from privacy.keys import DatedKeys, KeyConfigError
+from privmon.privacy.keys import DatedKeys, KeyConfigError
 
 ENV = "PRIVMON_PSEUDONYM_KEYS"
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from privacy.params import StreamPolicy
+from privmon.privacy.params import StreamPolicy
 
 DAY_MS = 86_400_000
 

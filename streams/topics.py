@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from streams.config import PipelineConfig
-from streams.participation_state import MAX_RECORD_BYTES
+from privmon.streams.config import PipelineConfig
+from privmon.streams.participation_state import MAX_RECORD_BYTES
 
 COMPACTED = {"cleanup.policy": "compact"}
 log = logging.getLogger("privmon.topics")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from streams.localkafka.cluster import LocalKafka
+from privmon.streams.localkafka.cluster import LocalKafka
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -31,13 +31,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.alerts.exporter import AlertMetrics, LatestReleases
-from agents.alerts.rules import Alert, AlertConfig, Evaluator
-from agents.alerts.sinks import HttpSink
-from agents.releases import WindowAssembler, topic_partitions
-from privacy.records import ReleaseRecord, decode_aggregate
-from streams.config import PipelineConfig
-from streams.topics import create_missing
+from privmon.agents.alerts.exporter import AlertMetrics, LatestReleases
+from privmon.agents.alerts.rules import Alert, AlertConfig, Evaluator
+from privmon.agents.alerts.sinks import HttpSink
+from privmon.agents.releases import WindowAssembler, topic_partitions
+from privmon.privacy.records import ReleaseRecord, decode_aggregate
+from privmon.streams.config import PipelineConfig
+from privmon.streams.topics import create_missing
 
 log = logging.getLogger("privmon.alerts")
 

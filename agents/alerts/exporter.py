@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from privacy.params import StreamPolicy
-from privacy.records import ReleaseRecord
+from privmon.privacy.params import StreamPolicy
+from privmon.privacy.records import ReleaseRecord
 
 QUANTITIES = (("value", "released value"), ("noise_std", "std of the DP noise in the value"),
               ("ci95_low", "lower end of the 95% noise interval"),

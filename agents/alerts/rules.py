@@ -42,9 +42,9 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from privacy.params import Mechanism, StreamPolicy
-from privacy.records import MetricValue, ReleaseRecord
-from streams.config import CONFIG_DIR, PipelineConfig
+from privmon.privacy.params import Mechanism, StreamPolicy
+from privmon.privacy.records import MetricValue, ReleaseRecord
+from privmon.streams.config import CONFIG_DIR, PipelineConfig
 
 ALERT_SCHEMA = "privmon.alert/1"
 DEFAULT_ALERTS = CONFIG_DIR / "alerts.toml"

@@ -15,7 +15,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.alerts.rules import Alert
+from privmon.agents.alerts.rules import Alert
 
 log = logging.getLogger("privmon.alerts")
 

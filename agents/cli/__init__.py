@@ -5,6 +5,6 @@ from __future__ import annotations
 
 def main(argv: list[str] | None = None) -> int:
     """The console script (imported lazily so that ``agents.cli.options`` stays light)."""
-    from agents.cli.main import main as run
+    from privmon.agents.cli.main import main as run
 
     return run(argv)

@@ -2,6 +2,6 @@
 
 import sys
 
-from agents.cli import main
+from privmon.agents.cli import main
 
 sys.exit(main())

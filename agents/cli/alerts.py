@@ -8,11 +8,11 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.alerts.agent import AlertAgent
-from agents.alerts.rules import DEFAULT_ALERTS, load_alert_config
-from agents.alerts.sinks import HttpSink
-from agents.cli.options import add_deployment_options, kafka_options, stop_event
-from streams.config import ConfigError, load_config, with_prefix
+from privmon.agents.alerts.agent import AlertAgent
+from privmon.agents.alerts.rules import DEFAULT_ALERTS, load_alert_config
+from privmon.agents.alerts.sinks import HttpSink
+from privmon.agents.cli.options import add_deployment_options, kafka_options, stop_event
+from privmon.streams.config import ConfigError, load_config, with_prefix
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,12 +18,12 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from agents.cli.options import add_deployment_options, kafka_options
-from agents.kafka_stage import read_compacted, start_or_close
-from agents.releases import topic_partitions
-from privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
-from privacy.params import HorizonCap
-from streams.config import PipelineConfig, load_config, with_prefix
+from privmon.agents.cli.options import add_deployment_options, kafka_options
+from privmon.agents.kafka_stage import read_compacted, start_or_close
+from privmon.agents.releases import topic_partitions
+from privmon.privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
+from privmon.privacy.params import HorizonCap
+from privmon.streams.config import PipelineConfig, load_config, with_prefix
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,14 +28,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from agents.alerts.rules import Alert, AlertConfig, load_alert_config
-from agents.cli.options import stop_event
-from privacy.accountant import horizon_guarantee
-from privacy.noise_keys import NoiseKeys
-from privacy.records import ReleaseRecord
-from streams.config import CONFIG_DIR, PipelineConfig, load_config, with_prefix
-from streams.generator import Incident, TelemetryGenerator
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.alerts.rules import Alert, AlertConfig, load_alert_config
+from privmon.agents.cli.options import stop_event
+from privmon.privacy.accountant import horizon_guarantee
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.privacy.records import ReleaseRecord
+from privmon.streams.config import CONFIG_DIR, PipelineConfig, load_config, with_prefix
+from privmon.streams.generator import Incident, TelemetryGenerator
+from privmon.streams.pseudonym import Pseudonymizer
 
 DEMO_CONFIG = CONFIG_DIR / "demo.toml"
 DEMO_ALERTS = DEMO_CONFIG.with_name("demo_alerts.toml")
@@ -135,7 +135,7 @@ async def _view(bootstrap: str, config: PipelineConfig, stop: asyncio.Event,
                 counters: dict[str, int]) -> None:
     """Print each released window of every stream once it is whole (its completion
     records are in: agents/releases.py ``windows``), from the first window on."""
-    from agents.releases import windows
+    from privmon.agents.releases import windows
 
     async def one(stream: str) -> None:
         if stop.is_set():  # (stopped before the worker made the topics)
@@ -156,8 +156,8 @@ def _print_alert(alert: Alert) -> None:
 
 async def _main(bootstrap: str, args: argparse.Namespace, config: PipelineConfig,
                 rules: AlertConfig) -> None:
-    from agents.alerts.agent import AlertAgent
-    from agents.worker import Worker
+    from privmon.agents.alerts.agent import AlertAgent
+    from privmon.agents.worker import Worker
 
     stop = stop_event(args.duration_s)
     # Ephemeral pseudonymization and noise keys: they live in this process only.
@@ -173,7 +173,7 @@ async def _main(bootstrap: str, args: argparse.Namespace, config: PipelineConfig
     if args.metrics_port is not None:
         alerter.metrics.serve(args.metrics_port)
     worker_task = asyncio.create_task(worker.run(stop))
-    from agents.releases import wait_for_topics
+    from privmon.agents.releases import wait_for_topics
 
     await wait_for_topics(bootstrap, [config.topics.raw, *(config.topics.aggregate(p.name)
                                                           for p in config.policies)], stop)
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        from streams.localkafka.cluster import LocalKafka
+        from privmon.streams.localkafka.cluster import LocalKafka
 
         cluster = LocalKafka(name="demo", port=None, num_partitions=4)
         print("starting local Apache Kafka (the first run downloads it with Maven) ...",

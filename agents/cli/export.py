@@ -7,8 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agents.cli.options import add_deployment_options, kafka_options
-from agents.releases import aggregate_topic, parse_time_ms, read_records, to_frame
+from privmon.agents.cli.options import add_deployment_options, kafka_options
+from privmon.agents.releases import aggregate_topic, parse_time_ms, read_records, to_frame
 
 
 def register(sub: argparse._SubParsersAction) -> None:

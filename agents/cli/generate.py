@@ -6,8 +6,8 @@ import argparse
 import json
 import time
 
-from agents.cli.options import add_deployment_options, kafka_options
-from streams.config import load_config, with_prefix
+from privmon.agents.cli.options import add_deployment_options, kafka_options
+from privmon.streams.config import load_config, with_prefix
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
-    from streams.generator import Incident, TelemetryGenerator
+    from privmon.streams.generator import Incident, TelemetryGenerator
 
     start = int(time.time() * 1000)
     incident = None

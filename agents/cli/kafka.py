@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from streams.localkafka import jars
-from streams.localkafka.cluster import (
+from privmon.streams.localkafka import jars
+from privmon.streams.localkafka.cluster import (
     BrokerFailedToStart,
     LocalKafka,
     PortInUse,
@@ -142,10 +142,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _acl(args: argparse.Namespace) -> int:
-    from streams.acls import DEFAULT_ACLS, apply_acls, load_principals
-    from streams.config import DEFAULT_PATH, ConfigError, load_config
-    from streams.localkafka import security
-    from streams.topics import create_missing, ensure_topics
+    from privmon.streams.acls import DEFAULT_ACLS, apply_acls, load_principals
+    from privmon.streams.config import DEFAULT_PATH, ConfigError, load_config
+    from privmon.streams.localkafka import security
+    from privmon.streams.topics import create_missing, ensure_topics
 
     try:
         config = load_config(args.config or DEFAULT_PATH)

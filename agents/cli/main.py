@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.alerts.rules import AlertConfigError
-from agents.cli import (
+from privmon.agents.alerts.rules import AlertConfigError
+from privmon.agents.cli import (
     alerts,
     budget,
     demo,
@@ -25,12 +25,12 @@ from agents.cli import (
     subscribe,
     worker,
 )
-from agents.cli.options import BOOTSTRAP_ENV
-from agents.kafka_stage import FencedRepeatedly
-from streams import kafka_errors
-from streams.config import ConfigError
-from streams.pseudonym import KeyConfigError
-from streams.topics import TopicLayoutError
+from privmon.agents.cli.options import BOOTSTRAP_ENV
+from privmon.agents.kafka_stage import FencedRepeatedly
+from privmon.streams import kafka_errors
+from privmon.streams.config import ConfigError
+from privmon.streams.pseudonym import KeyConfigError
+from privmon.streams.topics import TopicLayoutError
 
 COMMANDS = (kafka, demo, worker, generate, subscribe, export, alerts, report, budget)
 # What a user can fix: exit 2 with "privmon <command>: <message>" (no traceback).

@@ -8,8 +8,8 @@ import os
 import signal
 from pathlib import Path
 
-from streams.config import DEFAULT_PATH
-from streams.localkafka import security
+from privmon.streams.config import DEFAULT_PATH
+from privmon.streams.localkafka import security
 
 BOOTSTRAP_ENV = "PRIVMON_BOOTSTRAP"
 

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from agents.capacity_report import PANELS, render
-from agents.cli.options import add_deployment_options, kafka_options
-from agents.releases import aggregate_topic, read_records, to_frame
+from privmon.agents.capacity_report import PANELS, render
+from privmon.agents.cli.options import add_deployment_options, kafka_options
+from privmon.agents.releases import aggregate_topic, read_records, to_frame
 
 
 def register(sub: argparse._SubParsersAction) -> None:

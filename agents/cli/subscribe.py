@@ -10,13 +10,13 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
-from agents.cli.options import add_deployment_options, kafka_options, stop_event
-from agents.releases import (
+from privmon.agents.cli.options import add_deployment_options, kafka_options, stop_event
+from privmon.agents.releases import (
     aggregate_topic,
     parse_time_ms,
     windows,
 )
-from privacy.records import MetricValue, ReleaseRecord
+from privmon.privacy.records import MetricValue, ReleaseRecord
 
 DEFAULT_SUFFIXES = (".mean", ".rate", ".p95")
 

@@ -10,11 +10,11 @@ import os
 import time
 from pathlib import Path
 
-from agents.cli.options import add_deployment_options, kafka_options, stop_event
-from agents.stats import WorkerStats
-from privacy.noise_keys import NoiseKeys
-from streams.config import load_config, with_prefix
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.cli.options import add_deployment_options, kafka_options, stop_event
+from privmon.agents.stats import WorkerStats
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.streams.config import load_config, with_prefix
+from privmon.streams.pseudonym import Pseudonymizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.worker import Worker
+    from privmon.agents.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = None
     if args.metrics_port is not None:
-        from agents.metrics import WorkerMetrics
+        from privmon.agents.metrics import WorkerMetrics
 
         metrics = WorkerMetrics()
         metrics.serve(args.metrics_port)

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
-from privacy.kinds.boolean import BooleanMetric
-from privacy.kinds.histogram import HistogramMetric
-from privacy.kinds.value import ValueMetric
+from privmon.privacy.kinds.boolean import BooleanMetric
+from privmon.privacy.kinds.histogram import HistogramMetric
+from privmon.privacy.kinds.value import ValueMetric
 
 if TYPE_CHECKING:
-    from privacy.mechanisms import IntegerNoise
-    from privacy.records import MetricValue
+    from privmon.privacy.mechanisms import IntegerNoise
+    from privmon.privacy.records import MetricValue
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from privacy.records import MetricValue
+from privmon.privacy.records import MetricValue
 
 if TYPE_CHECKING:
-    from privacy.kinds import ReleaseContext
+    from privmon.privacy.kinds import ReleaseContext
 
 
 @dataclass(frozen=True, kw_only=True)

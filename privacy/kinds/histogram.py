@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from privacy.checks import fail, finite_field_values, real
-from privacy.records import MetricValue
+from privmon.privacy.checks import fail, finite_field_values, real
+from privmon.privacy.records import MetricValue
 
 if TYPE_CHECKING:
-    from privacy.kinds import ReleaseContext
-    from privacy.mechanisms import IntegerNoise
+    from privmon.privacy.kinds import ReleaseContext
+    from privmon.privacy.mechanisms import IntegerNoise
 
 BOOTSTRAP_DRAWS = 200  # simulated histograms per cell for the quantiles' intervals
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from privacy.checks import fail, finite_field_values, real
-from privacy.records import MetricValue
+from privmon.privacy.checks import fail, finite_field_values, real
+from privmon.privacy.records import MetricValue
 
 if TYPE_CHECKING:
-    from privacy.kinds import ReleaseContext
+    from privmon.privacy.kinds import ReleaseContext
 
 Z95 = 1.959963984540054
 

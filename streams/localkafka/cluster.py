@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams.localkafka import jars, security
-from streams.localkafka.procs import (
+from privmon.streams.localkafka import jars, security
+from privmon.streams.localkafka.procs import (
     HOST,
     alive,
     free_port,

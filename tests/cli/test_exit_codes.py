@@ -14,7 +14,7 @@ NOWHERE = "127.0.0.1:1"  # nothing listens on port 1: the connection is refused 
 
 
 def _privmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "privmon.agents.cli", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -52,10 +52,10 @@ def test_every_deployment_command_takes_the_same_options():
 def test_every_default_config_path_exists():
     """The defaults are found from one place (streams/config.py CONFIG_DIR); a module
     that moved must not look for configs/ beside itself."""
-    from agents.alerts.rules import DEFAULT_ALERTS
-    from agents.cli.demo import DEMO_ALERTS, DEMO_CONFIG
-    from streams.acls import DEFAULT_ACLS
-    from streams.config import DEFAULT_PATH
+    from privmon.agents.alerts.rules import DEFAULT_ALERTS
+    from privmon.agents.cli.demo import DEMO_ALERTS, DEMO_CONFIG
+    from privmon.streams.acls import DEFAULT_ACLS
+    from privmon.streams.config import DEFAULT_PATH
 
     for path in (DEFAULT_PATH, DEMO_CONFIG, DEMO_ALERTS, DEFAULT_ALERTS, DEFAULT_ACLS):
         assert path.is_file(), path

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agents.stage1 import Stage1Partition
-from streams.config import load_config
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.streams.config import load_config
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.corpus.hostile import corpus
 
 NOW = 1_800_000_000_000

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from privacy.accumulators import CellTotals
-from privacy.kinds import HistogramMetric, ValueMetric
-from privacy.params import StreamPolicy
-from privacy.records import ReleaseRecord
-from privacy.release import release_window
-from streams.config import load_config
+from privmon.privacy.accumulators import CellTotals
+from privmon.privacy.kinds import HistogramMetric, ValueMetric
+from privmon.privacy.params import StreamPolicy
+from privmon.privacy.records import ReleaseRecord
+from privmon.privacy.release import release_window
+from privmon.streams.config import load_config
 from tests.privacy.keyed import window_noise
 
 DAY_MS = 86_400_000

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from agents.alerts.rules import (
+from privmon.agents.alerts.rules import (
     AlertConfig,
     AlertConfigError,
     AlertRule,
@@ -25,10 +25,10 @@ from agents.alerts.rules import (
     critical_z,
     load_alert_config,
 )
-from privacy.accumulators import CellTotals
-from privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
-from privacy.release import release_window
-from streams.config import load_config
+from privmon.privacy.accumulators import CellTotals
+from privmon.privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
+from privmon.privacy.release import release_window
+from privmon.streams.config import load_config
 from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 

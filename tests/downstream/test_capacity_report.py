@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents.capacity_report import PANELS, render, trend
-from agents.releases import to_frame
+from privmon.agents.capacity_report import PANELS, render, trend
+from privmon.agents.releases import to_frame
 from tests.downstream.synthetic import PEAK_HOUR, REGIONS, capacity_days
 
 

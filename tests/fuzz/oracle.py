@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from streams.decode import MAX_DEPTH, decode_message, event_spans
-from streams.schema import REASONS, Decoded, InputLimits, TelemetryEvent
+from privmon.streams.decode import MAX_DEPTH, decode_message, event_spans
+from privmon.streams.schema import REASONS, Decoded, InputLimits, TelemetryEvent
 
 NOW = 1_800_000_000_000
 LIMITS = InputLimits()

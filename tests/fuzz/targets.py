@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from agents.stage1 import Stage1Partition
-from streams.config import load_config
-from streams.decode import decode_message
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.streams.config import load_config
+from privmon.streams.decode import decode_message
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.fuzz.oracle import LIMITS, NOW, check_decode
 
 _ACCOUNT = re.compile(rb'"account_id"\s*:\s*"([^"\\]{1,128})"')

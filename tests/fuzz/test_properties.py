@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streams.decode import decode_message
-from streams.schema import Decoded, TelemetryEvent
+from privmon.streams.decode import decode_message
+from privmon.streams.schema import Decoded, TelemetryEvent
 from tests.fuzz.oracle import NOW, check_decode
 from tests.fuzz.targets import IngestTarget
 
@@ -110,7 +110,7 @@ def test_generated_json_keeps_every_invariant(text):
 def test_the_numpy_byte_facts_agree_with_the_bytes_methods(monkeypatch):
     """Long messages take streams.decode._facts' numpy branch: with it forced on every
     size, the generated messages keep every invariant (and the facts are equal)."""
-    from streams import decode
+    from privmon.streams import decode
 
     @SETTINGS
     @given(message)

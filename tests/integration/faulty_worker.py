@@ -28,9 +28,9 @@ import signal
 import sys
 from pathlib import Path
 
-from agents import kafka_stage, stage1, stage2, stage2_runner
-from agents.cli import main
-from privacy import records as records_schema
+from privmon.agents import kafka_stage, stage1, stage2, stage2_runner
+from privmon.agents.cli import main
+from privmon.privacy import records as records_schema
 
 POISON = os.environ.get("PRIVMON_TEST_POISON_SERVER")
 FAIL_STREAM = os.environ.get("PRIVMON_TEST_FAIL_STREAM")
@@ -99,7 +99,7 @@ if DIE_BEFORE_COMMIT:
 if FRESH_NOISE:
     import secrets
 
-    from privacy import noise_keys
+    from privmon.privacy import noise_keys
 
     def _fresh(self, stream, policy_version, window_start_ms):
         return noise_keys.WindowNoise(secrets.token_bytes(32), stream, policy_version,

@@ -16,8 +16,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from privacy.records import SCHEMA, WINDOW_SCHEMA, WindowComplete
-from streams.kafka_errors import refused
+from privmon.privacy.records import SCHEMA, WINDOW_SCHEMA, WindowComplete
+from privmon.streams.kafka_errors import refused
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = Path(__file__).with_name("fast_streams.toml")
@@ -68,7 +68,7 @@ def worker_env() -> dict[str, str]:
 
 def start_worker(
     setup: Setup, worker_id: str, log: Path, extra: tuple[str, ...] = (), *,
-    module: str = "agents.cli", env: dict[str, str] | None = None,
+    module: str = "privmon.agents.cli", env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """``module``: the CLI, or a wrapper of it (tests/integration/faulty_worker.py)."""
     out = open(log, "ab")

@@ -19,7 +19,7 @@ from kafka.admin import (
     ResourceType,
 )
 
-from streams.localkafka.cluster import LocalKafka
+from privmon.streams.localkafka.cluster import LocalKafka
 from tests.integration.pipeline_harness import (
     CELLS,
     REPO,
@@ -49,7 +49,7 @@ def secure(tmp_path_factory):
 
 def _privmon(args, password, **extra_env):
     env = {**worker_env(), "PRIVMON_KAFKA_PASSWORD": password, **extra_env}
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "privmon.agents.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -91,7 +91,7 @@ def test_acls_allow_each_role_only_its_topics(secure, tmp_path):
     env = {**worker_env(), "PRIVMON_KAFKA_PASSWORD": USERS["privmon-worker"]}
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker", "--bootstrap",
+            [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap",
              secure.bootstrap_servers, "--config", str(setup.config), "--idle-lag-ms", "2000",
              "--sasl-user", "privmon-worker", "--status-every-s", "2"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

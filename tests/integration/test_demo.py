@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from privacy.records import ReleaseRecord
+from privmon.privacy.records import ReleaseRecord
 from tests.integration.pipeline_harness import read_topic, release_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_releases_private_aggregates_and_alerts_on_the_incident(bootstrap):
     prefix = "demotest."
     result = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "demo", "--bootstrap", bootstrap,
+        [sys.executable, "-m", "privmon.agents.cli", "demo", "--bootstrap", bootstrap,
          "--duration-s", "45", "--incident-after-s", "0", "--topic-prefix", prefix],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )

@@ -20,9 +20,9 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from streams.localkafka import jars
-from streams.localkafka.procs import free_port, port_answers
-from streams.localkafka.security import client_options
+from privmon.streams.localkafka import jars
+from privmon.streams.localkafka.procs import free_port, port_answers
+from privmon.streams.localkafka.security import client_options
 from tests.integration.pipeline_harness import REPO, can_read, make_setup, wait_for, worker_env
 
 SCRIPT = REPO / "docker" / "kafka-secure.sh"
@@ -101,7 +101,7 @@ def test_the_compose_broker_enforces_each_principals_acls(docker_broker, tmp_pat
     setup = make_setup(tmp_path, broker.bootstrap_servers, "compose")
     env = {**worker_env(), "PRIVMON_KAFKA_PASSWORD": USERS["admin"]}
     apply = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "kafka", "acl", "apply", "--bootstrap",
+        [sys.executable, "-m", "privmon.agents.cli", "kafka", "acl", "apply", "--bootstrap",
          broker.bootstrap_servers, "--config", str(setup.config), "--sasl-user", "admin"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert apply.returncode == 0, apply.stderr[-2000:]

@@ -25,14 +25,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from agents.alerts.agent import AlertAgent
-from agents.alerts.rules import load_alert_config
-from agents.alerts.sinks import HttpSink
-from agents.releases import releases
-from privacy.accountant import LedgerEntry
-from streams.config import load_config, with_prefix
-from streams.localkafka.procs import free_port
-from streams.topics import create_missing
+from privmon.agents.alerts.agent import AlertAgent
+from privmon.agents.alerts.rules import load_alert_config
+from privmon.agents.alerts.sinks import HttpSink
+from privmon.agents.releases import releases
+from privmon.privacy.accountant import LedgerEntry
+from privmon.streams.config import load_config, with_prefix
+from privmon.streams.localkafka.procs import free_port
+from privmon.streams.topics import create_missing
 from tests.downstream.synthetic import capacity_days, monitoring_window
 from tests.integration.pipeline_harness import (
     REPO,
@@ -46,7 +46,7 @@ MINUTE = 60_000
 
 
 def privmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "privmon.agents.cli", *args], cwd=REPO,
                           env=worker_env(), capture_output=True, text=True, timeout=timeout)
 
 

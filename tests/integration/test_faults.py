@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from streams.localkafka.cluster import LocalKafka
+from privmon.streams.localkafka.cluster import LocalKafka
 from tests.integration.pipeline_harness import (
     CELLS,
     WINDOW_MS,

@@ -8,8 +8,8 @@ import sys
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from streams.config import load_config
-from streams.topics import ensure_topics
+from privmon.streams.config import load_config
+from privmon.streams.topics import ensure_topics
 from tests.integration.pipeline_harness import REPO, make_setup, worker_env
 
 
@@ -33,7 +33,7 @@ def test_a_worker_refuses_a_state_topic_with_too_few_partitions(bootstrap, tmp_p
     setup = make_setup(tmp_path, bootstrap, "layout-bad")
     _create(bootstrap, {setup.raw: 6, setup.topic("privmon.participation"): 2})
     out = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "worker", "--bootstrap", bootstrap, "--config",
+        [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap, "--config",
          str(setup.config)], cwd=REPO, env=worker_env(), capture_output=True, text=True,
         timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
@@ -52,9 +52,9 @@ def test_large_and_deleted_state_records_round_trip(bootstrap, topic_name):
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
-    from agents.kafka_stage import read_latest, send_many
-    from streams.participation_state import MAX_RECORD_BYTES
-    from streams.topics import topic_specs
+    from privmon.agents.kafka_stage import read_latest, send_many
+    from privmon.streams.participation_state import MAX_RECORD_BYTES
+    from privmon.streams.topics import topic_specs
 
     state_configs = topic_specs(load_config(), partitions=2)["privmon.participation"][1]
     _create(bootstrap, {topic_name: 2}, state_configs)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.localkafka.cluster import LocalKafka
+from privmon.streams.localkafka.cluster import LocalKafka
 
-PRIVMON = [sys.executable, "-m", "agents.cli"]
+PRIVMON = [sys.executable, "-m", "privmon.agents.cli"]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -8,9 +8,9 @@ import signal
 import time
 import urllib.request
 
-from agents.stats import WorkerStats
-from privacy.records import ReleaseRecord
-from streams.localkafka.procs import free_port
+from privmon.agents.stats import WorkerStats
+from privmon.privacy.records import ReleaseRecord
+from privmon.streams.localkafka.procs import free_port
 from tests.integration.pipeline_harness import (
     CELLS,
     SMALL_CELL,

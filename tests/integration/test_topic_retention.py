@@ -7,8 +7,8 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.config import load_config
-from streams.topics import create_missing, ensure_topics, retention_configs, topic_configs
+from privmon.streams.config import load_config
+from privmon.streams.topics import create_missing, ensure_topics, retention_configs, topic_configs
 from tests.integration.pipeline_harness import (
     all_released,
     first_window_after,

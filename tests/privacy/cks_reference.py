@@ -4,7 +4,7 @@ their time) grows with the value they draw."""
 
 from __future__ import annotations
 
-from privacy.samplers import KeyedStream
+from privmon.privacy.samplers import KeyedStream
 
 
 def bernoulli_exp(num: int, den: int, rng: KeyedStream) -> bool:

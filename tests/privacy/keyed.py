@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from privacy.noise_keys import NoiseKeys, WindowNoise
-from privacy.samplers import KeyedStream
+from privmon.privacy.noise_keys import NoiseKeys, WindowNoise
+from privmon.privacy.samplers import KeyedStream
 
 TEST_KEY = bytes(range(32))
 KEYS = NoiseKeys({0: TEST_KEY})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from privacy.kinds import BooleanMetric, HistogramMetric, ValueMetric
-from privacy.params import (
+from privmon.privacy.kinds import BooleanMetric, HistogramMetric, ValueMetric
+from privmon.privacy.params import (
     ContributionBounds,
     HorizonCap,
     ParticipationCap,

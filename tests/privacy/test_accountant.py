@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from privacy.accountant import (
+from privmon.privacy.accountant import (
     Accountant,
     BudgetExceeded,
     DuplicateRelease,
@@ -17,7 +17,7 @@ from privacy.accountant import (
     horizon_guarantee,
     windows_per_horizon,
 )
-from privacy.params import HorizonCap
+from privmon.privacy.params import HorizonCap
 from tests.privacy.policies import DAY_MS, make_policy
 
 

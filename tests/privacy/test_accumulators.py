@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privacy import accumulators as acc
-from privacy.bounding import ContributionTable
-from privacy.kinds.histogram import quantiles_from_histogram
+from privmon.privacy import accumulators as acc
+from privmon.privacy.bounding import ContributionTable
+from privmon.privacy.kinds.histogram import quantiles_from_histogram
 from tests.privacy.policies import make_policy
 
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from privacy.bounding import ContributionTable, sensitivities
-from privacy.kinds import ValueMetric
+from privmon.privacy.bounding import ContributionTable, sensitivities
+from privmon.privacy.kinds import ValueMetric
 from tests.privacy.policies import make_policy
 
 FALSE_FAILURE = 1e-4  # stated per distribution test, if the seed were random

@@ -17,13 +17,13 @@ from types import MappingProxyType
 
 import numpy as np
 
-from agents.metrics import WorkerMetrics
-from agents.stage2 import Stage2Partition, completion_record, ledger_entry
-from agents.stats import WorkerStats
-from privacy.accumulators import CellTotals
-from privacy.release import WindowRelease, release_window
-from streams.config import load_config
-from streams.partials import Mark, Partial
+from privmon.agents.metrics import WorkerMetrics
+from privmon.agents.stage2 import Stage2Partition, completion_record, ledger_entry
+from privmon.agents.stats import WorkerStats
+from privmon.privacy.accumulators import CellTotals
+from privmon.privacy.release import WindowRelease, release_window
+from privmon.streams.config import load_config
+from privmon.streams.partials import Mark, Partial
 from tests.privacy.keyed import KEYS, window_noise
 
 POLICY = load_config().policy("monitoring")
@@ -123,7 +123,7 @@ def test_which_ledger_entries_exist_does_not_depend_on_the_data():
     """Every window since the first mark gets an entry, with partials here or not, in
     the same order. (Before: an entry only for windows with partials in this
     partition, so the lone account's window appeared in the ledger.)"""
-    from agents.stage2 import LOOKBACK_WINDOWS
+    from privmon.agents.stage2 import LOOKBACK_WINDOWS
 
     d, d_prime = _entries(False), _entries(True)
     assert d == d_prime
@@ -195,11 +195,11 @@ def _log_lines(caplog, messages: list[tuple[bytes, bytes]]) -> list[str]:
 
     from aiokafka import TopicPartition
 
-    from agents.stage1 import Stage1Partition
-    from agents.stage1_runner import send_dead_letters
-    from agents.worker_context import WorkerContext
-    from privacy.noise_keys import NoiseKeys
-    from streams.pseudonym import Pseudonymizer
+    from privmon.agents.stage1 import Stage1Partition
+    from privmon.agents.stage1_runner import send_dead_letters
+    from privmon.agents.worker_context import WorkerContext
+    from privmon.privacy.noise_keys import NoiseKeys
+    from privmon.streams.pseudonym import Pseudonymizer
 
     config = load_config()
     ctx = WorkerContext(config=config, bootstrap="unused:9", worker_id="t",
@@ -233,7 +233,7 @@ def test_one_more_bad_message_changes_no_log_line(caplog):
 
 def test_the_check_catches_dead_letter_lines_at_warning(caplog, monkeypatch):
     """Negative control: dead-letter lines at WARNING, as they were, differ."""
-    from agents.ratelimit import RateLimitedLog
+    from privmon.agents.ratelimit import RateLimitedLog
 
     original = RateLimitedLog.log
     monkeypatch.setattr(RateLimitedLog, "log",
@@ -246,7 +246,7 @@ def test_the_check_catches_dead_letter_lines_at_warning(caplog, monkeypatch):
 def test_a_first_mark_from_an_ancient_event_time_does_not_flood_the_ledger():
     """Catch-up reaches back MAX_CATCHUP_WINDOWS windows at most, MAX_WINDOWS_PER_STEP
     per step; windows older than that get entries only if they had cells."""
-    from agents.stage2 import MAX_CATCHUP_WINDOWS, MAX_WINDOWS_PER_STEP
+    from privmon.agents.stage2 import MAX_CATCHUP_WINDOWS, MAX_WINDOWS_PER_STEP
 
     part = Stage2Partition(policies=(POLICY,), sources=1, noise_keys=KEYS)
     part.on_record(0, Mark(0, POLICY.name, 0))  # e.g. an event of 1970 in a backlog

@@ -11,13 +11,13 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from privacy import accumulators as acc
-from privacy.bounding import ContributionTable, sensitivities
-from privacy.kinds import KINDS, BooleanMetric, HistogramMetric, ReleaseContext, ValueMetric
-from privacy.mechanisms import IntegerNoise
-from privacy.params import PrivacyBudget
-from privacy.records import MetricValue
-from privacy.release import noise_for, release_window
+from privmon.privacy import accumulators as acc
+from privmon.privacy.bounding import ContributionTable, sensitivities
+from privmon.privacy.kinds import KINDS, BooleanMetric, HistogramMetric, ReleaseContext, ValueMetric
+from privmon.privacy.mechanisms import IntegerNoise
+from privmon.privacy.params import PrivacyBudget
+from privmon.privacy.records import MetricValue
+from privmon.privacy.release import noise_for, release_window
 from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy import samplers
-from privacy.mechanisms import IntegerNoise, discrete_gaussian_spread
-from privacy.samplers import KeyedStream
+from privmon.privacy import samplers
+from privmon.privacy.mechanisms import IntegerNoise, discrete_gaussian_spread
+from privmon.privacy.samplers import KeyedStream
 from tests.privacy.distributions import chi2_against_pmf
 from tests.privacy.keyed import TEST_KEY, streams
 
@@ -120,7 +120,7 @@ def test_the_samplers_use_no_floating_point():
             names = [a.name for a in node.names]
             mod = getattr(node, "module", None)
             assert (mod in (None, "__future__", "math", "fractions", "functools",
-                            "privacy.thresholds") or "hashlib" in names), mod
+                            "privmon.privacy.thresholds") or "hashlib" in names), mod
             if mod == "math":
                 assert names == ["isqrt"], names
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy import accumulators as acc
-from privacy import release as release_mod
-from privacy.bounding import ContributionTable
-from privacy.mechanisms import IntegerNoise
+from privmon.privacy import accumulators as acc
+from privmon.privacy import release as release_mod
+from privmon.privacy.bounding import ContributionTable
+from privmon.privacy.mechanisms import IntegerNoise
 from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 

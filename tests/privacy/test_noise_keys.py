@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from privacy.keys import KeyConfigError
-from privacy.noise_keys import ENV, NoiseKeys
+from privmon.privacy.keys import KeyConfigError
+from privmon.privacy.noise_keys import ENV, NoiseKeys
 
 K = "ab" * 32
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def test_the_worker_does_not_start_without_a_noise_key():
     env = {k: v for k, v in os.environ.items() if k != ENV}
     env["PRIVMON_PSEUDONYM_KEYS"] = "2026-01-01=" + "5a" * 32
     env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, "-m", "agents.cli", "worker", "--bootstrap",
+    out = subprocess.run([sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap",
                           "127.0.0.1:1"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from privacy.checks import PrivacyConfigError
-from privacy.kinds import HistogramMetric, ValueMetric
-from privacy.params import ContributionBounds, PrivacyBudget
+from privmon.privacy.checks import PrivacyConfigError
+from privmon.privacy.kinds import HistogramMetric, ValueMetric
+from privmon.privacy.params import ContributionBounds, PrivacyBudget
 from tests.privacy.policies import make_policy
 
 

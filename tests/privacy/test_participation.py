@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privacy.params import ParticipationCap
-from privacy.participation import ParticipationLimiter
+from privmon.privacy.params import ParticipationCap
+from privmon.privacy.participation import ParticipationLimiter
 
 PERIOD = 10 * 60_000  # 10 one-minute windows per period
 
@@ -52,7 +52,7 @@ def test_in_order_windows_are_admitted_exactly_up_to_the_cap():
     forget_at=st.integers(0, 300),
 )
 def test_the_dense_limiter_decides_exactly_like_the_reference(events, cap, split, forget_at):
-    from privacy.participation import DenseParticipationLimiter
+    from privmon.privacy.participation import DenseParticipationLimiter
 
     ref = ParticipationLimiter(ParticipationCap(max_windows=cap, period_ms=PERIOD), recent=2)
     dense = DenseParticipationLimiter(ParticipationCap(max_windows=cap, period_ms=PERIOD),

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privacy.kinds.histogram import nan_percentiles
+from privmon.privacy.kinds.histogram import nan_percentiles
 
 
 @settings(max_examples=60, deadline=None)

@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privacy.accountant import (
+from privmon.privacy.accountant import (
     horizon_guarantee,
     windows_per_horizon,
     windows_per_rolling_horizon,
 )
-from privacy.checks import PrivacyConfigError
-from privacy.params import HorizonCap, ParticipationCap
-from privacy.participation import ParticipationLimiter
-from streams.config import load_config
+from privmon.privacy.checks import PrivacyConfigError
+from privmon.privacy.params import HorizonCap, ParticipationCap
+from privmon.privacy.participation import ParticipationLimiter
+from privmon.streams.config import load_config
 
 DAY = 86_400_000
 MONITORING = load_config().policy("monitoring")  # 1-min windows, 120 per UTC day

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy import batch_samplers, samplers
-from privacy.mechanisms import IntegerNoise
-from privacy.samplers import GaussianTable, KeyedStream, LaplaceTable, Threshold
-from privacy.thresholds import bounds
+from privmon.privacy import batch_samplers, samplers
+from privmon.privacy.mechanisms import IntegerNoise
+from privmon.privacy.samplers import GaussianTable, KeyedStream, LaplaceTable, Threshold
+from privmon.privacy.thresholds import bounds
 from tests.privacy import cks_reference
 from tests.privacy.distributions import chi2_against_pmf
 from tests.privacy.keyed import TEST_KEY, streams

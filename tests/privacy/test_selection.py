@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from privacy.selection import PartitionSelection
+from privmon.privacy.selection import PartitionSelection
 from tests.privacy.keyed import streams
 
 FALSE_FAILURE = 1e-4

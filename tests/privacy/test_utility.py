@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from privacy import accumulators as acc
-from privacy.bounding import ContributionTable
-from privacy.release import release_window
+from privmon.privacy import accumulators as acc
+from privmon.privacy.bounding import ContributionTable
+from privmon.privacy.release import release_window
 from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 

@@ -45,10 +45,10 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from agents.stage1 import Stage1Partition
-from streams.config import load_config
-from streams.localkafka.cluster import LocalKafka
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.streams.config import load_config
+from privmon.streams.localkafka.cluster import LocalKafka
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.corpus.hostile import corpus as hostile_corpus
 from tests.integration.pipeline_harness import (
     WINDOW_MS,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.kafka_stage import FETCH_FRESH_MS, caught_up_now
-from streams.windows import Watermark
+from privmon.agents.kafka_stage import FETCH_FRESH_MS, caught_up_now
+from privmon.streams.windows import Watermark
 
 NOW = 1_800_000_000_000
 

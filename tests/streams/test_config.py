@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.config import DEFAULT_PATH, ConfigError, load_config
+from privmon.streams.config import DEFAULT_PATH, ConfigError, load_config
 
 SHIPPED = DEFAULT_PATH.read_text()
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.crashguard import CrashGuard
-from agents.isolation import Quarantine
+from privmon.agents.crashguard import CrashGuard
+from privmon.agents.isolation import Quarantine
 
 
 def _restart(path) -> tuple[CrashGuard, Quarantine]:

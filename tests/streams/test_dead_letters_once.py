@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from agents.stage1 import Stage1Partition
-from streams.config import load_config
-from streams.progress import Progress
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.streams.config import load_config
+from privmon.streams.progress import Progress
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST
 
 POLICIES = load_config(FAST).policies

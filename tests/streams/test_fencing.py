@@ -11,7 +11,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from agents.kafka_stage import FencedRepeatedly, FenceGuard, recoverable
+from privmon.agents.kafka_stage import FencedRepeatedly, FenceGuard, recoverable
 
 
 def test_fencing_and_broker_loss_are_recoverable_refusals_and_bugs_are_not():

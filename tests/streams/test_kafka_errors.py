@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiokafka.errors as aio
 import kafka.errors as kp
 
-from streams.kafka_errors import refusal_message, refused
+from privmon.streams.kafka_errors import refusal_message, refused
 
 
 def test_authorization_errors_of_both_clients_are_refusals():

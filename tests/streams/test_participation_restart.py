@@ -15,12 +15,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from agents.stage1 import Stage1Partition
-from privacy.params import ParticipationCap
-from privacy.participation import DenseParticipationLimiter, open_recent
-from streams.config import load_config
-from streams.participation_state import BUCKETS, StateChunk, bucket_of
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.privacy.params import ParticipationCap
+from privmon.privacy.participation import DenseParticipationLimiter, open_recent
+from privmon.streams.config import load_config
+from privmon.streams.participation_state import BUCKETS, StateChunk, bucket_of
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST
 
 PSEUDO = Pseudonymizer({0: b"k" * 32})

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from streams.pseudonym import KeyConfigError, Pseudonymizer
+from privmon.streams.pseudonym import KeyConfigError, Pseudonymizer
 
 K1, K2 = "11" * 32, "22" * 32
 ENV = {"PRIVMON_PSEUDONYM_KEYS": f"2026-11-01={K1},2026-12-01={K2}"}

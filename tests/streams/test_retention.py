@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
-from privacy.keys import DatedKeys, KeyConfigError
-from streams.config import ConfigError, load_config
-from streams.retention import DAY_MS, Retention, RetentionError
-from streams.topics import retention_configs, topic_specs
+from privmon.privacy.keys import DatedKeys, KeyConfigError
+from privmon.streams.config import ConfigError, load_config
+from privmon.streams.retention import DAY_MS, Retention, RetentionError
+from privmon.streams.topics import retention_configs, topic_specs
 
 CONFIG = load_config()
 

@@ -9,8 +9,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.decode import decode_message
-from streams.schema import InputLimits, TelemetryEvent
+from privmon.streams.decode import decode_message
+from privmon.streams.schema import InputLimits, TelemetryEvent
 
 NOW = 1_800_000_000_000
 

@@ -7,11 +7,11 @@ import zlib
 
 import numpy as np
 
-from agents.stage1 import Stage1Partition
-from agents.stage2 import Stage2Partition
-from streams.config import load_config
-from streams.partials import decode
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.agents.stage2 import Stage2Partition
+from privmon.streams.config import load_config
+from privmon.streams.partials import decode
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST, known_input
 from tests.privacy.keyed import KEYS
 

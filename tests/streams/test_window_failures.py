@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from agents.stage1 import Stage1Partition
-from agents.stage2 import Stage2Partition, WindowFailed
-from privacy import bounding
-from privacy.release import WindowRelease
-from streams.config import load_config
-from streams.partials import decode
-from streams.pseudonym import Pseudonymizer
+from privmon.agents.stage1 import Stage1Partition
+from privmon.agents.stage2 import Stage2Partition, WindowFailed
+from privmon.privacy import bounding
+from privmon.privacy.release import WindowRelease
+from privmon.streams.config import load_config
+from privmon.streams.partials import decode
+from privmon.streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST
 from tests.privacy.keyed import KEYS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.partials import Mark, Partial, WireError, decode, mark
-from streams.progress import Progress
+from privmon.streams.partials import Mark, Partial, WireError, decode, mark
+from privmon.streams.progress import Progress
 
 
 def test_partials_and_marks_round_trip_with_their_tag_and_version():
