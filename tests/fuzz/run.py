@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fuzz(target_name: str, seconds: int, corpus: Path) -> None:
     import atheris
 
-    with atheris.instrument_imports(include=["streams", "agents", "privacy"]):
+    with atheris.instrument_imports(include=["privmon"]):
         from tests.fuzz.targets import IngestTarget, decode_target
     target = decode_target if target_name == "decode" else IngestTarget()
     findings = corpus.parent / f"{corpus.name}-findings"
