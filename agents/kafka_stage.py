@@ -7,12 +7,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
+from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.kafka_errors import refused
 from privmon.streams.participation_state import MAX_RECORD_BYTES
 
@@ -102,7 +103,7 @@ class Stage:
     """
 
     def __init__(self, name: str, *, bootstrap: str, transactional_id: str,
-                 kafka_options: Mapping[str, str]) -> None:
+                 kafka_options: KafkaOptions) -> None:
         self.name = name
         self.bootstrap = bootstrap
         self.transactional_id = transactional_id  # e.g. "privmon-s1-<worker id>"
@@ -213,7 +214,7 @@ async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyn
 
 
 async def read_compacted(
-    bootstrap: str, topic: str, partitions: int, options: dict[str, str]
+    bootstrap: str, topic: str, partitions: int, options: KafkaOptions
 ) -> dict[bytes, bytes]:
     """Latest committed value per key of a (small, compacted) topic."""
     out: dict[bytes, bytes] = {}
@@ -223,7 +224,7 @@ async def read_compacted(
 
 
 async def read_latest(
-    bootstrap: str, topic: str, partitions: Iterable[int], options: dict[str, str]
+    bootstrap: str, topic: str, partitions: Iterable[int], options: KafkaOptions
 ) -> dict[int, dict[bytes, bytes]]:
     """Per partition, the latest committed value per key (tombstones remove keys)."""
     parts = [TopicPartition(topic, p) for p in partitions]

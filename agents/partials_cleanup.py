@@ -15,12 +15,14 @@ import logging
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from privmon.streams.kafka_client import KafkaOptions
+
 log = logging.getLogger("privmon.worker")
 
 EVERY_S = 30.0
 
 
-async def delete_released_partials(bootstrap: str, options: dict[str, str],
+async def delete_released_partials(bootstrap: str, options: KafkaOptions,
                                    done: dict[TopicPartition, int], stop: asyncio.Event,
                                    *, every_s: float = EVERY_S) -> None:
     """Until ``stop``: every ``every_s``, delete partials below the offsets in ``done``

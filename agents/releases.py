@@ -282,8 +282,10 @@ def releases(stream: str, *, bootstrap: str = "127.0.0.1:9092", since: str | Non
     """Released aggregates of ``stream`` as a DataFrame (see ``to_frame``).
 
     ``since``/``until`` select windows by start time (``7d`` ago, ``2026-11-24``...).
-    ``kafka_options`` carries SASL settings, e.g.
-    ``streams.localkafka.security.client_options("analyst", password)``.
+    ``kafka_options`` carries SASL/TLS settings, e.g.
+    ``ClientSecurity(ca_file=ca, cert_file=cert, key_file=key).options()`` or
+    ``ClientSecurity(sasl_user="analyst", sasl_password=pw).options()``
+    (``privmon.streams.kafka_client``).
 
     >>> df = releases("monitoring", since="-1h")            # doctest: +SKIP
     >>> df[["server", "errors.rate", "errors.rate_ci95_low"]]  # doctest: +SKIP

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from privmon.agents.account_ids import AccountIds
 from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
 from privmon.agents.stage1_columns import Batch, OpenWindow
 from privmon.privacy import accumulators as acc
@@ -38,9 +39,7 @@ from privmon.streams.decode import decode_message, event_spans
 from privmon.streams.partials import Mark, Partial, mark, partials_of
 from privmon.streams.participation_state import (
     BUCKETS,
-    PSEUDONYM_BYTES,
     StateChunk,
-    bucket_of,
     state_key,
 )
 from privmon.streams.progress import Progress
@@ -107,12 +106,7 @@ class Stage1Partition:
         self.next_offset = start_offset
         # Pseudonym -> dense id (bounding and the cap work on ints); pruned with the
         # participation state at period boundaries (see close).
-        self.account_ids: dict[bytes, int] = {}
-        self._next_account_id = 0
-        self._free_ids: list[int] = []  # ids of pruned pseudonyms, reused first
-        # id -> pseudonym bytes and state bucket (-1: free), for saving the cap state
-        self._pseudonyms = np.zeros((1024, PSEUDONYM_BYTES), np.uint8)
-        self._bucket = np.full(1024, -1, np.int8)
+        self.accounts = AccountIds()
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
         self._restore(participation)
         self.rng = np.random.default_rng()
@@ -268,26 +262,9 @@ class Stage1Partition:
         times = [e.event_time_ms for e in evs]
         lo, hi = min(times), max(times)
         if p.key_index(lo) == p.key_index(hi):  # one key period: one HMAC for the message
-            return [self._id_of(p.pseudonym(evs[0].account_id, lo))] * len(evs)
-        return [self._id_of(p.pseudonym(e.account_id, t)) for e, t in zip(evs, times, strict=True)]
-
-    def _id_of(self, pseudonym: bytes) -> int:
-        got = self.account_ids.get(pseudonym)
-        if got is None:
-            if self._free_ids:
-                got = self._free_ids.pop()
-            else:
-                got = self._next_account_id
-                self._next_account_id += 1
-                if got >= self._bucket.size:
-                    self._bucket = np.concatenate(
-                        [self._bucket, np.full(self._bucket.size, -1, np.int8)])
-                    self._pseudonyms = np.concatenate(
-                        [self._pseudonyms, np.zeros_like(self._pseudonyms)])
-            self._bucket[got] = bucket_of(pseudonym)
-            self._pseudonyms[got] = memoryview(pseudonym)
-            self.account_ids[pseudonym] = got
-        return got
+            return [self.accounts.id_of(p.pseudonym(evs[0].account_id, lo))] * len(evs)
+        id_of = self.accounts.id_of
+        return [id_of(p.pseudonym(e.account_id, t)) for e, t in zip(evs, times, strict=True)]
 
     def _ingest_batch(self, batch: Batch) -> dict[str, dict[str, int]]:
         """Window, cap and bound a batch of accepted events; return its per-stream
@@ -373,7 +350,8 @@ class Stage1Partition:
             if upto // policy.participation.period_ms > 0:
                 self.limiters[policy.name].forget_before(upto // policy.participation.period_ms - 1)
         for name, limiter in self.limiters.items():  # before pruning: ids still mean the same
-            self._dirty_buckets[name].update(np.unique(self._bucket[limiter.take_dirty()]).tolist())
+            dirty = self.accounts.buckets(limiter.take_dirty())
+            self._dirty_buckets[name].update(np.unique(dirty).tolist())
         self._prune_account_ids()
         marks = [mark(self.partition, p.name, self.closed[p.name], failed[p.name])
                  for p in self.policies]
@@ -381,17 +359,11 @@ class Stage1Partition:
 
     def _prune_account_ids(self) -> None:
         """Forget ids no limiter remembers (every open window's accounts are in a
-        limiter's state: admission put them there, for the window's period).
-        An id is in use while its bucket is set (``_id_of`` sets it, this clears it)."""
-        n = self._next_account_id
-        live = np.zeros(n, bool)
+        limiter's state: admission put them there, for the window's period)."""
+        live = np.zeros(self.accounts.size, bool)
         for limiter in self.limiters.values():
-            live |= limiter.has_state(n)
-        freed = np.flatnonzero((self._bucket[:n] >= 0) & ~live)
-        if freed.size:
-            self.account_ids = {k: v for k, v in self.account_ids.items() if live[v]}
-            self._bucket[freed] = -1
-            self._free_ids += freed[::-1].tolist()
+            live |= limiter.has_state(self.accounts.size)
+        self.accounts.prune(live)
 
     # ------------------------------------------------- participation state
     def take_state(self) -> list[tuple[bytes, bytes | None]]:
@@ -402,9 +374,7 @@ class Stage1Partition:
         if not any(self._dirty_buckets.values()):
             return out
         # The ids of each bucket, found once for every stream: ids[start[b]:start[b + 1]].
-        of_id = self._bucket[:self._next_account_id]
-        by_bucket = np.argsort(of_id, kind="stable")  # free ids (-1) first
-        start = np.searchsorted(of_id[by_bucket], np.arange(BUCKETS + 1))
+        by_bucket, start = self.accounts.by_bucket()
         for name, buckets in self._dirty_buckets.items():
             if not buckets:
                 continue
@@ -421,7 +391,7 @@ class Stage1Partition:
                     out.append((state_key(name, b), None))
                     continue
                 chunk = StateChunk(stream=name, bucket=b,
-                                   pseudonyms=self._pseudonyms[ids].tobytes(),
+                                   pseudonyms=self.accounts.pseudonyms(ids),
                                    period=period[has], count=count[has],
                                    recent=open_recent(recent[has], open_after))
                 out.append((state_key(name, b), chunk.encode()))
@@ -433,7 +403,7 @@ class Stage1Partition:
             limiter = self.limiters.get(chunk.stream)
             if limiter is None or not 0 <= chunk.bucket < BUCKETS:
                 continue  # a stream no longer configured
-            ids = np.array([self._id_of(p) for p in chunk.pseudonym_list()], np.int64)
+            ids = np.array([self.accounts.id_of(p) for p in chunk.pseudonym_list()], np.int64)
             limiter.restore(ids, chunk.period, chunk.count, chunk.recent)
 
     def commit_offset(self) -> int:

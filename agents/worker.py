@@ -57,6 +57,7 @@ from privmon.agents.stats import WorkerStats
 from privmon.agents.worker_context import WorkerContext, now_ms
 from privmon.privacy.noise_keys import NoiseKeys
 from privmon.streams.config import PipelineConfig
+from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.pseudonym import Pseudonymizer
 from privmon.streams.topics import ensure_topics
 
@@ -77,7 +78,7 @@ class Worker:
         idle_lag_ms: int = 5000,
         close_interval_s: float = 0.1,
         clock: Callable[[], int] = now_ms,
-        kafka_options: dict[str, str] | None = None,
+        kafka_options: KafkaOptions | None = None,
         crash_file: Path | None = None,
     ) -> None:
         """``crash_file``: where the crash guard notes the messages in flight

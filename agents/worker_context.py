@@ -17,6 +17,7 @@ from privmon.agents.ratelimit import RateLimitedLog
 from privmon.agents.stats import WorkerStats
 from privmon.privacy.noise_keys import NoiseKeys
 from privmon.streams.config import PipelineConfig
+from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.pseudonym import Pseudonymizer
 
 log = logging.getLogger("privmon.worker")
@@ -39,7 +40,7 @@ class WorkerContext:
     idle_lag_ms: int = 5000
     close_interval_s: float = 0.1
     clock: Callable[[], int] = now_ms
-    kafka_options: Mapping[str, str] = field(default_factory=dict)  # SASL settings, if any
+    kafka_options: KafkaOptions = field(default_factory=dict)  # SASL/TLS settings, if any
     stats: WorkerStats = field(default_factory=WorkerStats)
     quarantine: Quarantine = field(default_factory=Quarantine)  # agents/isolation.py
     crash_guard: CrashGuard = field(default_factory=lambda: CrashGuard(None))

@@ -26,6 +26,7 @@ from kafka.admin import (
 )
 
 from privmon.streams.config import CONFIG_DIR, ConfigError, PipelineConfig
+from privmon.streams.kafka_client import KafkaOptions
 
 DEFAULT_ACLS = CONFIG_DIR / "acls.toml"
 LITERAL, PREFIXED = ACLResourcePatternType.LITERAL, ACLResourcePatternType.PREFIXED
@@ -85,7 +86,7 @@ def acl_bindings(config: PipelineConfig, who: Principals) -> list[ACL]:
 
 
 def apply_acls(bootstrap: str, config: PipelineConfig, who: Principals,
-               options: dict[str, str]) -> int:
+               options: KafkaOptions) -> int:
     """Create the ACLs (existing ones are left as they are); returns how many were sent."""
     from kafka.admin import KafkaAdminClient
 

@@ -11,6 +11,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, Ne
 from kafka.errors import TopicAlreadyExistsError
 
 from privmon.streams.config import PipelineConfig
+from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.participation_state import MAX_RECORD_BYTES
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -50,7 +51,7 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
 
 
 @contextmanager
-def _admin(bootstrap: str, options: dict[str, str] | None) -> Iterator[KafkaAdminClient]:
+def _admin(bootstrap: str, options: KafkaOptions | None) -> Iterator[KafkaAdminClient]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
                              **(options or {}))
     try:
@@ -65,7 +66,7 @@ class TopicLayoutError(ValueError):
 
 def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
                   replication: int | None = None,
-                  options: dict[str, str] | None = None) -> dict[str, int]:
+                  options: KafkaOptions | None = None) -> dict[str, int]:
     """Create missing topics; return every pipeline topic's partition count.
 
     The participation-state topic gets as many partitions as the raw topic
@@ -98,7 +99,7 @@ def ensure_topics(bootstrap: str, config: PipelineConfig, *, partitions: int,
 
 
 def apply_retention(bootstrap: str, config: PipelineConfig, *,
-                    options: dict[str, str] | None = None) -> None:
+                    options: KafkaOptions | None = None) -> None:
     """Set the retention configs on existing topics too (incrementally: other
     settings an operator made are left alone). Raises what the broker refused."""
     resources = [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(wanted))
@@ -112,7 +113,7 @@ def apply_retention(bootstrap: str, config: PipelineConfig, *,
 
 
 def topic_configs(bootstrap: str, topics: list[str], *,
-                  options: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+                  options: KafkaOptions | None = None) -> dict[str, dict[str, str]]:
     """The broker's current configs of ``topics`` (name -> key -> value)."""
     with _admin(bootstrap, options) as admin:
         found = admin.describe_configs(
@@ -125,7 +126,7 @@ def topic_configs(bootstrap: str, topics: list[str], *,
 
 def create_missing(bootstrap: str, specs: dict[str, tuple[int, dict]], *,
                    replication: int | None = None,
-                   options: dict[str, str] | None = None) -> dict[str, int]:
+                   options: KafkaOptions | None = None) -> dict[str, int]:
     """Create the topics of ``specs`` (name -> (partitions, configs)) that do not
     exist yet; return each one's partition count."""
     with _admin(bootstrap, options) as admin:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
+from privmon.agents.cli.options import add_connection_options, client_security
 from privmon.streams.localkafka import jars
 from privmon.streams.localkafka.cluster import (
     BrokerFailedToStart,
@@ -74,8 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     acl.add_argument("--config", type=Path, default=None, help="pipeline config (TOML)")
     acl.add_argument("--acls", type=Path, default=None, help="principals (TOML)")
     acl.add_argument("--partitions", type=int, default=4)
-    acl.add_argument("--sasl-user", default="admin",
-                     help="admin user (password in $PRIVMON_KAFKA_PASSWORD)")
+    add_connection_options(acl, sasl_user_help=(
+        "admin user for SASL (default admin, unless a client certificate identifies the "
+        "admin; password in $PRIVMON_KAFKA_PASSWORD)"))
     acl.set_defaults(func=_acl)
 
 
@@ -144,13 +145,16 @@ def _status(args: argparse.Namespace) -> int:
 def _acl(args: argparse.Namespace) -> int:
     from privmon.streams.acls import DEFAULT_ACLS, apply_acls, load_principals
     from privmon.streams.config import DEFAULT_PATH, ConfigError, load_config
-    from privmon.streams.localkafka import security
     from privmon.streams.topics import create_missing, ensure_topics
 
     try:
         config = load_config(args.config or DEFAULT_PATH)
         who = load_principals(args.acls or DEFAULT_ACLS)
-        options = security.options_for(args.sasl_user, os.environ)
+        security = client_security(args)
+        if args.sasl_user is None and security.cert_file is None:
+            security = client_security(argparse.Namespace(**{**vars(args),
+                                                              "sasl_user": "admin"}))
+        options = security.options()
     except (ConfigError, ValueError) as exc:
         print(f"privmon kafka acl: {exc}", file=sys.stderr)
         return 2

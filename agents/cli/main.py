@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             where = getattr(args, "bootstrap", None) or "the bootstrap servers"
             print(f"privmon {args.command}: cannot reach Kafka at {where} "
                   f"({type(exc).__name__}: {exc}). Start it (`privmon kafka start`), or pass "
-                  f"--bootstrap HOST:PORT or set ${BOOTSTRAP_ENV}.", file=sys.stderr)
+                  f"--bootstrap HOST:PORT or set ${BOOTSTRAP_ENV}. A broker that wants TLS or "
+                  "SASL needs --tls-ca (and --tls-cert/--tls-key for mutual TLS) or "
+                  "--sasl-user.", file=sys.stderr)
             return 2
         if isinstance(exc, USAGE_ERRORS):
             print(f"privmon {args.command}: {exc}", file=sys.stderr)

@@ -8,14 +8,14 @@ import os
 import signal
 from pathlib import Path
 
+from privmon.streams import kafka_client
 from privmon.streams.config import DEFAULT_PATH
-from privmon.streams.localkafka import security
 
 BOOTSTRAP_ENV = "PRIVMON_BOOTSTRAP"
 
 
 def add_deployment_options(p: argparse.ArgumentParser) -> None:
-    """--bootstrap, --config, --topic-prefix and --sasl-user."""
+    """--bootstrap, --config, --topic-prefix and the connection options."""
     p.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV, "127.0.0.1:9092"),
                    help=f"Kafka bootstrap servers (default ${BOOTSTRAP_ENV} or 127.0.0.1:9092; "
                    "now %(default)s)")
@@ -23,13 +23,45 @@ def add_deployment_options(p: argparse.ArgumentParser) -> None:
                    help="pipeline config naming the streams and topics (TOML; default "
                    "%(default)s)")
     p.add_argument("--topic-prefix", default="", help="prefix of the pipeline's topics, if any")
-    p.add_argument("--sasl-user", default=None,
-                   help=f"authenticate as this user; password in ${security.PASSWORD_ENV}")
+    add_connection_options(p)
 
 
-def kafka_options(args: argparse.Namespace) -> dict[str, str]:
-    """Client security settings for --sasl-user (raises ValueError without a password)."""
-    return security.options_for(args.sasl_user, os.environ)
+def add_connection_options(p: argparse.ArgumentParser, *, sasl_user_help: str | None = None
+                           ) -> None:
+    """How to connect (streams/kafka_client.py): PLAINTEXT by default; --sasl-user for
+    SASL; --tls, --tls-ca or a client certificate for TLS; both for SASL_SSL."""
+    g = p.add_argument_group(
+        "connection", "PLAINTEXT unless told otherwise. Secrets come from the environment "
+        "only, never from flags.")
+    g.add_argument("--sasl-user", default=None, help=sasl_user_help or (
+        f"authenticate with SASL as this user; password in ${kafka_client.PASSWORD_ENV}"))
+    g.add_argument("--sasl-mechanism", default="SCRAM-SHA-256",
+                   choices=kafka_client.MECHANISMS, help="SASL mechanism (default %(default)s)")
+    g.add_argument("--tls", action="store_true",
+                   help="connect with TLS, verifying the broker against the system's CAs")
+    g.add_argument("--tls-ca", default=None, metavar="PEM",
+                   help=f"CA certificate(s) to verify the broker with (implies TLS; default "
+                   f"${kafka_client.CA_ENV})")
+    g.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help=f"client certificate for mutual TLS (default ${kafka_client.CERT_ENV}); "
+                   "needs --tls-key")
+    g.add_argument("--tls-key", default=None, metavar="PEM",
+                   help=f"its private key (default ${kafka_client.KEY_ENV}; passphrase in "
+                   f"${kafka_client.KEY_PASSWORD_ENV})")
+
+
+def client_security(args: argparse.Namespace) -> kafka_client.ClientSecurity:
+    """The connection the flags and the environment ask for (raises ClientSecurityError,
+    a ValueError: exit 2, naming the flag)."""
+    return kafka_client.from_settings(
+        sasl_user=args.sasl_user, sasl_mechanism=args.sasl_mechanism, tls=args.tls,
+        ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
+        environ=os.environ)
+
+
+def kafka_options(args: argparse.Namespace) -> dict[str, object]:
+    """Client keyword arguments for the connection options (see client_security)."""
+    return client_security(args).options()
 
 
 def stop_event(duration_s: float | None = None) -> asyncio.Event:

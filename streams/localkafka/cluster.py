@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.localkafka import jars, security
 from privmon.streams.localkafka.procs import (
     HOST,
@@ -29,6 +30,8 @@ from privmon.streams.localkafka.procs import (
     port_is_free,
     reap,
 )
+from privmon.streams.localkafka.properties import NodeSpec, server_properties
+from privmon.streams.localkafka.tls import Pki
 
 
 class PortInUse(RuntimeError):
@@ -37,13 +40,6 @@ class PortInUse(RuntimeError):
 
 class BrokerFailedToStart(RuntimeError):
     """The broker process died or did not answer in time; carries the log tail."""
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    node_id: int
-    port: int
-    controller_port: int
 
 
 @dataclass(frozen=True)
@@ -78,9 +74,12 @@ class LocalKafka:
         heap_mb: int = 512,
         num_partitions: int = 1,
         users: Mapping[str, str] | None = None,
+        tls: Pki | None = None,
     ) -> None:
         """``users`` (name -> password, must include "admin") turns on SASL/SCRAM and
-        the standard authorizer; see streams/localkafka/security.py."""
+        the standard authorizer (streams/localkafka/security.py); ``tls`` (certificates
+        from ``tls.make_pki``) turns on mutual TLS and the standard authorizer instead,
+        each client's principal the CN of its certificate (streams/localkafka/tls.py)."""
         if nodes not in (1, 3):
             raise ValueError(f"nodes: expected 1 or 3, got {nodes!r}")
         self.name = name
@@ -92,6 +91,10 @@ class LocalKafka:
         if users is not None and security.ADMIN not in users:
             raise ValueError(f"users: expected an {security.ADMIN!r} user, got {sorted(users)}")
         self.users = dict(users) if users is not None else None
+        if tls is not None and users is not None:
+            raise ValueError("users and tls: the local broker offers SASL or mutual TLS, "
+                             "not both at once")
+        self.tls = tls
 
     # ----------------------------------------------------------------- state
     @property
@@ -196,49 +199,14 @@ class LocalKafka:
         return state
 
     def _server_properties(self, spec: NodeSpec, specs: list[NodeSpec]) -> str:
-        n = len(specs)
-        voters = ",".join(f"{s.node_id}@{HOST}:{s.controller_port}" for s in specs)
-        replication = min(3, n)
-        return "\n".join(
-            [
-                "# Written by privmon (streams/localkafka/cluster.py); regenerated at start.",
-                "process.roles=broker,controller",
-                f"node.id={spec.node_id}",
-                f"controller.quorum.voters={voters}",
-                *self._listener_properties(spec),
-                f"log.dirs={self.node_dir(spec.node_id) / 'data'}",
-                f"num.partitions={self.num_partitions}",
-                f"default.replication.factor={replication}",
-                f"min.insync.replicas={1 if n == 1 else 2}",
-                f"offsets.topic.replication.factor={replication}",
-                "offsets.topic.num.partitions=8",
-                f"transaction.state.log.replication.factor={replication}",
-                f"transaction.state.log.min.isr={1 if n == 1 else 2}",
-                "transaction.state.log.num.partitions=8",
-                f"share.coordinator.state.topic.replication.factor={replication}",
-                f"share.coordinator.state.topic.min.isr={1 if n == 1 else 2}",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
-                "log.retention.hours=168",
-                "",
-            ]
-        )
+        return server_properties(spec, specs, data_dir=self.node_dir(spec.node_id) / "data",
+                                 num_partitions=self.num_partitions, users=self.users,
+                                 tls=self.tls)
 
-    def _listener_properties(self, spec: NodeSpec) -> list[str]:
-        if self.users is not None:
-            return security.broker_properties(
-                HOST, spec.port, spec.controller_port, self.users[security.ADMIN]
-            )
-        return [
-            f"listeners=PLAINTEXT://{HOST}:{spec.port},CONTROLLER://{HOST}:{spec.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{spec.port}",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-        ]
-
-    def client_options(self, user: str = security.ADMIN) -> dict[str, str]:
+    def client_options(self, user: str = security.ADMIN) -> KafkaOptions:
         """Options for kafka-python/aiokafka clients of this cluster, as ``user``."""
+        if self.tls is not None:
+            return self.tls.client_options(user)
         if self.users is None:
             return {}
         return security.client_options(user, self.users[user])

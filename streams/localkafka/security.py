@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from privmon.streams.kafka_client import ClientSecurity
+
 ADMIN = "admin"
 MECHANISM = "SCRAM-SHA-256"
 
@@ -55,28 +57,8 @@ def scram_format_args(users: Mapping[str, str]) -> list[str]:
     return args
 
 
-def client_options(user: str, password: str) -> dict[str, str]:
-    """Connection options for kafka-python and aiokafka clients (same names in both)."""
-    return {
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": MECHANISM,
-        "sasl_plain_username": user,
-        "sasl_plain_password": password,
-    }
-
-
-PASSWORD_ENV = "PRIVMON_KAFKA_PASSWORD"
-
-
-def options_for(user: str | None, environ: Mapping[str, str]) -> dict[str, str]:
-    """Client options for ``--sasl-user USER`` (password from $PRIVMON_KAFKA_PASSWORD)."""
-    if not user:
-        return {}
-    password = environ.get(PASSWORD_ENV)
-    if not password:
-        raise ValueError(
-            f"--sasl-user {user} needs the password in ${PASSWORD_ENV} (not on the command "
-            "line, where other local users could read it)"
-        )
-    return client_options(user, password)
-
+def client_options(user: str, password: str) -> dict[str, object]:
+    """Connection options for kafka-python and aiokafka clients of the local SASL broker
+    (the production module, streams/kafka_client.py, builds them)."""
+    return ClientSecurity(sasl_user=user, sasl_password=password,
+                          sasl_mechanism=MECHANISM).options()

@@ -160,8 +160,10 @@ def known_input(first_window_ms: int, windows: int, *, extra: dict | None = None
     return Truth(dict(acc), dict(ev), dict(err), dict(lat), messages)
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]], *,
+            options: dict | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             **(options or {}))
     for key, value in messages:
         producer.send(topic, key=key, value=value)
     producer.flush()

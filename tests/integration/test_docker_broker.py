@@ -20,6 +20,7 @@ import time
 import pytest
 from kafka import KafkaProducer
 
+from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.localkafka import jars
 from privmon.streams.localkafka.procs import free_port, port_answers
 from privmon.streams.localkafka.security import client_options
@@ -55,7 +56,7 @@ class _Broker:
     def __init__(self, port: int) -> None:
         self.bootstrap_servers = f"127.0.0.1:{port}"
 
-    def client_options(self, user: str = "admin") -> dict[str, str]:
+    def client_options(self, user: str = "admin") -> KafkaOptions:
         return client_options(user, USERS[user])
 
 
