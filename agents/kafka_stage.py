@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -167,13 +168,14 @@ class Stage:
                 await self.producer.abort_transaction()
 
 
-async def start_or_close(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+async def start_or_close(
+        client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient) -> None:
     """``client.start()``; if that fails (no broker reachable, refused), close it before
     raising, so that no "Unclosed AIOKafkaConsumer" follows the error."""
     try:
         await client.start()
     except BaseException:
-        await client.stop()
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
         raise
 
 

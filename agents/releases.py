@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from privmon.agents.kafka_stage import start_or_close
 from privmon.privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
@@ -97,13 +98,22 @@ async def _start_at(consumer: AIOKafkaConsumer, parts: list[TopicPartition],
         consumer.seek(tp, found[tp].offset if found[tp] is not None else ends[tp])
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    """Partition ids of ``topic`` from fresh cluster metadata (empty if it does not exist).
+async def topic_partitions(bootstrap: str, topics: Iterable[str],
+                           options: Mapping[str, Any] | None = None) -> dict[str, set[int]]:
+    """Partition ids of each topic from fresh cluster metadata (empty if it does not
+    exist or this principal may not see it), with aiokafka's public admin API.
 
-    aiokafka's ``partitions_for_topic`` only knows topics the client already
-    tracks and ``topics()`` does not update that view, hence the metadata call."""
-    cluster = await consumer._client.fetch_all_metadata()
-    return set(cluster.partitions_for_topic(topic) or ())
+    The request asks for every topic: one naming a missing topic could create it on a
+    broker with ``auto.create.topics.enable``, and a reader must not create topics."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
+    await start_or_close(admin)
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    found = {d["topic"]: {p["partition"] for p in d["partitions"]}
+             for d in described if d["error_code"] == 0}
+    return {t: found.get(t, set()) for t in topics}
 
 
 async def wait_for_topics(bootstrap: str, topics: Iterable[str], stop: asyncio.Event, *,
@@ -134,7 +144,7 @@ async def _consumer(bootstrap: str, topic: str,
                                 enable_auto_commit=False, **options)
     await start_or_close(consumer)
     try:
-        partitions = await topic_partitions(consumer, topic)
+        partitions = (await topic_partitions(bootstrap, [topic], options))[topic]
         if not partitions:
             raise LookupError(f"topic {topic!r} does not exist on {bootstrap} (is the worker "
                               "running with the same config and topic prefix?)")

@@ -104,7 +104,7 @@ class AlertAgent:
                       stop: asyncio.Event) -> list[TopicPartition]:
         """All partitions of the aggregate topics (waits until the worker created them)."""
         while True:
-            found = {t: await topic_partitions(consumer, t) for t in topics}
+            found = await topic_partitions(self.bootstrap, topics, self.kafka_options)
             if all(found.values()):
                 parts = [TopicPartition(t, p) for t, ps in found.items() for p in sorted(ps)]
                 consumer.assign(parts)

@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime
 
 from privmon.agents.cli.options import add_deployment_options, kafka_options
-from privmon.agents.kafka_stage import read_compacted, start_or_close
+from privmon.agents.kafka_stage import read_compacted
 from privmon.agents.releases import topic_partitions
 from privmon.privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privmon.privacy.params import HorizonCap
@@ -140,14 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _read(bootstrap: str, topic: str, options: dict) -> dict[bytes, bytes]:
-    from aiokafka import AIOKafkaConsumer
-
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, **options)
-    await start_or_close(probe)
-    try:
-        partitions = await topic_partitions(probe, topic)
-    finally:
-        await probe.stop()
+    partitions = (await topic_partitions(bootstrap, [topic], options))[topic]
     if not partitions:
         raise LookupError(f"ledger topic {topic!r} not found on {bootstrap}: nothing released "
                           "yet, another --config/--topic-prefix, or this principal may not "
