@@ -2,7 +2,8 @@
 
   # aggregates.<stream> (read_committed) -> records grouped per (stream, window)
   #   -> window whole (its completion records are in) -> Evaluator (rules.py)
-  #   -> alerts topic (privmon.alert/1, key rule|window|cell)
+  #   -> alerts topic (privmon.alert/1, key rule|window|cell; privmon.alert-resolved/1
+  #      once a firing rule stops holding)
   #      + optional webhook and Alertmanager (v2 API)
   # and on the side: the latest value per cell as Prometheus gauges
 
@@ -32,7 +33,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from privmon.agents.alerts.exporter import AlertMetrics, LatestReleases
-from privmon.agents.alerts.rules import Alert, AlertConfig, Evaluator
+from privmon.agents.alerts.records import Alert, Resolution
+from privmon.agents.alerts.rules import AlertConfig, Evaluator
 from privmon.agents.alerts.sinks import HttpSink
 from privmon.agents.releases import WindowAssembler, topic_partitions
 from privmon.privacy.records import ReleaseRecord, decode_aggregate
@@ -65,6 +67,7 @@ class AlertAgent:
         self.latest = LatestReleases(pipeline.policies, self.streams)
         self.metrics = AlertMetrics(self.latest)
         self.fired: list[Alert] = []  # this run's alerts, newest last (for views/tests)
+        self.resolutions: list[Resolution] = []  # and the rules that stopped holding
         self.on_alert: Callable[[Alert], None] | None = None
         self.windows_evaluated = 0
         # Set once the agent reads its topics: releases from then on can fire alerts.
@@ -145,8 +148,9 @@ class AlertAgent:
             self.evaluator.remember(stream, start, records)
             return
         alerts = self.evaluator.evaluate(stream, start, records)
+        resolved = self.evaluator.resolved
         self.windows_evaluated += 1
-        if not alerts:
+        if not alerts and not resolved:
             return
         for a in alerts:
             await producer.send(self.alerts.topic, key=a.key.encode(),
@@ -156,7 +160,14 @@ class AlertAgent:
             if self.on_alert is not None:
                 self.on_alert(a)
             log.debug("ALERT %s", a.describe())  # (on_alert shows it: once, not twice)
+        for r in resolved:
+            await producer.send(self.alerts.topic, key=r.key.encode(),
+                                value=json.dumps(r.to_dict()).encode())
+            self.metrics.resolved.labels(rule=r.alert.rule).inc()
+            self.resolutions.append(r)
+            log.info("RESOLVED %s on %s from window %s", r.alert.rule,
+                     ", ".join(f"{k}={v}" for k, v in r.alert.cell.items()), r.window_start_ms)
         await producer.flush()
         for sink in self.sinks:
-            if not await sink.send(alerts):
-                self.metrics.failed.labels(sink=sink.kind).inc(len(alerts))
+            if not await sink.send(alerts, resolved):
+                self.metrics.failed.labels(sink=sink.kind).inc(len(alerts) + len(resolved))

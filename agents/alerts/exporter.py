@@ -7,14 +7,17 @@ cell's dimensions (released cells only; the values are already public):
   privmon_S_noise_std{...}   privmon_S_ci95_low{...}   privmon_S_ci95_high{...}
   privmon_S_window_end_seconds{server=..., region=...}
 
-A cell that has not been released for ``stale_windows`` windows (e.g. it fell
-under k) disappears, so a dashboard never shows an old value as current.
+A cell disappears once its latest release is ``stale_windows`` windows behind the
+stream's newest (e.g. it fell under k), or once that release's window ended more
+than ``stale_windows`` windows + grace ago (releases stopped altogether), so a
+dashboard never shows an old value as current.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -36,10 +39,12 @@ class LatestReleases(Collector):
     """Keeps the newest released record per (stream, cell) and exposes it."""
 
     def __init__(self, policies: Sequence[StreamPolicy], streams: Iterable[str],
-                 stale_windows: int = 3) -> None:
+                 stale_windows: int = 3,
+                 clock: Callable[[], float] = time.time) -> None:
         by_name = {p.name: p for p in policies}
         self.policies = {s: by_name[s] for s in streams}
         self.stale_windows = stale_windows
+        self.clock = clock  # seconds
         self.latest: dict[str, dict[tuple[str, ...], ReleaseRecord]] = {
             s: {} for s in self.policies}
 
@@ -56,9 +61,13 @@ class LatestReleases(Collector):
         cells = self.latest[stream]
         if not cells:
             return []
+        policy = self.policies[stream]
         newest = max(r.window_start_ms for r in cells.values())
-        oldest_ok = newest - self.stale_windows * self.policies[stream].window_ms
-        for key in [k for k, r in cells.items() if r.window_start_ms < oldest_ok]:
+        oldest_ok = newest - self.stale_windows * policy.window_ms
+        ended_after_ms = (self.clock() * 1000 - self.stale_windows * policy.window_ms
+                          - policy.grace_ms)
+        for key in [k for k, r in cells.items()
+                    if r.window_start_ms < oldest_ok or r.window_end_ms < ended_after_ms]:
             del cells[key]
         return list(cells.values())
 
@@ -90,6 +99,8 @@ class AlertMetrics:
         self.registry.register(latest)
         self.fired = Counter("privmon_alerts_fired", "alerts fired", ["rule"],
                              registry=self.registry)
+        self.resolved = Counter("privmon_alerts_resolved", "fired rules that stopped holding",
+                                ["rule"], registry=self.registry)
         self.failed = Counter("privmon_alert_deliveries_failed", "alerts a sink did not take "
                               "after retries", ["sink"], registry=self.registry)
 

@@ -40,13 +40,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
 
+from privmon.agents.alerts.records import Alert, Resolution
 from privmon.privacy.params import Mechanism, StreamPolicy
 from privmon.privacy.records import MetricValue, ReleaseRecord
 from privmon.streams.config import CONFIG_DIR, PipelineConfig
 
-ALERT_SCHEMA = "privmon.alert/1"
 DEFAULT_ALERTS = CONFIG_DIR / "alerts.toml"
 ADDITIVE_SUFFIXES = (".sum", ".count")
 
@@ -204,68 +203,6 @@ def load_alert_config(path: Path | str, pipeline: PipelineConfig) -> AlertConfig
     return AlertConfig(topic=pipeline.topics.alerts, rules=tuple(rules))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Alert:
-    """A fired rule: which window and cell, the value with its interval, the test."""
-
-    rule: str
-    severity: str
-    stream: str
-    window_start_ms: int
-    window_end_ms: int
-    cell: Mapping[str, str]
-    metric: str
-    condition: str
-    threshold: float | None
-    value: MetricValue
-    baseline: MetricValue | None
-    baseline_window_start_ms: int | None
-    ratio: float | None
-    confidence: float
-    for_windows: int
-    false_alarm_bound: float
-    z: float
-    summary: str
-
-    @property
-    def key(self) -> str:
-        return "|".join([self.rule, str(self.window_start_ms), *self.cell.values()])
-
-    def describe(self) -> str:
-        v = self.value
-        where = ", ".join(f"{k}={x}" for k, x in self.cell.items()) or "all cells"
-        if self.condition == Condition.DROP:
-            b = self.baseline
-            assert b is not None
-            ago_s = (self.window_start_ms - (self.baseline_window_start_ms or 0)) / 1000
-            test = (f"{v.value:.4g} [{v.ci95_low:.4g}, {v.ci95_high:.4g}] < {self.ratio:g} x "
-                    f"{b.value:.4g} (its release {ago_s:g} s earlier)")
-        else:
-            op = ">" if self.condition == Condition.ABOVE else "<"
-            test = (f"{v.value:.4g} [95% CI {v.ci95_low:.4g}, {v.ci95_high:.4g}] {op} "
-                    f"{self.threshold:g}")
-        return (f"{self.rule}: {self.metric} of {where} {test} with confidence "
-                f"{self.confidence:g}" + (f" in {self.for_windows} consecutive windows"
-                                          if self.for_windows > 1 else "")
-                + f" (noise-only false-alarm rate <= {self.false_alarm_bound:.2g})")
-
-    def to_dict(self) -> dict[str, Any]:
-        def mv(x: MetricValue | None) -> dict[str, float] | None:
-            return None if x is None else {"value": x.value, "noise_std": x.noise_std,
-                                           "ci95_low": x.ci95_low, "ci95_high": x.ci95_high}
-
-        return {"schema": ALERT_SCHEMA, "rule": self.rule, "severity": self.severity,
-                "stream": self.stream, "window_start_ms": self.window_start_ms,
-                "window_end_ms": self.window_end_ms, "cell": dict(self.cell),
-                "metric": self.metric, "condition": self.condition,
-                "threshold": self.threshold, "ratio": self.ratio,
-                "value": mv(self.value), "baseline": mv(self.baseline),
-                "baseline_window_start_ms": self.baseline_window_start_ms,
-                "confidence": self.confidence, "for_windows": self.for_windows,
-                "false_alarm_bound": self.false_alarm_bound, "z": self.z,
-                "summary": self.summary, "description": self.describe()}
-
-
 def _sum(values: Sequence[MetricValue]) -> MetricValue:
     """Sum of independent noisy values: stds add in quadrature (95% normal interval)."""
     total = sum(v.value for v in values)
@@ -299,6 +236,9 @@ class Evaluator:
             if r.baseline_ms:
                 keep[r.stream] = max(keep[r.stream], r.baseline_ms + self.window_ms[r.stream])
         self.keep_ms = keep
+        # (rule, unit) -> its last alert while it fires; what the last evaluate resolved
+        self.firing: dict[tuple[str, tuple[str, ...]], Alert] = {}
+        self.resolved: list[Resolution] = []
 
     def _values(self, rule: AlertRule, records: list[ReleaseRecord],
                 only: set[tuple[str, ...]] | None = None) -> dict[tuple[str, ...], MetricValue]:
@@ -334,7 +274,9 @@ class Evaluator:
 
     def evaluate(self, stream: str, window_start_ms: int,
                  records: list[ReleaseRecord]) -> list[Alert]:
+        """The alerts of one whole window; what stopped holding is in ``self.resolved``."""
         alerts: list[Alert] = []
+        self.resolved = []
         if not records:
             return alerts
         mechanism = records[0].privacy.mechanism
@@ -360,6 +302,10 @@ class Evaluator:
                 prev = window_start_ms - self.window_ms[stream]
                 streak = (streak + 1 if last_start == prev else 1) if holds else 0
                 self.streaks[key] = (window_start_ms, streak)
+                if not holds and key in self.firing:
+                    self.resolved.append(Resolution(
+                        alert=self.firing.pop(key), window_start_ms=window_start_ms,
+                        window_end_ms=window_start_ms + self.window_ms[stream]))
                 if holds and streak >= rule.for_windows:
                     names = rule.group_by or self.dims[stream]
                     cell = dict(zip(names, unit, strict=True))
@@ -373,6 +319,7 @@ class Evaluator:
                         confidence=rule.confidence, for_windows=rule.for_windows,
                         false_alarm_bound=rule.alpha, z=z,
                         summary=(rule.summary or rule.name).format_map(_Labels(cell))))
+                    self.firing[key] = alerts[-1]
         self.remember(stream, window_start_ms, records)
         return alerts
 

@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alertmanager", default=None,
                    help="also post alerts to this Alertmanager (base URL, e.g. "
                    "http://alertmanager:9093; uses /api/v2/alerts)")
+    p.add_argument("--alertmanager-hold-windows", type=float, default=3.0,
+                   help="while a rule holds, each post to Alertmanager ends this many of the "
+                   "stream's windows later (re-posted every window; default %(default)s); "
+                   "when it stops holding, the agent resolves it at once")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve the latest released values on 127.0.0.1:PORT/metrics")
     p.add_argument("--export-streams", default="monitoring",
@@ -53,7 +57,12 @@ def build_agent(args: argparse.Namespace) -> AlertAgent:
     if args.webhook:
         sinks.append(HttpSink("webhook", args.webhook))
     if args.alertmanager:
-        sinks.append(HttpSink("alertmanager", args.alertmanager))
+        if args.alertmanager_hold_windows <= 1:
+            raise ConfigError(f"--alertmanager-hold-windows {args.alertmanager_hold_windows:g}: "
+                              "expected more than 1 (each post must last until the next "
+                              "window's)")
+        sinks.append(HttpSink("alertmanager", args.alertmanager,
+                              hold_windows=args.alertmanager_hold_windows))
     exported = [s.strip() for s in args.export_streams.split(",") if s.strip()]
     names = [p.name for p in pipeline.policies]
     for s in exported:

@@ -244,3 +244,25 @@ def test_shipped_rule_files_load():
     assert len(load_alert_config("configs/alerts.toml", load_config()).rules) == 2
     demo = load_alert_config("configs/demo_alerts.toml", load_config("configs/demo.toml"))
     assert demo.streams == ("monitoring",)
+
+
+def test_a_fired_rule_resolves_in_the_first_window_it_no_longer_holds():
+    """Exact (far from the threshold: the noise cannot flip it with any practical
+    probability at these counts): 3 failing windows fire from the 2nd, the 4th is
+    healthy and resolves it, once; a healthy cell never fires nor resolves."""
+    policy = policy_for("geometric")
+    ev = Evaluator(AlertConfig(topic="a", rules=(rate_rule(for_windows=2),)), [policy])
+    failing = totals(2, accounts=1000, events=2000, errors=1000)  # 50% errors
+    healthy = totals(2, accounts=1000, events=2000, errors=0)
+    fired, resolved = [], []
+    for i, t in enumerate([failing, failing, failing, healthy, healthy]):
+        start = i * policy.window_ms
+        rel = release_window(t, policy, window_start_ms=start, cell_labels=labels(),
+                             noise=window_noise(5, start))
+        fired.append(len(ev.evaluate("monitoring", start, rel.records)))
+        resolved.append([(r.alert.window_start_ms, r.window_start_ms, r.alert.cell["server"])
+                         for r in ev.resolved])
+    assert fired == [0, 2, 2, 0, 0]
+    w = policy.window_ms
+    assert resolved == [[], [], [], [(2 * w, 3 * w, "s0000"), (2 * w, 3 * w, "s0001")], []]
+    assert ev.firing == {}

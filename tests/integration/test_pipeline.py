@@ -86,6 +86,9 @@ def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path)
     assert re.search(rb"^privmon_cells_released_total (\d+)", metrics, re.M)
     assert int(float(re.search(rb"^privmon_cells_released_total (\S+)", metrics, re.M)[1])) >= 12
     assert re.search(rb'^privmon_epsilon_spent_total\{stream="monitoring"\} [1-9]', metrics, re.M)
+    for name in WorkerStats.PUBLIC:  # counters, so that rate() and resets work
+        assert re.search(rb"^# TYPE privmon_" + name.encode() + rb"_total counter$", metrics,
+                         re.M), name
     # Nothing computed from exact input leaves: no input counts in /metrics or the status.
     for name in (b"privmon_raw_lag_messages", b"privmon_messages_total", b"privmon_accepted",
                  b"privmon_dead_letters", b"privmon_late", b"privmon_over_cap"):
