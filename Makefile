@@ -23,8 +23,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 # Fast tests run first; the integration tests then start one real Kafka broker
-# for the whole session (tests/conftest.py) and fail if it cannot start.
+# for the whole session (tests/conftest.py) and fail if it cannot start. Prometheus,
+# Alertmanager and Chromium come from Debian's packages (tests/install_system_packages.sh).
 test: $(BIN)/.installed
+	bash tests/install_system_packages.sh
 	$(BIN)/privmon kafka fetch
 	$(BIN)/ruff check .
 	$(BIN)/pytest

@@ -149,9 +149,13 @@ class AlertAgent:
             return
         alerts = self.evaluator.evaluate(stream, start, records)
         resolved = self.evaluator.resolved
-        self.windows_evaluated += 1
-        if not alerts and not resolved:
-            return
+        if alerts or resolved:
+            await self._publish(producer, alerts, resolved)
+        self.windows_evaluated += 1  # (after delivery: a reader of it sees the sinks' state)
+
+    async def _publish(self, producer: AIOKafkaProducer, alerts: list[Alert],
+                       resolved: list[Resolution]) -> None:
+        """To the alerts topic, then to every sink."""
         for a in alerts:
             await producer.send(self.alerts.topic, key=a.key.encode(),
                                 value=json.dumps(a.to_dict()).encode())

@@ -7,6 +7,7 @@ import re
 import signal
 import time
 import urllib.request
+from contextlib import ExitStack
 
 from privmon.agents.stats import WorkerStats
 from privmon.privacy.records import ReleaseRecord
@@ -30,6 +31,7 @@ from tests.integration.pipeline_harness import (
     trusted_status,
     wait_for,
 )
+from tests.oncall_programs import get_json, prometheus, promtool_check_metrics
 
 WINDOWS = 3
 SIGMAS = 8  # |released - true| <= 8 noise std: P(exceeded) < 1.3e-5 per value (geometric)
@@ -61,10 +63,18 @@ def _check_exact_partials(setup, truth) -> None:
         assert latency2 == 2 * truth.latency_sum[key] - 5000 * events, key
 
 
+def _prometheus_value(url: str, query: str) -> float | None:
+    result = get_json(f"{url}/api/v1/query?query={query}")["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
 def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path):
     setup = make_setup(tmp_path, bootstrap, "e2e")
     log = tmp_path / "worker.log"
     port = free_port()
+    programs = ExitStack()  # a real Prometheus scraping the worker (stopped below)
+    prom_url = programs.enter_context(
+        prometheus(tmp_path / "prometheus", {"privmon-worker": [f"127.0.0.1:{port}"]}))
     worker = start_worker(setup, "w1", log, ("--metrics-port", str(port)))
     try:
         start = first_window_after(int(time.time() * 1000), lead_ms=4000)
@@ -81,8 +91,20 @@ def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path)
                  what="the last window's release", procs=[worker], log=log)
         time.sleep(1.5)  # one metrics refresh after the last release
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        cells = float(re.search(rb"^privmon_cells_released_total (\S+)", metrics, re.M)[1])
+        wait_for(lambda: _prometheus_value(prom_url, "privmon_cells_released_total") == cells,
+                 timeout_s=30, what="Prometheus to scrape the last count", procs=[worker],
+                 log=log)
+        kinds = get_json(f"{prom_url}/api/v1/metadata")["data"]
     finally:
         stop_worker(worker)
+        programs.close()
+    # What Prometheus made of it: the public counts are counters (rate(), resets). (It
+    # scrapes OpenMetrics, whose metadata names a counter's family without _total.)
+    for name in (*WorkerStats.PUBLIC, "epsilon_spent"):
+        assert kinds[f"privmon_{name}"][0]["type"] == "counter", name
+    lint = promtool_check_metrics(metrics.decode())
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     assert re.search(rb"^privmon_cells_released_total (\d+)", metrics, re.M)
     assert int(float(re.search(rb"^privmon_cells_released_total (\S+)", metrics, re.M)[1])) >= 12
     assert re.search(rb'^privmon_epsilon_spent_total\{stream="monitoring"\} [1-9]', metrics, re.M)
