@@ -1,10 +1,14 @@
 """The latest released values as Prometheus metrics, for Grafana and on-call.
 
-Per stream S, one gauge family per quantity, labelled by metric name and the
-cell's dimensions (released cells only; the values are already public):
+Per stream S, one gauge family per quantity and statistic, named by the metric kind
+(privacy/series.py: the unit last, in base units), labelled by the cell's
+dimensions (released cells only; the values are already public):
 
-  privmon_S_value{metric="errors.rate", server="fra-03", region="eu-central"}
-  privmon_S_noise_std{...}   privmon_S_ci95_low{...}   privmon_S_ci95_high{...}
+  privmon_S_errors_ratio{server="fra-03", region="eu-central"}      (errors.rate)
+  privmon_S_errors_noise_std_ratio{...}  privmon_S_errors_ci95_low_ratio{...}  ..._ci95_high_ratio
+  privmon_S_latency_mean_seconds{...}                    (latency.mean of latency_ms, / 1000)
+  privmon_S_latency_hist_quantile_seconds{q="0.95", ...}             (latency_hist.p95)
+  privmon_S_events{...}  privmon_S_accounts{...}                     (noisy counts)
   privmon_S_window_end_seconds{server=..., region=...}
 
 A cell disappears once its latest release is ``stale_windows`` windows behind the
@@ -25,10 +29,11 @@ from prometheus_client.registry import Collector
 
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.records import ReleaseRecord
+from privmon.privacy.series import STATS, cell_series
 
-QUANTITIES = (("value", "released value"), ("noise_std", "std of the DP noise in the value"),
-              ("ci95_low", "lower end of the 95% noise interval"),
-              ("ci95_high", "upper end of the 95% noise interval"))
+STAT_HELP = {"value": "released value, base unit", "noise_std": "std of its DP noise",
+             "ci95_low": "lower end of its 95% noise interval",
+             "ci95_high": "upper end of its 95% noise interval"}
 
 
 def _metric_name(stream: str) -> str:
@@ -45,6 +50,9 @@ class LatestReleases(Collector):
         self.policies = {s: by_name[s] for s in streams}
         self.stale_windows = stale_windows
         self.clock = clock  # seconds
+        self.series = {s: {name: series for m in p.metrics
+                           for name, series in m.series().items()}
+                       for s, p in self.policies.items()}
         self.latest: dict[str, dict[tuple[str, ...], ReleaseRecord]] = {
             s: {} for s in self.policies}
 
@@ -75,18 +83,26 @@ class LatestReleases(Collector):
         for stream, policy in self.policies.items():
             base = _metric_name(stream)
             dims = list(policy.dimensions)
-            records = self._current(stream)
-            families = {q: GaugeMetricFamily(f"{base}_{q}", f"{stream}: {text}",
-                                             labels=["metric", *dims]) for q, text in QUANTITIES}
+            named = self.series[stream]
+            families: dict[str, GaugeMetricFamily] = {}
             ends = GaugeMetricFamily(f"{base}_window_end_seconds",
                                      f"{stream}: end of the window of the latest release",
                                      labels=dims)
-            for r in records:
+            for r in self._current(stream):
                 cell = [r.cell.get(d, "") for d in dims]
                 ends.add_metric(cell, r.window_end_ms / 1000)
                 for name, v in r.metrics.items():
-                    for q, _ in QUANTITIES:
-                        families[q].add_metric([name, *cell], getattr(v, q))
+                    series = named.get(name) or cell_series(name)
+                    if series is None:
+                        continue  # a value of a policy version this process does not know
+                    for stat in STATS:
+                        family = f"{base}_{series.name(stat)}"
+                        if family not in families:
+                            families[family] = GaugeMetricFamily(
+                                family, f"{stream}: {name} ({STAT_HELP[stat]})",
+                                labels=[*(k for k, _ in series.labels), *dims])
+                        families[family].add_metric([*(x for _, x in series.labels), *cell],
+                                                    getattr(v, stat) * series.scale)
             yield from families.values()
             yield ends
 

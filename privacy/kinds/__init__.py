@@ -28,6 +28,7 @@ from privmon.privacy.kinds.value import ValueMetric
 if TYPE_CHECKING:
     from privmon.privacy.mechanisms import IntegerNoise
     from privmon.privacy.records import MetricValue
+    from privmon.privacy.series import Series
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class MetricKind(Protocol):
 
     def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
         """Released values per name, derived from the noisy column."""
+
+    def series(self) -> dict[str, Series]:
+        """Per released name, its Prometheus series (privacy/series.py)."""
 
 
 Metric = ValueMetric | BooleanMetric | HistogramMetric

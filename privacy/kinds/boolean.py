@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from privmon.privacy.records import MetricValue
+from privmon.privacy.series import Series
 
 if TYPE_CHECKING:
     from privmon.privacy.kinds import ReleaseContext
@@ -53,6 +54,10 @@ class BooleanMetric:
 
     def released_names(self) -> set[str]:
         return {f"{self.name}.count", f"{self.name}.rate"}
+
+    def series(self) -> dict[str, Series]:
+        return {f"{self.name}.count": Series(self.name, "events"),
+                f"{self.name}.rate": Series(self.name, "ratio")}
 
     def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
         sd, half = ctx.noise.spread.std, ctx.noise.spread.ci95_half_width

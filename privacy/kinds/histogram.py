@@ -10,6 +10,7 @@ import numpy as np
 
 from privmon.privacy.checks import fail, finite_field_values, real
 from privmon.privacy.records import MetricValue
+from privmon.privacy.series import Series, field_unit
 
 if TYPE_CHECKING:
     from privmon.privacy.kinds import ReleaseContext
@@ -99,6 +100,18 @@ class HistogramMetric:
         if self.publish_buckets:
             names |= {self.bucket_name(b) for b in range(self.n_buckets)}
         return names
+
+    def series(self) -> dict[str, Series]:
+        unit, scale = field_unit(self.field)
+        out = {self.quantile_name(q): Series(f"{self.name}_quantile", unit,
+                                             (("q", f"{q:g}"),), scale)
+               for q in self.quantiles}
+        if self.publish_buckets:
+            for b in range(self.n_buckets):
+                bounds = (("lower", f"{self.edges[b] * scale:g}"),
+                          ("upper", f"{self.edges[b + 1] * scale:g}"))
+                out[self.bucket_name(b)] = Series(f"{self.name}_bucket", "events", bounds)
+        return out
 
     def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
         """Quantiles of the noisy histogram, with intervals from a parametric bootstrap

@@ -10,6 +10,7 @@ import numpy as np
 
 from privmon.privacy.checks import fail, finite_field_values, real
 from privmon.privacy.records import MetricValue
+from privmon.privacy.series import Series, field_unit
 
 if TYPE_CHECKING:
     from privmon.privacy.kinds import ReleaseContext
@@ -95,6 +96,11 @@ class ValueMetric:
 
     def released_names(self) -> set[str]:
         return {f"{self.name}.sum", f"{self.name}.mean"}
+
+    def series(self) -> dict[str, Series]:
+        unit, scale = field_unit(self.field)
+        return {f"{self.name}.sum": Series(f"{self.name}_window", unit, scale=scale),
+                f"{self.name}.mean": Series(f"{self.name}_mean", unit, scale=scale)}
 
     def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
         sd, ev, ev_sd, ev_pos = ctx.noise.spread.std, ctx.events, ctx.events_std, \

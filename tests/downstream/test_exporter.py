@@ -43,3 +43,35 @@ def test_a_cell_three_windows_behind_the_newest_disappears():
         if r.cell["server"] != "fra-03":
             latest.update(r)
     assert "fra-03" not in _servers(latest) and _servers(latest)
+
+
+def test_every_stream_exports_promtool_clean_names_in_base_units():
+    """All streams of both shipped configs: one name per quantity (no two released
+    values share a name and labels), promtool-clean, milliseconds as seconds."""
+    from prometheus_client import generate_latest
+
+    from privmon.agents.alerts.exporter import AlertMetrics
+    from privmon.streams.config import CONFIG_DIR
+    from tests.oncall_programs import promtool_check_metrics
+
+    for path in (CONFIG_DIR / "streams.toml", CONFIG_DIR / "demo.toml"):
+        config = load_config(path)
+        for policy in config.policies:
+            seen = {}
+            for metric in policy.metrics:
+                for name, series in metric.series().items():
+                    ident = (series.name(), series.labels)
+                    assert ident not in seen, (policy.name, name, seen.get(ident))
+                    seen[ident] = name
+                    assert not series.name().endswith(("_ms", "_count", "_sum", "_total"))
+    config = load_config()
+    latest = LatestReleases(config.policies, ["monitoring"], clock=lambda: 0.0)
+    for r in monitoring_window(0, seed=7):
+        latest.update(r)
+    scrape = generate_latest(AlertMetrics(latest).registry).decode()
+    lint = promtool_check_metrics(scrape)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    r = next(r for r in monitoring_window(0, seed=7) if r.cell["server"] == "fra-03")
+    line = next(ln for ln in scrape.splitlines() if ln.startswith(
+        "privmon_monitoring_latency_mean_seconds{") and 'server="fra-03"' in ln)
+    assert float(line.rsplit(" ", 1)[1]) == r.metrics["latency.mean"].value / 1000

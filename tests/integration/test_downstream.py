@@ -268,10 +268,12 @@ async def test_alert_agent_fires_on_the_incident_only(bootstrap, tmp_path):
         latest = {r.cell["server"]: r for r in windows[-1]}
         v = latest["fra-03"].metrics["errors.rate"]
         samples = parse_scrape(scrape)
-        cell = (("metric", "errors.rate"), ("region", "eu-central"), ("server", "fra-03"))
-        assert samples[("privmon_monitoring_value", cell)] == pytest.approx(v.value)
-        assert samples[("privmon_monitoring_noise_std", cell)] == pytest.approx(v.noise_std)
-        assert samples[("privmon_monitoring_ci95_low", cell)] == pytest.approx(v.ci95_low)
+        cell = (("region", "eu-central"), ("server", "fra-03"))
+        assert samples[("privmon_monitoring_errors_ratio", cell)] == pytest.approx(v.value)
+        assert samples[("privmon_monitoring_errors_noise_std_ratio", cell)] == pytest.approx(
+            v.noise_std)
+        assert samples[("privmon_monitoring_errors_ci95_low_ratio", cell)] == pytest.approx(
+            v.ci95_low)
         assert 'server="tiny-01"' not in scrape
         assert re.search(r'^privmon_alerts_fired_total\{rule="server_error_rate_high"\} 2.0$',
                          scrape, re.M)

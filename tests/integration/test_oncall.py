@@ -108,15 +108,20 @@ async def test_alertmanager_and_prometheus_see_what_the_agents_saw(bootstrap, tm
             # Prometheus: the latest released values, exactly as released.
             latest = {r.cell["server"]: r for r in windows[4]}
             v = latest["fra-03"].metrics["errors.rate"]
-            cell = '{metric="errors.rate", server="fra-03"}'
-            await _until(lambda: len(_query(prom, f"privmon_monitoring_value{cell}")) == 2
+            cell = '{server="fra-03"}'
+            await _until(lambda: len(_query(prom, f"privmon_monitoring_errors_ratio{cell}")) == 2
                          and all(float(s["value"][1]) == v.value for s in
-                                 _query(prom, f"privmon_monitoring_value{cell}")),
+                                 _query(prom, f"privmon_monitoring_errors_ratio{cell}")),
                          timeout_s=30, what="Prometheus to scrape the last window")
-            for quantity in ("value", "noise_std", "ci95_low", "ci95_high"):
+            for stat in ("value", "noise_std", "ci95_low", "ci95_high"):
+                name = "errors_ratio" if stat == "value" else f"errors_{stat}_ratio"
                 got = {float(s["value"][1]) for s in
-                       _query(prom, f"privmon_monitoring_{quantity}{cell}")}
-                assert got == {getattr(v, quantity)}, quantity
+                       _query(prom, f"privmon_monitoring_{name}{cell}")}
+                assert got == {getattr(v, stat)}, stat
+            # A quantity in milliseconds arrives in seconds (base units).
+            ms = latest["fra-03"].metrics["latency.mean"].value
+            got = _query(prom, f"privmon_monitoring_latency_mean_seconds{cell}")
+            assert {float(s["value"][1]) for s in got} == {ms / 1000}
             recording = 'privmon:monitoring_error_rate:value{server="fra-03"}'
             await _until(lambda: {float(s["value"][1]) for s in _query(prom, recording)}
                          == {v.value}, timeout_s=30, what="the shipped recording rule")
@@ -124,7 +129,7 @@ async def test_alertmanager_and_prometheus_see_what_the_agents_saw(bootstrap, tm
             # (OpenMetrics: a counter's family is named without _total)
             assert kinds["privmon_alerts_fired"][0]["type"] == "counter"
             assert kinds["privmon_alerts_resolved"][0]["type"] == "counter"
-            assert kinds["privmon_monitoring_value"][0]["type"] == "gauge"
+            assert kinds["privmon_monitoring_errors_ratio"][0]["type"] == "gauge"
             fired = _query(prom, f'privmon_alerts_fired_total{{rule="{RULE}"}}')
             assert sorted(float(s["value"][1]) for s in fired) == [1.0, 1.0]
             for port in ports:
