@@ -87,9 +87,11 @@ class Stage2Runner:
         ledger = await read_compacted(ctx.bootstrap, topic, ctx.topic_partitions[topic],
                                       ctx.kafka_options)
         released: dict[int, set[tuple[str, int]]] = {}
-        for value in ledger.values():
-            entry = LedgerEntry.from_json(value)
+        entries = [LedgerEntry.from_json(value) for value in ledger.values()]
+        for entry in entries:
             released.setdefault(entry.partials_partition, set()).add(entry.key)
+        if ctx.on_ledger is not None:
+            ctx.on_ledger(entries)
         self.parts, self.next_offsets = {}, {}
         for tp in self.consumer.assignment():
             committed = await self.consumer.committed(tp)
@@ -145,10 +147,8 @@ class Stage2Release:
                 entry = ledger_entry(policy, start, q, rel)
                 await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
                                     value=entry.to_json())
-                # Once per window: every partials partition writes an entry for every
-                # window, so partition 0's entries count each window exactly once.
-                if ctx.on_release is not None and q == 0:
-                    ctx.on_release(stream, entry.epsilon)
+                if ctx.on_ledger is not None:
+                    ctx.on_ledger([entry])
                 ctx.stats.count_release(rel)
             tp = TopicPartition(topics.partials, q)
             offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4

@@ -55,6 +55,7 @@ from privmon.agents.stage1_runner import Stage1Runner
 from privmon.agents.stage2_runner import Stage2Runner
 from privmon.agents.stats import WorkerStats
 from privmon.agents.worker_context import WorkerContext, now_ms
+from privmon.privacy.accountant import LedgerEntry
 from privmon.privacy.noise_keys import NoiseKeys
 from privmon.streams.config import PipelineConfig
 from privmon.streams.kafka_client import KafkaOptions
@@ -86,7 +87,7 @@ class Worker:
         self.config = config
         self.partitions = partitions  # of the topics this worker creates
         self.stats = WorkerStats()
-        self.on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
+        self.on_ledger: Callable[[list[LedgerEntry]], None] | None = None  # (metrics)
         self._ctx = WorkerContext(
             config=config, bootstrap=bootstrap, worker_id=worker_id,
             pseudonymizer=pseudonymizer, noise_keys=noise_keys, topic_partitions={},
@@ -103,7 +104,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         ctx = self._ctx
-        ctx.on_release = self.on_release
+        ctx.on_ledger = self.on_ledger
         ctx.crash_guard.load(ctx.quarantine)
         ctx.topic_partitions = await asyncio.to_thread(
             ensure_topics, ctx.bootstrap, self.config, partitions=self.partitions,

@@ -15,6 +15,7 @@ from privmon.agents.isolation import Quarantine
 from privmon.agents.kafka_stage import Stage
 from privmon.agents.ratelimit import RateLimitedLog
 from privmon.agents.stats import WorkerStats
+from privmon.privacy.accountant import LedgerEntry
 from privmon.privacy.noise_keys import NoiseKeys
 from privmon.streams.config import PipelineConfig
 from privmon.streams.kafka_client import KafkaOptions
@@ -45,7 +46,8 @@ class WorkerContext:
     quarantine: Quarantine = field(default_factory=Quarantine)  # agents/isolation.py
     crash_guard: CrashGuard = field(default_factory=lambda: CrashGuard(None))
     dlq_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log, every_s=10.0))
-    on_release: Callable[[str, float], None] | None = None  # (stream, epsilon)
+    # every ledger entry read back at a rebuild or written by a release (agents/metrics.py)
+    on_ledger: Callable[[list[LedgerEntry]], None] | None = None
 
     def group(self, stage: str) -> str:
         return f"{self.config.app_id}-{'stage1' if stage == 's1' else 'stage2'}"

@@ -34,3 +34,14 @@ def test_the_rule_tests_can_fail(tmp_path):
     out = subprocess.run([program("promtool"), "test", "rules", "t.yml"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode != 0 and "FAILED" in out.stdout + out.stderr
+
+
+def test_the_compose_files_prometheus_config_is_valid(tmp_path):
+    """docker/prometheus-compose.yml (the compose services' names as targets) beside
+    the same rules, as compose mounts them."""
+    repo = DIR.parents[1]
+    (tmp_path / "prometheus.yml").write_text((repo / "docker/prometheus-compose.yml").read_text())
+    (tmp_path / "privmon_rules.yml").write_text((DIR / "privmon_rules.yml").read_text())
+    out = subprocess.run([program("promtool"), "check", "config", "prometheus.yml"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -38,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "stream's windows later (re-posted every window; default %(default)s); "
                    "when it stops holding, the agent resolves it at once")
     p.add_argument("--metrics-port", type=int, default=None,
-                   help="serve the latest released values on 127.0.0.1:PORT/metrics")
+                   help="serve the latest released values on --metrics-host:PORT/metrics")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address the metrics endpoint listens on (default %(default)s; "
+                   "0.0.0.0 for a Prometheus in another container: it serves only "
+                   "released, public figures)")
     p.add_argument("--export-streams", default="monitoring",
                    help="streams whose latest values are exported (comma-separated)")
     p.add_argument("--backlog-ms", type=int, default=120_000,
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         f"ALERT window {datetime.fromtimestamp(a.window_start_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}"
         f" UTC: {a.describe()}", flush=True)
     if args.metrics_port is not None:
-        agent.metrics.serve(args.metrics_port)
+        agent.metrics.serve(args.metrics_port, args.metrics_host)
     print(f"privmon alerts: {len(agent.alerts.rules)} rule(s) on {agent.streams}; alerts -> "
           f"{agent.alerts.topic}" + "".join(f", {s.kind} {s.url}" for s in agent.sinks)
           + (f"; metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""),

@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="close windows this long after their grace even without new events "
                    "(default 5000)")
     w.add_argument("--metrics-port", type=int, default=None,
-                   help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
+                   help="serve Prometheus metrics on --metrics-host:PORT/metrics")
+    w.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address the metrics endpoint listens on (default %(default)s; "
+                   "0.0.0.0 for a Prometheus in another container: it serves only "
+                   "released, public figures)")
     w.add_argument("--status-every-s", type=float, default=10.0,
                    help="print a status line this often (0: never): released windows and "
                    "cells and fault counters only, nothing computed from exact input")
@@ -83,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         from privmon.agents.metrics import WorkerMetrics
 
-        metrics = WorkerMetrics()
-        metrics.serve(args.metrics_port)
-        worker.on_release = lambda stream, eps: metrics.epsilon.labels(stream=stream).inc(eps)
+        metrics = WorkerMetrics(config.policies, config.global_caps)
+        metrics.serve(args.metrics_port, args.metrics_host)
+        worker.on_ledger = metrics.ledger.add
 
     async def main() -> None:
         stop = stop_event()

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import ExitStack
+
+import pytest
 
 from privmon.agents.stats import WorkerStats
 from privmon.privacy.records import ReleaseRecord
 from privmon.streams.localkafka.procs import free_port
 from tests.integration.pipeline_harness import (
     CELLS,
+    REPO,
     SMALL_CELL,
     all_released,
     check_completions,
@@ -30,6 +35,7 @@ from tests.integration.pipeline_harness import (
     stop_worker,
     trusted_status,
     wait_for,
+    worker_env,
 )
 from tests.oncall_programs import get_json, prometheus, promtool_check_metrics
 
@@ -101,13 +107,23 @@ def test_end_to_end_release_dlq_and_no_leaks(kafka_cluster, bootstrap, tmp_path)
         programs.close()
     # What Prometheus made of it: the public counts are counters (rate(), resets). (It
     # scrapes OpenMetrics, whose metadata names a counter's family without _total.)
-    for name in (*WorkerStats.PUBLIC, "epsilon_spent"):
+    for name in WorkerStats.PUBLIC:
         assert kinds[f"privmon_{name}"][0]["type"] == "counter", name
+    assert kinds["privmon_epsilon_spent"][0]["type"] == "gauge"
     lint = promtool_check_metrics(metrics.decode())
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert re.search(rb"^privmon_cells_released_total (\d+)", metrics, re.M)
     assert int(float(re.search(rb"^privmon_cells_released_total (\S+)", metrics, re.M)[1])) >= 12
-    assert re.search(rb'^privmon_epsilon_spent_total\{stream="monitoring"\} [1-9]', metrics, re.M)
+    # The budget on /metrics is what `privmon budget` says, per stream and horizon.
+    spent = float(re.search(rb'^privmon_epsilon_spent\{horizon_seconds="86400",'
+                            rb'stream="monitoring"\} (\S+)', metrics, re.M)[1])
+    budget = subprocess.run(
+        [sys.executable, "-m", "privmon.agents.cli", "budget", "--bootstrap", bootstrap,
+         "--config", str(setup.config), "--json"], cwd=REPO, env=worker_env(),
+        capture_output=True, text=True, timeout=120)
+    assert budget.returncode == 0, budget.stderr
+    mon = next(x for x in json.loads(budget.stdout)["streams"] if x["stream"] == "monitoring")
+    assert spent > 0 and spent == pytest.approx(mon["horizons"][0]["spent"]["epsilon"])
     for name in WorkerStats.PUBLIC:  # counters, so that rate() and resets work
         assert re.search(rb"^# TYPE privmon_" + name.encode() + rb"_total counter$", metrics,
                          re.M), name

@@ -49,11 +49,15 @@ def _outputs(accounts: list[int], seed: int) -> tuple[WindowRelease, bytes, str]
                          noise=window_noise(seed))
     stats = WorkerStats()
     stats.count_release(rel)
-    metrics = WorkerMetrics()
+    entry = ledger_entry(POLICY, 0, 0, rel)
+    metrics = WorkerMetrics([POLICY])
     metrics.update(stats)
-    text = "\n".join(f"{s.name} {s.value}" for fam in metrics.registry.collect()
-                     for s in fam.samples)
-    return rel, ledger_entry(POLICY, 0, 0, rel).to_json(), text
+    metrics.ledger.add([entry])  # the budget gauges, from the ledger entry
+    metrics.ledger.clock = lambda: POLICY.window_ms / 1000
+    text = "\n".join(f"{s.name}{sorted(s.labels.items())} {s.value}"
+                     for fam in metrics.registry.collect() for s in fam.samples)
+    assert "privmon_epsilon_spent" in text and "privmon_cells_released_total" in text
+    return rel, entry.to_json(), text
 
 
 def test_one_account_alone_in_a_new_cell_changes_no_channel():
@@ -155,7 +159,7 @@ def test_the_check_catches_entries_only_for_windows_with_partials(monkeypatch):
 
 # --- the worker's status line and /metrics ------------------------------------------
 def _scrape(stats: WorkerStats) -> str:
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics([POLICY])
     metrics.update(stats)
     return "\n".join(f"{s.name} {s.value}" for fam in metrics.registry.collect()
                      for s in fam.samples)
