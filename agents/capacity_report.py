@@ -116,14 +116,19 @@ def render(frame: pd.DataFrame, out_dir: Path, *, title: str = "Capacity report"
     ax.legend(fontsize=8)
     _save(fig, out_dir / "sessions_by_region.png")
 
-    per_server = _summed(frame, ["window_start", "server"], "bytes.sum")
-    top = (per_server.groupby("server")["value"].sum().sort_values(ascending=False)
-           .head(top_servers).index.tolist())
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    _bands(ax, per_server[per_server["server"].isin(top)], "server", gb, "{}")
-    ax.set(title=f"Top {len(top)} servers by bandwidth (95% noise bands)", ylabel="GB per window",
-           xlabel="window")
-    ax.legend(fontsize=8)
+    if "server" in frame.columns:
+        per_server = _summed(frame, ["window_start", "server"], "bytes.sum")
+        top = (per_server.groupby("server")["value"].sum().sort_values(ascending=False)
+               .head(top_servers).index.tolist())
+        _bands(ax, per_server[per_server["server"].isin(top)], "server", gb, "{}")
+        ax.set(title=f"Top {len(top)} servers by bandwidth (95% noise bands)",
+               ylabel="GB per window", xlabel="window")
+        ax.legend(fontsize=8)
+    else:  # e.g. configs/demo.toml: the capacity stream is released per region only
+        ax.text(0.5, 0.5, "the capacity stream has no server dimension: per region only",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set(title="Top servers by bandwidth")
     _save(fig, out_dir / "top_servers.png")
 
     buckets = _bucket_columns(frame)
@@ -201,6 +206,7 @@ def _html(frame: pd.DataFrame, out_dir: Path, *, title: str, bw: pd.DataFrame,
            f"({t.pct_per_30d:+.1f}% per 30 days)" if t else "fewer than 3 windows: no trend")
         + "</li>" for name, t in fitted.items())
     eps = sorted(frame["epsilon"].unique())
+    cell = ", ".join(["window", *(d for d in ("region", "server") if d in frame.columns)])
     figures = "\n".join(_img(out_dir, n, n.replace("_", " ")) for n in PANELS)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -209,7 +215,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 figure{{margin:1.5em 0}}img{{max-width:100%}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Windows {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC, {frame['window_start'].nunique()}
-windows, {len(frame)} released (window, region, server) cells, from the differentially private
+windows, {len(frame)} released ({cell}) cells, from the differentially private
 capacity stream (epsilon per window: {", ".join(f"{e:g}" for e in eps)}). Every value is noisy:
 ± and the bands are 95% noise intervals. Totals are over released cells only; cells with too few
 accounts are never released.</p>

@@ -73,3 +73,15 @@ def test_growth_trend_recovers_the_true_growth(report):
 def test_no_records_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no capacity releases"):
         render(to_frame([]), tmp_path)
+
+
+def test_a_stream_released_per_region_only_still_gets_the_whole_report(tmp_path):
+    """configs/demo.toml's capacity stream has no server dimension (it made the
+    report stop with "'server'" before)."""
+    frame = to_frame(capacity_days(7, end_ms=int(time.time() * 1000), growth_per_day=0.0))
+    path = render(frame.drop(columns=["server"]), tmp_path)
+    page = path.read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(PANELS)
+    assert "released (window, region) cells" in page
+    for name in PANELS:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
