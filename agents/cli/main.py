@@ -11,6 +11,7 @@ principal something, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from privmon.agents.alerts.rules import AlertConfigError
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `privmon budget | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if kafka_errors.refused(exc):  # say which ACLs are missing, exit 3
             print(kafka_errors.refusal_message(args.command, exc), file=sys.stderr)
