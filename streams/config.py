@@ -28,12 +28,16 @@ from privmon.privacy.params import (
 from privmon.streams.retention import Retention, RetentionError
 from privmon.streams.schema import METRIC_FIELDS
 
-# Where every default config path is found (one place): $PRIVMON_CONFIG, a directory of
-# configs named like configs/ (streams.toml, alerts.toml, acls.toml, demo.toml), or the
-# configs shipped as package data (configs/ of a checkout, privmon/configs/ of a wheel).
+# Where every default config path is found (one place): the configs shipped as package
+# data (configs/ of a checkout, privmon/configs/ of a wheel), unless $PRIVMON_CONFIG
+# names a pipeline config file (the default --config of every command, e.g.
+# configs/demo.toml) or a directory of configs named like configs/ (streams.toml,
+# alerts.toml, acls.toml, demo.toml).
 CONFIG_ENV = "PRIVMON_CONFIG"
-CONFIG_DIR = Path(os.environ.get(CONFIG_ENV) or str(resources.files("privmon.configs")))
-DEFAULT_PATH = CONFIG_DIR / "streams.toml"
+_chosen = Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None
+CONFIG_DIR = (_chosen if _chosen is not None and not _chosen.is_file()
+              else Path(str(resources.files("privmon.configs"))))
+DEFAULT_PATH = _chosen if _chosen is not None and _chosen.is_file() else CONFIG_DIR / "streams.toml"
 
 
 class ConfigError(ValueError):

@@ -3,6 +3,7 @@ to do; no traceback and no unclosed client for a user's mistake."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,19 @@ def test_every_default_config_path_exists():
 
     for path in (DEFAULT_PATH, DEMO_CONFIG, DEMO_ALERTS, DEFAULT_ALERTS, DEFAULT_ACLS):
         assert path.is_file(), path
+
+
+def test_privmon_config_names_the_default_config_file_or_directory(tmp_path):
+    """$PRIVMON_CONFIG: a pipeline config file is every command's default --config; a
+    directory of configs replaces the shipped ones."""
+    demo = REPO / "configs" / "demo.toml"
+    wide = {**os.environ, "COLUMNS": "1000"}  # (argparse would wrap the paths at hyphens)
+    out = subprocess.run([sys.executable, "-m", "privmon.agents.cli", "export", "--help"],
+                         cwd=tmp_path, env={**wide, "PRIVMON_CONFIG": str(demo)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and f"default {demo})" in " ".join(out.stdout.split())
+    (tmp_path / "streams.toml").write_text(demo.read_text())
+    out = subprocess.run([sys.executable, "-m", "privmon.agents.cli", "budget", "--help"],
+                         cwd=tmp_path, env={**wide, "PRIVMON_CONFIG": str(tmp_path)},
+                         capture_output=True, text=True)
+    assert f"default {tmp_path / 'streams.toml'})" in " ".join(out.stdout.split())
