@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import secrets
+import shlex
 import sys
 import time
 from collections import defaultdict
@@ -64,7 +65,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", default=None,
                    help="use this Kafka instead of starting the local one (e.g. kafka:9092)")
     p.add_argument("--topic-prefix", default=None, help="topic prefix (default demo-<random>.)")
+    p.add_argument("--keep-kafka", action="store_true",
+                   help="leave the local Kafka running at the end, so that the commands the "
+                   "demo prints (subscribe, export, report, budget) can read its releases")
     p.set_defaults(func=run)
+
+
+def _self() -> str:
+    """How this process was started, to print commands that run as they are."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "privmon":
+        return str(argv0)
+    return f"{shlex.quote(sys.executable)} -m privmon.agents.cli"
+
+
+def what_next(*, bootstrap: str, config: Path, prefix: str) -> list[str]:
+    """The downstream commands for this demo's broker, config and topics."""
+    common = (f"--bootstrap {bootstrap} --config {shlex.quote(str(config))} "
+              f"--topic-prefix {prefix}")
+    me = _self()
+    return [f"{me} subscribe monitoring {common} --since 5m --duration-s 5",
+            f"{me} export capacity {common} --since 1h -o demo-capacity.csv",
+            f"{me} report capacity {common} --days 1 --out demo-report",
+            f"{me} budget {common}"]
 
 
 def _by_account(events: list[dict]) -> dict[str, list[dict]]:
@@ -227,8 +250,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_main(bootstrap, args, config, rules))
     finally:
-        if cluster is not None:
+        if cluster is not None and not args.keep_kafka:
             cluster.stop(purge=True)
             print("local Kafka stopped")
     print("demo finished")
+    if cluster is not None and not args.keep_kafka:
+        print("\nTo read this demo's releases with the downstream tools, run it with "
+              "--keep-kafka: it then prints the commands for its broker and topics.")
+        return 0
+    print("\nwhat next: the released aggregates, as an analyst, a planner and the privacy "
+          "officer see them" + (f" (stop the broker after with: {_self()} kafka stop --name "
+                                "demo --purge)" if cluster is not None else "") + ":")
+    for line in what_next(bootstrap=bootstrap, config=args.config.resolve(), prefix=prefix):
+        print(f"  {line}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from tests.integration.pipeline_harness import read_topic, release_records
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_demo_releases_private_aggregates_and_alerts_on_the_incident(bootstrap):
+def test_demo_releases_private_aggregates_and_alerts_on_the_incident(bootstrap, tmp_path,
+                                                                     figures):
     prefix = "demotest."
     result = subprocess.run(
         [sys.executable, "-m", "privmon.agents.cli", "demo", "--bootstrap", bootstrap,
@@ -54,3 +56,15 @@ def test_demo_releases_private_aggregates_and_alerts_on_the_incident(bootstrap):
             assert b"acct-" not in (record.key or b"") + record.value, topic
     dlq = [json.loads(r.value)["reason"] for r in read_topic(bootstrap, f"{prefix}telemetry.dlq")]
     assert set(dlq) <= {"bad_json", "bad_envelope", "wrong_type"} and dlq
+
+    # The demo's "what next": every command it prints runs, as printed, and shows data.
+    nexts = out.split("\nwhat next:", 1)[1].splitlines()[1:]
+    assert len(nexts) == 4, out[-2000:]
+    for line in nexts:
+        got = subprocess.run(shlex.split(line.strip()), cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+        assert got.returncode == 0 and "Traceback" not in got.stderr, (line, got.stderr[-2000:])
+    assert len((tmp_path / "demo-capacity.csv").read_text().splitlines()) > 1
+    assert (tmp_path / "demo-report" / "report.html").exists()
+    figures(f"demo: {len(alerts)} alerts, all fra-03; the {len(nexts)} commands it prints "
+            "(subscribe, export, report capacity, budget) ran as printed")
