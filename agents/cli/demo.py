@@ -71,6 +71,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def cap_notes(config: PipelineConfig, duration_s: float) -> list[str]:
+    """Streams whose participation cap an account active in every window reaches within
+    ``duration_s``: from then on its events no longer count, and cells shrink (the demo's
+    generator keeps every account active all the time, unlike real clients)."""
+    notes = []
+    for p in config.policies:
+        cap = p.participation
+        binds_s = cap.max_windows * p.window_ms / 1000
+        if cap.max_windows * p.window_ms < cap.period_ms and duration_s > binds_s:
+            notes.append(
+                f"note: {p.name} counts an account in at most {cap.max_windows} windows per "
+                f"{cap.period_ms / 3_600_000:g} h (its participation cap); the demo's accounts "
+                f"are active in every window, so after {binds_s:.0f} s they reach it and "
+                f"{p.name} releases fewer and smaller cells until the period ends")
+    return notes
+
+
 def _self() -> str:
     """How this process was started, to print commands that run as they are."""
     argv0 = Path(sys.argv[0])
@@ -232,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"privmon demo: streams {[p.name for p in config.policies]}; per account over "
               f"{cap.horizon_ms / 3_600_000:g} h: epsilon <= {g.epsilon:.3g}, "
               f"delta <= {g.delta:.1g} (cap {cap.max_epsilon:g})")
+    for note in cap_notes(config, args.duration_s):
+        print(note)
     cluster = None
     bootstrap = args.bootstrap
     if bootstrap is None:

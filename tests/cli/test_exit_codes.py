@@ -76,3 +76,16 @@ def test_privmon_config_names_the_default_config_file_or_directory(tmp_path):
                          cwd=tmp_path, env={**wide, "PRIVMON_CONFIG": str(tmp_path)},
                          capture_output=True, text=True)
     assert f"default {tmp_path / 'streams.toml'})" in " ".join(out.stdout.split())
+
+
+def test_the_demo_says_when_a_run_outlasts_the_participation_cap():
+    """configs/demo.toml caps monitoring at 60 windows of 10 s a day: a run longer than
+    10 minutes is told so (it used to stop releasing most accounts silently)."""
+    from privmon.agents.cli.demo import DEMO_CONFIG, cap_notes
+    from privmon.streams.config import load_config
+
+    config = load_config(DEMO_CONFIG)
+    assert cap_notes(config, 90) == []
+    notes = cap_notes(config, 3600)
+    assert any(n.startswith("note: monitoring counts an account in at most 60 windows per "
+                            "24 h") and "after 600 s" in n for n in notes), notes
