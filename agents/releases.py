@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import re
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from privmon.agents.kafka_stage import start_or_close
 from privmon.privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
-from privmon.streams.config import DEFAULT_PATH, load_config, with_prefix
+from privmon.streams.config import DEFAULT_PATH, PipelineConfig, load_config, with_prefix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +71,21 @@ def aggregate_topic(stream: str, *, config: Path | str = DEFAULT_PATH,
     if stream not in names:
         raise ValueError(f"stream {stream!r}: expected one of {names} (from {config})")
     return cfg.topics.aggregate(stream)
+
+
+def policy_mismatch(found: Iterable[str], config: PipelineConfig,
+                    config_path: Path | str) -> str | None:
+    """What to tell a reader whose records (or ledger entries) carry policy versions
+    the config it was given does not define: they were released under another
+    deployment's policy (e.g. the demo's read with the production config), so the
+    config's streams, windows and budgets do not describe them. None if all match."""
+    known = {p.policy_version for p in config.policies}
+    foreign = sorted(set(found) - known)
+    if not foreign:
+        return None
+    return (f"released under policy version(s) {foreign}, which {config_path} (version(s) "
+            f"{sorted(known)}) does not define; if they are another deployment's, pass its "
+            "--config (e.g. configs/demo.toml for the demo)")
 
 
 def _decode(value: bytes, where: str) -> ReleaseRecord | WindowComplete | None:
@@ -305,4 +321,8 @@ def releases(stream: str, *, bootstrap: str = "127.0.0.1:9092", since: str | Non
     until_ms = parse_time_ms(until) if until else None
     records = _run(read_records(bootstrap, topic, since_ms=since_ms, until_ms=until_ms,
                                 options=kafka_options))
+    mismatch = policy_mismatch((r.privacy.policy_version for r in records),
+                               load_config(config), config)
+    if mismatch:
+        warnings.warn(f"{topic} holds records {mismatch}", stacklevel=2)
     return to_frame(records)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from privmon.agents.cli.options import add_deployment_options, kafka_options
 from privmon.agents.kafka_stage import read_compacted
-from privmon.agents.releases import topic_partitions
+from privmon.agents.releases import policy_mismatch, topic_partitions
 from privmon.privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privmon.privacy.params import HorizonCap
 from privmon.streams.config import PipelineConfig, load_config, with_prefix
@@ -124,13 +124,10 @@ def run(args: argparse.Namespace) -> int:
     options = kafka_options(args)
     raw = asyncio.run(_read(args.bootstrap, config.topics.ledger, options))
     entries = [LedgerEntry.from_json(v) for v in raw.values()]
-    known = {p.policy_version for p in config.policies}
-    foreign = sorted({e.policy_version for e in entries} - known)
-    if foreign:  # e.g. the demo's ledger read with the production config
+    mismatch = policy_mismatch((e.policy_version for e in entries), config, args.config)
+    if mismatch:  # e.g. the demo's ledger read with the production config
         print(f"privmon budget: warning: the ledger {config.topics.ledger!r} holds windows "
-              f"released under policy version(s) {foreign}, which {args.config} (version(s) "
-              f"{sorted(known)}) does not define; if it is another deployment's ledger, pass "
-              "its --config (e.g. configs/demo.toml for the demo)", file=sys.stderr)
+              f"{mismatch}", file=sys.stderr)
     rep = report(config, entries, int(time.time() * 1000))
     if args.json:
         print(json.dumps(rep, indent=2))

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from privmon.agents.cli.options import add_deployment_options, kafka_options
-from privmon.agents.releases import aggregate_topic, parse_time_ms, read_records, to_frame
+from privmon.agents.releases import (
+    aggregate_topic,
+    parse_time_ms,
+    policy_mismatch,
+    read_records,
+    to_frame,
+)
+from privmon.streams.config import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     until = parse_time_ms(args.until) if args.until else None
     records = asyncio.run(read_records(args.bootstrap, topic, since_ms=since,
                                        until_ms=until, options=kafka_options(args)))
+    config = load_config(args.config)
+    mismatch = policy_mismatch((r.privacy.policy_version for r in records), config, args.config)
+    if mismatch:
+        print(f"privmon export: warning: {topic} holds records {mismatch}", file=sys.stderr)
     frame = to_frame(records)
     out = args.output or Path(f"{args.stream}.{args.format}")
     if args.format == "csv":

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, datetime
 
 from privmon.agents.cli.options import add_deployment_options, kafka_options, stop_event
 from privmon.agents.releases import (
     aggregate_topic,
     parse_time_ms,
+    policy_mismatch,
     windows,
 )
 from privmon.privacy.records import MetricValue, ReleaseRecord
+from privmon.streams.config import load_config
 
 DEFAULT_SUFFIXES = (".mean", ".rate", ".p95")
 
@@ -74,8 +77,16 @@ def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> st
 async def _follow(args: argparse.Namespace, topic: str, metrics: list[str] | None) -> None:
     stop = stop_event(args.duration_s)
     since = parse_time_ms(args.since) if args.since else None
+    config = load_config(args.config)
+    warned: set[str] = set()
     async for window in windows(args.bootstrap, topic, stop, since_ms=since,
                                 options=kafka_options(args)):
+        versions = {r.privacy.policy_version for r in window.records} - warned
+        mismatch = policy_mismatch(versions, config, args.config)
+        if mismatch:  # once per foreign version
+            warned |= versions
+            print(f"privmon subscribe: warning: {topic} holds records {mismatch}",
+                  file=sys.stderr, flush=True)
         if window.records:
             print(format_window(window.records, metrics) + "\n", flush=True)
         else:

@@ -175,6 +175,22 @@ def test_budget_warns_when_the_ledger_is_of_another_policy(bootstrap, prefix):
     assert "'2026-11-24.1'" in out.stderr and "pass its --config" in out.stderr
 
 
+def test_readers_warn_when_the_records_are_of_another_policy(bootstrap, prefix):
+    """Production releases read with the demo's config: export and the pandas API say
+    so (the topic names match; the windows, budgets and streams do not)."""
+    p = prefix[0]
+    demo = REPO / "configs" / "demo.toml"
+    out = privmon("export", "monitoring", "--bootstrap", bootstrap, "--topic-prefix", p,
+                  "--config", str(demo), "--since", "30d", "-o", "/dev/null")
+    assert out.returncode == 0, out.stderr
+    assert "privmon export: warning:" in out.stderr and "'2026-11-24.1'" in out.stderr
+    with pytest.warns(UserWarning, match="pass its --config"):
+        releases("monitoring", since="30d", bootstrap=bootstrap, config=demo, topic_prefix=p)
+    same = privmon("export", "monitoring", "--bootstrap", bootstrap, "--topic-prefix", p,
+                   "--since", "30d", "-o", "/dev/null")
+    assert same.returncode == 0 and "warning" not in same.stderr  # its own config: silent
+
+
 def parse_scrape(text: str) -> dict[tuple[str, tuple], float]:
     """Prometheus text format -> {(name, sorted labels): value}."""
     out = {}
