@@ -45,12 +45,18 @@ def _summed(frame: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     return out.drop(columns="var").reset_index()
 
 
+MIN_TREND_DAYS = 3.0  # a per-30-days growth from less data than this is not shown
+MIN_TREND_WINDOWS = 5
+
+
 def trend(days: pd.Series, values: pd.Series, stds: pd.Series) -> Trend | None:
     """Weighted least squares of value on day (weights 1/noise variance); the slope's
-    standard error is scaled by the residual spread, so it covers real variation too."""
+    standard error is scaled by the residual spread, so it covers real variation too.
+    None with fewer than MIN_TREND_WINDOWS windows or MIN_TREND_DAYS days of data: a
+    30-day extrapolation from minutes of releases (the demo's) would be noise."""
     x = (days - days.min()).dt.total_seconds().to_numpy() / 86_400
     y = values.to_numpy(dtype=float)
-    if len(x) < 3 or np.ptp(x) == 0:
+    if len(x) < MIN_TREND_WINDOWS or np.ptp(x) < MIN_TREND_DAYS:
         return None
     w = 1 / np.maximum(stds.to_numpy(dtype=float), 1e-9) ** 2
     X = np.column_stack([np.ones_like(x), x])
@@ -73,10 +79,14 @@ def _bucket_columns(frame: pd.DataFrame) -> list[tuple[int, str]]:
 
 
 def _bands(ax: object, data: pd.DataFrame, key: str, scale: float, label_fmt: str) -> None:
+    """Value and 95% band per group, clipped at 0: bandwidth and sessions cannot be
+    negative, whatever the noise drew (clipping is post-processing)."""
     for name, part in data.groupby(key, sort=True):
         t = part["window_start"]
-        ax.plot(t, part["value"] / scale, marker="o", ms=3, label=label_fmt.format(name))
-        ax.fill_between(t, part["low"] / scale, part["high"] / scale, alpha=0.2)
+        ax.plot(t, part["value"].clip(lower=0) / scale, marker="o", ms=3,
+                label=label_fmt.format(name))
+        ax.fill_between(t, part["low"].clip(lower=0) / scale,
+                        part["high"].clip(lower=0) / scale, alpha=0.2)
 
 
 def _save(fig: object, path: Path) -> None:
@@ -203,7 +213,9 @@ def _html(frame: pd.DataFrame, out_dir: Path, *, title: str, bw: pd.DataFrame,
     growth = "".join(
         f"<li>{html.escape(name)}: "
         + (f"{t.per_day:+.4g} ± {Z95 * t.per_day_se:.2g} per day "
-           f"({t.pct_per_30d:+.1f}% per 30 days)" if t else "fewer than 3 windows: no trend")
+           f"({t.pct_per_30d:+.1f}% per 30 days)" if t else
+           f"too little data for a trend (needs {MIN_TREND_WINDOWS} windows over "
+           f"{MIN_TREND_DAYS:g} days or more)")
         + "</li>" for name, t in fitted.items())
     eps = sorted(frame["epsilon"].unique())
     cell = ", ".join(["window", *(d for d in ("region", "server") if d in frame.columns)])

@@ -288,6 +288,14 @@ def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
         return frame
     for col in ("window_start", "window_end"):
         frame[col] = pd.to_datetime(frame[col], unit="ms", utc=True)
+    # Counts are integers (the noise is integer-valued): int64, not float64. A column
+    # missing in some rows (a metric of another policy version) stays float with NaN.
+    for col in frame.columns:
+        if (col in ("accounts", "events") or col.endswith(".count") or ".bucket." in col
+                and not col.endswith(("_std", "_ci95_low", "_ci95_high"))) \
+                and frame[col].notna().all() and (frame[col] % 1 == 0).all():
+            frame[col] = frame[col].astype("int64")
+    frame["rho"] = frame["rho"].astype("float64")  # typed even when every value is None
     return frame.sort_values(["window_start", *dims], kind="stable").reset_index(drop=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from datetime import UTC, datetime
 
@@ -43,13 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run)
 
 
+NOISY = "~"  # marks a value whose 95% noise interval is wider than the value itself
+
+
 def _fmt(name: str, v: MetricValue) -> str:
+    """``value ±half`` of the 95% noise interval, with no digits below the noise (two
+    significant digits of the half-width), and ``~`` where the noise is larger than
+    the value (too few events in the cell for it to say much)."""
     half = (v.ci95_high - v.ci95_low) / 2
-    if name.endswith(".rate"):
-        return f"{v.value:6.1%} ±{half:.1%}"
-    if abs(v.value) >= 1e6:
-        return f"{v.value:10.4g} ±{half:.2g}"
-    return f"{v.value:8.0f} ±{half:<5.0f}" if abs(v.value) >= 100 else f"{v.value:8.2f} ±{half:.2f}"
+    scale, unit = (100.0, "%") if name.endswith(".rate") else (1.0, "")
+    value, width = v.value * scale, half * scale
+    decimals = max(0, 1 - math.floor(math.log10(width))) if width > 0 else 0
+    text = f"{value:.{decimals}f}{unit} ±{width:.{decimals}f}{unit}"
+    return text + (f" {NOISY}" if width > abs(value) else "")
 
 
 def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> str:
@@ -69,6 +76,8 @@ def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> st
              f"{len(records)} cells released (k={p.k}, {p.mechanism}, epsilon={p.epsilon:g}"
              + (f", rho={p.rho:g}" if p.rho else "") + ")",
              "  " + "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    if any(NOISY in c for row in rows for c in row):
+        lines[0] += f" [{NOISY}: noise larger than the value]"
     lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True))
               for row in rows]
     return "\n".join(lines)

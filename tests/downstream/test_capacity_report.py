@@ -85,3 +85,39 @@ def test_a_stream_released_per_region_only_still_gets_the_whole_report(tmp_path)
     assert "released (window, region) cells" in page
     for name in PANELS:
         assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
+
+
+def test_minutes_of_data_give_no_trend(tmp_path):
+    """The demo's capacity stream (30-s windows, a few minutes): no "+767084.6% per 30
+    days"."""
+    frame = to_frame(capacity_days(8, end_ms=int(time.time() * 1000), growth_per_day=0.0))
+    # Squeeze 8 daily windows into 4 minutes, and make the values tiny against the noise.
+    start = frame["window_start"].min()
+    frame["window_start"] = start + (frame["window_start"] - start) / (24 * 60 / 0.5)
+    frame["bytes.sum"] = frame["bytes.sum"] * 1e-9
+    page = render(frame, tmp_path).read_text()
+    assert "too little data for a trend" in page and "per 30 days" not in page
+    t = frame.groupby("window_start")["bytes.sum"].sum()
+    assert trend(t.index.to_series(), t, t * 0 + 1.0) is None
+
+
+def test_bands_of_small_noisy_totals_are_not_drawn_below_zero():
+    import pandas as pd
+
+    from privmon.agents.capacity_report import _bands
+
+    class Axes:
+        def __init__(self):
+            self.drawn = []
+
+        def plot(self, t, y, **kw):
+            self.drawn += list(y)
+
+        def fill_between(self, t, lo, hi, **kw):
+            self.drawn += [*lo, *hi]
+
+    data = pd.DataFrame({"window_start": [1, 2], "region": ["eu", "eu"],
+                         "value": [-3.0, 5.0], "low": [-40.0, -30.0], "high": [34.0, 40.0]})
+    ax = Axes()
+    _bands(ax, data, "region", 1.0, "{}")
+    assert min(ax.drawn) == 0.0 and max(ax.drawn) == 40.0
