@@ -116,12 +116,15 @@ def release_window(
     metrics: dict[str, list[MetricValue]] = {}
     acc = noisy_accounts[idx]
     sel_half = sel_noise.spread.ci95_half_width
-    metrics["accounts"] = [MetricValue.around(v, sel_noise.spread.std, sel_half) for v in acc]
+    # Intervals clipped to the quantity's domain (counts >= 0), as every kind clips its
+    # own (post-processing of public values); the value itself is the noisy draw.
+    metrics["accounts"] = [MetricValue.around(v, sel_noise.spread.std, sel_half, 0.0)
+                           for v in acc]
 
     ev_noise = noise_for(policy, "events")
     ev = ev_noise.add(totals.events[idx], streams("events"))
     metrics["events"] = [MetricValue.around(v, ev_noise.spread.std,
-                                            ev_noise.spread.ci95_half_width) for v in ev]
+                                            ev_noise.spread.ci95_half_width, 0.0) for v in ev]
 
     def bootstrap_rng(name: str) -> np.random.Generator:  # seeded from the keyed stream
         return np.random.default_rng(noise.stream([], f"bootstrap:{name}").seed64())

@@ -65,7 +65,7 @@ class BooleanMetric:
         rate = np.clip(noisy / ev_pos, 0.0, 1.0)
         rate_sd = np.sqrt(sd**2 + rate**2 * ctx.events_std**2) / ev_pos
         return {
-            f"{self.name}.count": [MetricValue.around(v, sd, half) for v in noisy],
+            f"{self.name}.count": [MetricValue.around(v, sd, half, 0.0) for v in noisy],
             f"{self.name}.rate": [MetricValue.around(v, s, 1.959963984540054 * s, 0.0, 1.0)
                                   for v, s in zip(rate, rate_sd, strict=True)],
         }

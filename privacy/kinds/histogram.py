@@ -135,7 +135,8 @@ class HistogramMetric:
         if self.publish_buckets:
             half = noise.spread.ci95_half_width
             for b in range(self.n_buckets):
-                out[self.bucket_name(b)] = [MetricValue.around(v, sd, half) for v in noisy[:, b]]
+                out[self.bucket_name(b)] = [MetricValue.around(v, sd, half, 0.0)
+                                            for v in noisy[:, b]]
         return out
 
 

@@ -113,8 +113,11 @@ class ValueMetric:
         ratio = nsum / ev_pos
         mean = np.clip((ratio + centre) * half_res, self.lower, self.upper)
         mean_sd = half_res * np.sqrt(sd**2 + ratio**2 * ev_sd**2) / ev_pos
+        # a sum of values in [lower, upper] has the sign of the range
+        sum_domain = (0.0 if self.lower >= 0 else -math.inf, 0.0 if self.upper <= 0 else math.inf)
         return {
-            f"{self.name}.sum": [MetricValue.around(v, total_sd, Z95 * total_sd) for v in total],
+            f"{self.name}.sum": [MetricValue.around(v, total_sd, Z95 * total_sd, *sum_domain)
+                                 for v in total],
             f"{self.name}.mean": [MetricValue.around(v, s, Z95 * s, self.lower, self.upper)
                                   for v, s in zip(mean, mean_sd, strict=True)],
         }

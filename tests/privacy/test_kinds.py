@@ -125,3 +125,31 @@ def test_a_new_kind_needs_no_edit_outside_its_own_class():
         value = record.metrics["slow.count"]
         # Discrete Laplace tails: P(|Z| > 10 × its 95% half-width) < 0.05^10 per cell.
         assert abs(value.value - truth[i]) <= 10 * (value.ci95_high - value.value) + 1
+
+
+def test_intervals_are_clipped_to_each_quantitys_domain_consistently():
+    """Counts, bucket counts and sums of a non-negative field never have an interval
+    below zero, as means and rates never leave their range; the noisy value itself is
+    kept (clipping it would bias sums of many cells)."""
+    from types import MappingProxyType
+
+    policy = make_policy(k=2, epsilon=0.5, max_events_per_cell=5)
+    n = 200
+    many = np.full(n, 1000, np.int64)  # accounts: past selection
+    small = np.full(n, 20, np.int64)  # events: small against their noise
+    zeros = np.zeros(n, np.int64)
+    cols = {"latency": zeros, "errors": zeros,
+            "latency_hist": np.zeros((n, len(policy.metrics[2].edges) - 1), np.int64)}
+    totals = acc.CellTotals(cells=np.arange(n, dtype=np.int64), accounts=many,
+                            events=small, columns=MappingProxyType(cols))
+    rel = release_window(totals, policy, window_start_ms=0,
+                         cell_labels=lambda c: {"server": str(c)}, noise=window_noise("clip"))
+    assert len(rel.records) > 100
+    nonneg = ("accounts", "events", "errors.count", "latency.sum")  # (latency >= 0)
+    below_zero_values = 0
+    for r in rel.records:
+        for name, v in r.metrics.items():
+            if name in nonneg or ".bucket." in name:
+                assert v.ci95_low >= 0, (name, v)
+                below_zero_values += v.value < 0
+    assert below_zero_values > 0  # the noise did draw below zero: the check saw the case
