@@ -12,6 +12,8 @@ import time
 import urllib.parse
 import urllib.request
 
+import pytest
+
 from privmon.agents.alerts.agent import AlertAgent
 from privmon.agents.alerts.rules import load_alert_config
 from privmon.agents.alerts.sinks import HttpSink
@@ -121,7 +123,7 @@ async def test_alertmanager_and_prometheus_see_what_the_agents_saw(bootstrap, tm
             # A quantity in milliseconds arrives in seconds (base units).
             ms = latest["fra-03"].metrics["latency.mean"].value
             got = _query(prom, f"privmon_monitoring_latency_mean_seconds{cell}")
-            assert {float(s["value"][1]) for s in got} == {ms / 1000}
+            assert [float(s["value"][1]) for s in got] == [pytest.approx(ms / 1000, rel=1e-12)] * 2
             recording = 'privmon:monitoring_error_rate:value{server="fra-03"}'
             await _until(lambda: {float(s["value"][1]) for s in _query(prom, recording)}
                          == {v.value}, timeout_s=30, what="the shipped recording rule")
