@@ -48,14 +48,24 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path, what: str) -> None:
     raise AssertionError(f"{what} did not answer {url} in 60 s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@contextmanager
+def _serving(log: Path, what: str, port: int, cmd: list[str]) -> Iterator[str]:
+    """Run ``cmd`` (logging to ``log``) until it answers /-/ready on ``port``; its base
+    URL while the block runs; then stop it (SIGTERM, SIGKILL after 20 s)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, f"{url}/-/ready", log, what)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextmanager
@@ -66,18 +76,11 @@ def alertmanager(workdir: Path) -> Iterator[str]:
     config.write_text("route:\n  receiver: 'null'\n  group_wait: 1s\n"
                       "receivers:\n  - name: 'null'\n")
     port = free_port()
-    log = workdir / "alertmanager.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [program("prometheus-alertmanager"), f"--config.file={config}",
-             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--cluster.listen-address="], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, f"{url}/-/ready", log, "Alertmanager")
+    with _serving(workdir / "alertmanager.log", "Alertmanager", port, [
+            program("prometheus-alertmanager"), f"--config.file={config}",
+            f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address="]) as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 @contextmanager
@@ -93,18 +96,11 @@ def prometheus(workdir: Path, targets: dict[str, list[str]], *,
     config.write_text(f"global:\n  scrape_interval: {interval_ms}ms\n  evaluation_interval: "
                       f"{interval_ms}ms\n{rule_files}scrape_configs:\n{jobs}")
     port = free_port()
-    log = workdir / "prometheus.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [program("prometheus"), f"--config.file={config}",
-             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, f"{url}/-/ready", log, "Prometheus")
+    with _serving(workdir / "prometheus.log", "Prometheus", port, [
+            program("prometheus"), f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}"]) as url:
         yield url
-    finally:
-        _stop(proc)
 
 
 def promtool_check_metrics(scrape: str) -> subprocess.CompletedProcess:

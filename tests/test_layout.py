@@ -98,3 +98,63 @@ print(len(names), sorted(p.name for p in cfg.policies))
     assert int(count) > 50 and "monitoring" in streams, out
     installed = {p.name for p in Path(purelib).iterdir()}
     assert "privmon" in installed and not installed & {"bench", "tests", *FOLDERS}, installed
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """privmon module -> the privmon modules it imports when it is imported (module and
+    class level; not inside functions, not under TYPE_CHECKING)."""
+    mods = {}
+    for top in FOLDERS:
+        for path in (REPO / top).rglob("*.py"):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            mods[".".join(["privmon", *(parts[:-1] if parts[-1] == "__init__" else parts)])] = path
+
+    def visit(nodes: list, out: set[str]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("privmon."):
+                out.add(node.module)
+                out.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            for field in ("body", "orelse", "handlers", "finalbody"):
+                visit(getattr(node, field, []) or [], out)
+
+    graph = {}
+    for name, path in mods.items():
+        found: set[str] = set()
+        visit(ast.parse(path.read_text()).body, found)
+        graph[name] = {m for m in found if m in mods and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def dfs(u: str) -> None:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph[u]):
+            if state.get(v) == 1:
+                found.append([*stack[stack.index(v):], v])
+            elif v not in state:
+                dfs(v)
+        stack.pop()
+        state[u] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            dfs(node)
+    return found
+
+
+def test_no_import_circle():
+    graph = _module_imports()
+    assert len(graph) > 60 and sum(map(len, graph.values())) > 150  # it read the imports
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]  # control
