@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import re
 import time
 import warnings
@@ -28,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from privmon.agents.kafka_stage import start_or_close
 from privmon.privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
+from privmon.streams import kafka_client
 from privmon.streams.config import DEFAULT_PATH, PipelineConfig, load_config, with_prefix
 
 if TYPE_CHECKING:
@@ -309,7 +311,7 @@ def _run(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def releases(stream: str, *, bootstrap: str = "127.0.0.1:9092", since: str | None = None,
+def releases(stream: str, *, bootstrap: str | None = None, since: str | None = None,
              until: str | None = None, config: Path | str = DEFAULT_PATH,
              topic_prefix: str = "", kafka_options: Mapping[str, Any] | None = None,
              ) -> pd.DataFrame:
@@ -324,6 +326,11 @@ def releases(stream: str, *, bootstrap: str = "127.0.0.1:9092", since: str | Non
     >>> df = releases("monitoring", since="-1h")            # doctest: +SKIP
     >>> df[["server", "errors.rate", "errors.rate_ci95_low"]]  # doctest: +SKIP
     """
+    # The same deployment settings as the commands: $PRIVMON_BOOTSTRAP, $PRIVMON_CONFIG,
+    # and the TLS files of $PRIVMON_TLS_* when no kafka_options are given.
+    bootstrap = bootstrap or kafka_client.default_bootstrap(os.environ)
+    if kafka_options is None:
+        kafka_options = kafka_client.from_settings(environ=os.environ).options()
     topic = aggregate_topic(stream, config=config, topic_prefix=topic_prefix)
     since_ms = parse_time_ms(since) if since else None
     until_ms = parse_time_ms(until) if until else None

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+BOOTSTRAP_ENV = "PRIVMON_BOOTSTRAP"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 PASSWORD_ENV = "PRIVMON_KAFKA_PASSWORD"
 CA_ENV = "PRIVMON_TLS_CA"
 CERT_ENV = "PRIVMON_TLS_CERT"
@@ -126,3 +128,9 @@ def from_settings(*, sasl_user: str | None = None, sasl_mechanism: str = "SCRAM-
         sasl_mechanism=sasl_mechanism, tls=tls, ca_file=path(ca_file, CA_ENV),
         cert_file=path(cert_file, CERT_ENV), key_file=path(key_file, KEY_ENV),
         key_password=environ.get(KEY_PASSWORD_ENV) or None)
+
+
+def default_bootstrap(environ: Mapping[str, str]) -> str:
+    """The bootstrap servers when none are given: $PRIVMON_BOOTSTRAP, else the local
+    broker's default address (every command and the pandas API)."""
+    return environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP

@@ -11,12 +11,12 @@ from pathlib import Path
 from privmon.streams import kafka_client
 from privmon.streams.config import DEFAULT_PATH
 
-BOOTSTRAP_ENV = "PRIVMON_BOOTSTRAP"
+BOOTSTRAP_ENV = kafka_client.BOOTSTRAP_ENV
 
 
 def add_deployment_options(p: argparse.ArgumentParser) -> None:
     """--bootstrap, --config, --topic-prefix and the connection options."""
-    p.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV, "127.0.0.1:9092"),
+    p.add_argument("--bootstrap", default=kafka_client.default_bootstrap(os.environ),
                    help=f"Kafka bootstrap servers (default ${BOOTSTRAP_ENV} or 127.0.0.1:9092; "
                    "now %(default)s)")
     p.add_argument("--config", type=Path, default=DEFAULT_PATH,

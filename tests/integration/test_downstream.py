@@ -123,10 +123,13 @@ def test_export_csv_and_parquet_hold_every_record_with_noise_columns(bootstrap, 
             assert str(frame["rho"].dtype) == "float64"
 
 
-def test_python_api_returns_a_dataframe(bootstrap, prefix):
+def test_python_api_returns_a_dataframe(bootstrap, prefix, monkeypatch):
     p, cap, _, _ = prefix
     df = releases("capacity", bootstrap=bootstrap, since="30d", topic_prefix=p)
     assert len(df) == len(cap)
+    # The deployment settings of the commands apply to it too: $PRIVMON_BOOTSTRAP.
+    monkeypatch.setenv("PRIVMON_BOOTSTRAP", bootstrap)
+    assert len(releases("capacity", since="30d", topic_prefix=p)) == len(cap)
     assert str(df["window_start"].dtype).startswith("datetime64")
     assert (df["events_ci95_low"] < df["events"]).all()
     assert (df["events"] < df["events_ci95_high"]).all()
