@@ -73,7 +73,8 @@ def trend(days: pd.Series, values: pd.Series, stds: pd.Series) -> Trend | None:
 def _bucket_columns(frame: pd.DataFrame) -> list[tuple[int, str]]:
     cols = []
     for c in frame.columns:
-        if c.startswith("hour.bucket.") and not c.endswith(("_std", "_ci95_low", "_ci95_high")):
+        if c.startswith("hour.bucket.") and not c.endswith(
+                ("_std", "_ci95_low", "_ci95_high", "_raw")):
             cols.append((int(float(c.split(".")[-1].split("-")[0])), c))
     return sorted(cols)
 

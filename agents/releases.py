@@ -266,7 +266,9 @@ async def windows(bootstrap: str, topic: str, stop: asyncio.Event, *,
 
 def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
     """One row per (window, cell): window bounds (UTC), the cell's dimensions, and per
-    metric ``m``: ``m``, ``m_std`` (noise std), ``m_ci95_low``, ``m_ci95_high``; then
+    metric ``m``: ``m``, ``m_std`` (noise std), ``m_ci95_low``, ``m_ci95_high`` (the 95%
+    interval clipped to the value's domain), ``m_ci95_low_raw``, ``m_ci95_high_raw``
+    (before clipping); then
     the privacy metadata (mechanism, epsilon, delta, rho, k, policy_version)."""
     import pandas as pd
 
@@ -281,6 +283,8 @@ def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
             row[f"{name}_std"] = v.noise_std
             row[f"{name}_ci95_low"] = v.ci95_low
             row[f"{name}_ci95_high"] = v.ci95_high
+            # the interval before clipping to the value's domain (e.g. below 0 for a count)
+            row[f"{name}_ci95_low_raw"], row[f"{name}_ci95_high_raw"] = v.raw_interval
         p = r.privacy
         row.update(mechanism=p.mechanism, epsilon=p.epsilon, delta=p.delta, rho=p.rho,
                    k=p.k, policy_version=p.policy_version)
@@ -294,7 +298,7 @@ def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
     # missing in some rows (a metric of another policy version) stays float with NaN.
     for col in frame.columns:
         if (col in ("accounts", "events") or col.endswith(".count") or ".bucket." in col
-                and not col.endswith(("_std", "_ci95_low", "_ci95_high"))) \
+                and not col.endswith(("_std", "_ci95_low", "_ci95_high", "_raw"))) \
                 and frame[col].notna().all() and (frame[col] % 1 == 0).all():
             frame[col] = frame[col].astype("int64")
     frame["rho"] = frame["rho"].astype("float64")  # typed even when every value is None

@@ -7,6 +7,7 @@ JSON shape (``ReleaseRecord.to_dict``), one record per released cell:
      "cell": {"server": "fra-01", "region": "eu"},
      "metrics": {"events": {"value": 1234, "noise_std": 2.1,
                             "ci95_low": 1229, "ci95_high": 1239}, ...},
+     (a metric whose interval was clipped to its domain also has "ci95_half")
      "privacy": {"unit": "account", "mechanism": "geometric", "epsilon": 1.0,
                  "delta": 1e-06, "rho": null, "k": 20, "max_cells": 2,
                  "max_events_per_cell": 50, "ranges": {"latency_ms": [0, 5000]},
@@ -43,17 +44,38 @@ WINDOW_SCHEMA = "privmon.window/1"
 
 @dataclass(frozen=True, kw_only=True)
 class MetricValue:
+    """A released value with its noise std and 95% interval, clipped to the value's
+    domain (counts >= 0, rates in [0, 1], ...). Where the clipping changed the
+    interval, ``ci95_half`` keeps its half-width: the unclipped interval is
+    ``value ± ci95_half`` (``raw_interval``; exports carry both)."""
+
     value: float
     noise_std: float
     ci95_low: float
     ci95_high: float
+    ci95_half: float | None = None
 
     @classmethod
     def around(cls, value: float, std: float, half: float, lo: float = -math.inf,
                hi: float = math.inf) -> MetricValue:
         """A value with its noise std and 95% interval ±half, clipped to [lo, hi]."""
-        return cls(value=float(value), noise_std=float(std),
-                   ci95_low=float(max(lo, value - half)), ci95_high=float(min(hi, value + half)))
+        low, high = float(max(lo, value - half)), float(min(hi, value + half))
+        clipped = low != value - half or high != value + half
+        return cls(value=float(value), noise_std=float(std), ci95_low=low, ci95_high=high,
+                   ci95_half=float(half) if clipped else None)
+
+    @property
+    def raw_interval(self) -> tuple[float, float]:
+        """The 95% interval before clipping to the domain."""
+        if self.ci95_half is None:
+            return self.ci95_low, self.ci95_high
+        return self.value - self.ci95_half, self.value + self.ci95_half
+
+    def to_dict(self) -> dict[str, float]:
+        out = asdict(self)
+        if self.ci95_half is None:
+            del out["ci95_half"]  # (unclipped: the record stays as it was)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +109,7 @@ class ReleaseRecord:
             "window_start_ms": self.window_start_ms,
             "window_end_ms": self.window_end_ms,
             "cell": dict(self.cell),
-            "metrics": {name: asdict(v) for name, v in self.metrics.items()},
+            "metrics": {name: v.to_dict() for name, v in self.metrics.items()},
             "privacy": {**asdict(self.privacy), "ranges": {
                 k: list(v) for k, v in self.privacy.ranges.items()
             }},

@@ -117,6 +117,8 @@ def test_export_csv_and_parquet_hold_every_record_with_noise_columns(bootstrap, 
                    - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1))
         got = sorted(zip(starts, frame["server"], frame["bytes.sum"], strict=True))
         assert got == truth  # exact: values survive the file format
+        assert (frame["events_ci95_low_raw"] <= frame["events_ci95_low"]).all()
+        assert (frame["events_ci95_low"] >= 0).all()
         if fmt == "parquet":  # counts as integers, typed nulls
             assert str(frame["events"].dtype) == "int64"
             assert str(frame["accounts"].dtype) == "int64"

@@ -152,4 +152,9 @@ def test_intervals_are_clipped_to_each_quantitys_domain_consistently():
             if name in nonneg or ".bucket." in name:
                 assert v.ci95_low >= 0, (name, v)
                 below_zero_values += v.value < 0
+                low, high = v.raw_interval  # the unclipped interval is kept
+                assert high == v.ci95_high and low <= v.ci95_low
+                assert (low < 0) == (v.ci95_half is not None), v
+                if v.ci95_half is not None:
+                    assert high - v.value == v.value - low == v.ci95_half
     assert below_zero_values > 0  # the noise did draw below zero: the check saw the case
