@@ -11,7 +11,12 @@ from pathlib import Path
 from privmon.agents.alerts.agent import AlertAgent
 from privmon.agents.alerts.rules import DEFAULT_ALERTS, load_alert_config
 from privmon.agents.alerts.sinks import HttpSink
-from privmon.agents.cli.options import add_deployment_options, kafka_options, stop_event
+from privmon.agents.cli.options import (
+    add_deployment_options,
+    kafka_options,
+    quiet_retried_kafka_errors,
+    stop_event,
+)
 from privmon.streams.config import ConfigError, load_config, with_prefix
 
 
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    quiet_retried_kafka_errors()
     agent = build_agent(args)
     agent.on_alert = lambda a: print(
         f"ALERT window {datetime.fromtimestamp(a.window_start_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}"

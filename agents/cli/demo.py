@@ -30,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from privmon.agents.alerts.rules import Alert, AlertConfig, load_alert_config
-from privmon.agents.cli.options import stop_event
+from privmon.agents.cli.options import quiet_retried_kafka_errors, stop_event
 from privmon.privacy.accountant import horizon_guarantee
 from privmon.privacy.noise_keys import NoiseKeys
 from privmon.privacy.records import ReleaseRecord
@@ -240,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     # registration is still being verified (KIP-890) with a retriable error
     # that aiokafka logs as a warning and retries; keep the demo's view clean.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    quiet_retried_kafka_errors()
     prefix = args.topic_prefix or f"demo-{secrets.token_hex(3)}."
     config = load_config(args.config)
     rules = load_alert_config(args.rules, config).with_prefix(prefix)

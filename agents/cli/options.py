@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -74,3 +75,26 @@ def stop_event(duration_s: float | None = None) -> asyncio.Event:
     if duration_s is not None:
         loop.call_later(duration_s, stop.set)
     return stop
+
+
+class _RetriedKafkaErrors(logging.Filter):
+    """Drops aiokafka's ERROR lines about errors it retries itself (a coordinator not
+    yet elected, a leader moving while a topic is new): transient at every start, not
+    something to act on. aiokafka raises what it gives up on; that is still shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka") or record.levelno < logging.ERROR:
+            return True
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        return not any(getattr(a, "retriable", False) for a in args)
+
+
+def quiet_retried_kafka_errors() -> None:
+    """Install the filter on the root handlers (a logger's own filters do not reach the
+    records of its children, e.g. aiokafka.consumer.group_coordinator)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in root.handlers:
+        if not any(isinstance(f, _RetriedKafkaErrors) for f in handler.filters):
+            handler.addFilter(_RetriedKafkaErrors())

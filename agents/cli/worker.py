@@ -10,7 +10,12 @@ import os
 import time
 from pathlib import Path
 
-from privmon.agents.cli.options import add_deployment_options, kafka_options, stop_event
+from privmon.agents.cli.options import (
+    add_deployment_options,
+    kafka_options,
+    quiet_retried_kafka_errors,
+    stop_event,
+)
 from privmon.agents.stats import WorkerStats
 from privmon.privacy.noise_keys import NoiseKeys
 from privmon.streams.config import load_config, with_prefix
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
+    quiet_retried_kafka_errors()
     config = with_prefix(load_config(args.config), args.topic_prefix)
     pseudonymizer = Pseudonymizer.from_env()
     noise_keys = NoiseKeys.from_env()

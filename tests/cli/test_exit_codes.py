@@ -89,3 +89,22 @@ def test_the_demo_says_when_a_run_outlasts_the_participation_cap():
     notes = cap_notes(config, 3600)
     assert any(n.startswith("note: monitoring counts an account in at most 60 windows per "
                             "24 h") and "after 600 s" in n for n in notes), notes
+
+
+def test_errors_aiokafka_retries_itself_are_not_shown_others_are():
+    import logging
+
+    from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAuthorizationFailedError
+
+    from privmon.agents.cli.options import _RetriedKafkaErrors
+
+    def record(name: str, err: Exception, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, "Group Coordinator Request failed: "
+                                 "%s", (err,), None)
+
+    f = _RetriedKafkaErrors()
+    assert not f.filter(record("aiokafka.consumer.group_coordinator",
+                               GroupCoordinatorNotAvailableError()))
+    assert f.filter(record("aiokafka.consumer.group_coordinator",
+                           TopicAuthorizationFailedError()))  # not retried: shown
+    assert f.filter(record("privmon.worker", GroupCoordinatorNotAvailableError()))
