@@ -7,6 +7,9 @@ production module does not depend on the development launcher.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import aiokafka.errors as aio
 import kafka.errors as kp
 
@@ -20,9 +23,24 @@ AUTHORIZATION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class BrokerUnreachable(ConnectionError):
+    """No broker of the bootstrap list answered while a client started (kafka-python 3
+    says so with a KafkaTimeoutError, which also means other timeouts)."""
+
+
+@contextmanager
+def connecting(bootstrap: str) -> Iterator[None]:
+    """Around a kafka-python client's construction, which bootstraps: its timeout there
+    means no broker answered."""
+    try:
+        yield
+    except kp.KafkaTimeoutError as exc:
+        raise BrokerUnreachable(f"no broker of {bootstrap} answered ({exc})") from exc
+
+
 UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
-    aio.KafkaConnectionError, kp.KafkaConnectionError, kp.NoBrokersAvailable,
-) if hasattr(kp, "NoBrokersAvailable") else (aio.KafkaConnectionError, kp.KafkaConnectionError)
+    aio.KafkaConnectionError, kp.KafkaConnectionError, BrokerUnreachable,
+)
 
 
 def unreachable(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from privmon.streams.config import PipelineConfig
 from privmon.streams.kafka_client import KafkaOptions
+from privmon.streams.kafka_errors import connecting
 from privmon.streams.participation_state import MAX_RECORD_BYTES
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -52,8 +53,9 @@ def topic_specs(config: PipelineConfig, *, partitions: int) -> dict[str, tuple[i
 
 @contextmanager
 def _admin(bootstrap: str, options: KafkaOptions | None) -> Iterator[KafkaAdminClient]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
-                             **(options or {}))
+    with connecting(bootstrap):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="privmon-topics",
+                                 **(options or {}))
     try:
         yield admin
     finally:

@@ -8,6 +8,7 @@ import time
 
 from privmon.agents.cli.options import add_deployment_options, kafka_options
 from privmon.streams.config import load_config, with_prefix
+from privmon.streams.kafka_errors import connecting
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     options = kafka_options(args)
     if args.topic is None:
         args.topic = with_prefix(load_config(args.config), args.topic_prefix).topics.raw
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=20, acks="all",
-                             **options)
+    with connecting(args.bootstrap):
+        producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=20, acks="all",
+                                 **options)
     sent = 0
     deadline = time.monotonic() + args.duration_s
     next_report = time.monotonic() + 5

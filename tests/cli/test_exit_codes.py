@@ -21,9 +21,14 @@ def _privmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 @pytest.mark.parametrize("command", [["budget"], ["export", "monitoring", "--since", "1h"],
                                      ["subscribe", "monitoring", "--duration-s", "5"],
-                                     ["report", "capacity", "--days", "1"]])
+                                     ["report", "capacity", "--days", "1"],
+                                     ["alerts", "--duration-s", "5"],
+                                     ["generate", "--duration-s", "5"],
+                                     ["worker"]])
 def test_an_unreachable_broker_says_how_to_point_at_one(command):
-    out = _privmon(*command, "--bootstrap", NOWHERE)
+    keys = {"PRIVMON_PSEUDONYM_KEYS": "2026-01-01=" + "5a" * 32,
+            "PRIVMON_NOISE_KEYS": "2026-01-01=" + "6b" * 32}  # (the worker checks them first)
+    out = _privmon(*command, "--bootstrap", NOWHERE, env={**os.environ, **keys})
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"privmon {command[0]}: cannot reach Kafka at {NOWHERE}" in out.stderr
     assert "--bootstrap HOST:PORT or set $PRIVMON_BOOTSTRAP" in out.stderr
