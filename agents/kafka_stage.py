@@ -38,6 +38,22 @@ def caught_up_now(*, position: int, highwater: int | None, last_fetch_ms: int | 
     return fresh and highwater is not None and position >= highwater
 
 
+# aiokafka retries a transactional offset commit for as long as the group coordinator
+# answers "not available" / "loading" / "unknown partition"; after a whole-cluster
+# restart that was seen to last until the broker's transaction timeout (60 s) fenced the
+# producer, again and again. A step that takes this long is given up like a lost broker:
+# new producer, rebuild from committed state.
+TXN_STEP_TIMEOUT_S = 20.0
+
+
+async def bounded(step: Awaitable[None], what: str) -> None:
+    """``step`` within TXN_STEP_TIMEOUT_S, else TimeoutError (which ``recoverable``)."""
+    try:
+        await asyncio.wait_for(step, timeout=TXN_STEP_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{what} took over {TXN_STEP_TIMEOUT_S:g} s") from exc
+
+
 def recoverable(exc: BaseException) -> bool:
     """Errors a stage survives by dropping its state and replaying from committed
     offsets: Kafka being away or moving leaders/coordinators, and being fenced (a

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from privmon.agents.isolation import IsolationNeeded
-from privmon.agents.kafka_stage import caught_up_now, drive, read_compacted, read_latest, send_many
+from privmon.agents.kafka_stage import (
+    bounded,
+    caught_up_now,
+    drive,
+    read_compacted,
+    read_latest,
+    send_many,
+)
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.worker_context import WorkerContext
 from privmon.streams.participation_state import StateChunk
@@ -236,8 +243,9 @@ class Stage1Close:
             send_many(producer, topics.partials, out, len(partials_partitions)),
             send_many(producer, topics.participation, state, 0))
         t1 = time.perf_counter()
-        await producer.send_offsets_to_transaction(offsets, ctx.group("s1"))  # 4
-        await r.stage.commit()  # 5
+        await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
+                          "sending the offsets to the transaction")  # 4
+        await bounded(r.stage.commit(), "committing the transaction")  # 5
         if n_partials:  # (no counts: how many cells a window had is exact data)
             log.debug("stage 1 closed windows: %.3f s to compute and send, %.3f s to commit",
                       t1 - t0, time.perf_counter() - t1)

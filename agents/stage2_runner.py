@@ -13,7 +13,7 @@ import time
 
 from aiokafka import TopicPartition
 
-from privmon.agents.kafka_stage import drive, read_compacted, send_many
+from privmon.agents.kafka_stage import bounded, drive, read_compacted, send_many
 from privmon.agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
 from privmon.agents.worker_context import WorkerContext
 from privmon.privacy.accountant import LedgerEntry
@@ -154,8 +154,9 @@ class Stage2Release:
             offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
         if offsets:
             t1 = time.perf_counter()
-            await producer.send_offsets_to_transaction(offsets, ctx.group("s2"))
-            await r.stage.commit()  # 5
+            await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s2")),
+                          "sending the offsets to the transaction")
+            await bounded(r.stage.commit(), "committing the transaction")  # 5
             r.done.update(offsets)  # below these: released or ignored
             if windows:  # (debug: timings follow the data's size)
                 log.debug("stage 2 released windows: %.3f s to compute and send, %.3f s to "
