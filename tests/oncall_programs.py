@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from privmon.streams.localkafka.procs import free_port
+from tests.integration.pipeline_harness import stop_worker
 
 INSTALL = "run `make test` (or `bash tests/install_system_packages.sh` as root) to install it"
 
@@ -51,7 +52,7 @@ def _wait_ready(proc: subprocess.Popen, url: str, log: Path, what: str) -> None:
 @contextmanager
 def _serving(log: Path, what: str, port: int, cmd: list[str]) -> Iterator[str]:
     """Run ``cmd`` (logging to ``log``) until it answers /-/ready on ``port``; its base
-    URL while the block runs; then stop it (SIGTERM, SIGKILL after 20 s)."""
+    URL while the block runs; then stop it."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -59,13 +60,7 @@ def _serving(log: Path, what: str, port: int, cmd: list[str]) -> Iterator[str]:
         _wait_ready(proc, f"{url}/-/ready", log, what)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_worker(proc)  # (any process: SIGTERM, SIGKILL after 30 s)
 
 
 @contextmanager
