@@ -1,19 +1,19 @@
 """The privacy accountant: per-window costs, composition over horizons, a ledger.
 
-Per window a stream costs (ε, δ) — GEOMETRIC: its whole epsilon and the
-selection delta — or (ε_sel, δ) plus ρ for GAUSSIAN metrics. One account
-contributes to at most ``max_windows`` windows per aligned participation
-period, so over an aligned horizon H (a whole number of periods) it is in at
-most ``min(ceil(H / window), max_windows * H / period)`` windows of a stream;
-over an unaligned interval of length H, in at most
+Per window a stream costs its RDP parts (privacy/window_parts.py: what one
+account can change in each noisy quantity) plus the δ of partition selection.
+One account contributes to at most ``max_windows`` windows per aligned
+participation period, so over an aligned horizon H (a whole number of periods)
+it is in at most ``min(ceil(H / window), max_windows * H / period)`` windows of a
+stream; over an unaligned interval of length H, in at most
 ``windows_per_rolling_horizon`` (up to max_windows more). The caps bound the
 aligned figure; both are stated (``privmon budget``, README, SECURITY.md).
 
-Composition (per account, over all streams given):
-- pure/approximate parts add up (basic composition): ε = Σ n·ε_i, δ = Σ n·δ_i;
-- zCDP parts add up as ρ = Σ n·ρ_i and convert once to (ε, δ_g) with
-  ε = ρ + 2·sqrt(ρ·ln(1/δ_g)) (Bun & Steinke 2016), δ_g being what is left of
-  the cap's delta after the approximate parts.
+Composition (per account, over all streams given) is tight: the RDP curves of
+every window's parts add up, the selection δ's add up, and the sum converts
+once to (ε, δ) at the cap's δ (privacy/rdp.py). Basic composition (ε = Σ n·ε_i,
+zCDP converted by Bun & Steinke) is kept beside it as ``basic_epsilon``, a
+cross-check: the tight figure is never above it.
 The accountant refuses a configuration whose composed guarantee exceeds any
 cap, and refuses to record a (stream, window) twice.
 """
@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from privmon.privacy.params import HorizonCap, Mechanism, StreamPolicy
+from privmon.privacy.rdp import Part, curve_of, epsilon_for_delta
+from privmon.privacy.window_parts import window_parts
 
 
 class BudgetExceeded(ValueError):
@@ -38,24 +40,40 @@ class DuplicateRelease(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class WindowCost:
+    """One window: its basic (ε, δ, ρ) as configured, and its RDP parts.
+
+    ``parts`` empty (a ledger entry written before parts were recorded): the
+    window counts as an ``epsilon``-DP part plus a ``rho``-zCDP part, an upper bound."""
+
     epsilon: float
     delta: float
     rho: float = 0.0
+    parts: tuple[Part, ...] = ()
+
+    def rdp_parts(self) -> tuple[Part, ...]:
+        if self.parts:
+            return self.parts
+        out = [Part(kind="pure", epsilon=self.epsilon)] if self.epsilon > 0 else []
+        if self.rho > 0:
+            out.append(Part(kind="zcdp", rho=self.rho))
+        return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Guarantee:
-    epsilon: float
+    epsilon: float  # tight: RDP composition, or basic where that is lower; at ``delta``
     delta: float
-    rho: float  # zCDP part before conversion (0 if none)
+    rho: float  # zCDP part of the basic figure (0 if none)
+    basic_epsilon: float = math.inf  # the same releases under basic composition
 
 
 def window_cost(policy: StreamPolicy) -> WindowCost:
     b = policy.budget
+    wp = window_parts(policy)
     if b.mechanism is Mechanism.GEOMETRIC:
-        return WindowCost(epsilon=b.epsilon, delta=b.delta)
+        return WindowCost(epsilon=b.epsilon, delta=wp.delta, parts=wp.parts)
     assert b.rho is not None
-    return WindowCost(epsilon=b.epsilon, delta=b.delta, rho=b.rho)
+    return WindowCost(epsilon=b.epsilon, delta=wp.delta, rho=b.rho, parts=wp.parts)
 
 
 def windows_per_horizon(policy: StreamPolicy, horizon_ms: int) -> int:
@@ -84,7 +102,24 @@ def windows_per_rolling_horizon(policy: StreamPolicy, horizon_ms: int) -> int:
 
 
 def compose(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> Guarantee:
-    """Compose (cost, number of windows) pairs into one (ε, δ) guarantee."""
+    """Compose (cost, number of windows) pairs into one (ε, δ) guarantee at
+    ``target_delta``: tight (RDP) and, as a cross-check, basic."""
+    parts = [(cost, n) for cost, n in parts if n > 0]
+    delta = math.fsum(n * cost.delta for cost, n in parts)
+    curve = curve_of((part, n) for cost, n in parts for part in cost.rdp_parts())
+    rest = target_delta - delta
+    if not parts:
+        return Guarantee(epsilon=0.0, delta=0.0, rho=0.0, basic_epsilon=0.0)
+    tight = epsilon_for_delta(curve, rest) if rest > 0 else math.inf
+    basic = compose_basic(parts, target_delta=target_delta)
+    # Both are valid bounds; RDP's conversion loses to basic over very few windows.
+    return Guarantee(epsilon=min(tight, basic), delta=target_delta if rest > 0 else delta,
+                     rho=math.fsum(n * cost.rho for cost, n in parts), basic_epsilon=basic)
+
+
+def compose_basic(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> float:
+    """ε under basic composition (ε = Σ n·ε_i; ρ summed, converted by Bun & Steinke
+    2016 with what is left of ``target_delta``): the cross-check of ``compose``."""
     eps = delta = rho = 0.0
     for cost, n in parts:
         eps += n * cost.epsilon
@@ -93,10 +128,9 @@ def compose(parts: Iterable[tuple[WindowCost, int]], *, target_delta: float) -> 
     if rho > 0:
         delta_g = target_delta - delta
         if delta_g <= 0:
-            return Guarantee(epsilon=math.inf, delta=delta, rho=rho)
+            return math.inf
         eps += rho + 2 * math.sqrt(rho * math.log(1 / delta_g))
-        delta = target_delta
-    return Guarantee(epsilon=eps, delta=delta, rho=rho)
+    return eps
 
 
 def horizon_guarantee(policies: Sequence[StreamPolicy], cap: HorizonCap, *,
@@ -154,6 +188,10 @@ class LedgerEntry:
     cells_released: int
     partials_partition: int = 0
     failed: str = ""  # the exception's type if the release raised (nothing published)
+    # What was spent, exactly: the window's RDP parts (privacy/rdp.py Part.to_json), so
+    # the ledger composes tightly even after the policy changed. Empty in entries
+    # written before: those compose as epsilon-DP plus rho-zCDP (an upper bound).
+    mechanisms: tuple = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -167,7 +205,7 @@ class LedgerEntry:
                    window_end_ms=window_start_ms + policy.window_ms, epsilon=cost.epsilon,
                    delta=cost.delta, rho=cost.rho, policy_version=policy.policy_version,
                    cells_released=cells_released, partials_partition=partials_partition,
-                   failed=failed)
+                   failed=failed, mechanisms=tuple(tuple(p.to_json()) for p in cost.parts))
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -176,7 +214,13 @@ class LedgerEntry:
     def from_json(cls, data: bytes | str) -> LedgerEntry:
         raw = json.loads(data)
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        fields = {k: v for k, v in raw.items() if k in known}
+        fields["mechanisms"] = tuple(tuple(m) for m in fields.get("mechanisms", ()))
+        return cls(**fields)
+
+    def cost(self) -> WindowCost:
+        return WindowCost(epsilon=self.epsilon, delta=self.delta, rho=self.rho,
+                          parts=tuple(Part.from_json(list(m)) for m in self.mechanisms))
 
 
 def merge_partitions(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
@@ -251,7 +295,7 @@ class Accountant:
         for e in self._entries:
             if (stream is None or e.stream == stream) and start <= e.window_start_ms < now_ms:
                 counts[e.stream] = counts.get(e.stream, 0) + 1
-                costs[e.stream] = WindowCost(epsilon=e.epsilon, delta=e.delta, rho=e.rho)
+                costs[e.stream] = e.cost()
         parts = []
         for name, n in counts.items():
             bound = n

@@ -6,7 +6,9 @@ partition). Per stream this shows the per-window cost, how many windows were
 released, the guarantee composed over each of the policy's horizons (the
 current aligned horizon, per account: min(windows released, the
 participation cap's bound) windows) next to the worst case the config allows
-and the cap. Reading the ledger needs the worker's (or an admin's) access.
+and the cap. Composition is tight (Rényi DP over each window's recorded
+mechanisms, privacy/rdp.py); basic composition is printed beside it as a
+cross-check. Reading the ledger needs the worker's (or an admin's) access.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ def report(config: PipelineConfig, entries: list[LedgerEntry], now_ms: int) -> d
         rolling = horizon_guarantee(policies, cap, rolling=True)
         return {"horizon_ms": cap.horizon_ms, "horizon_start_ms":
                 (now_ms // cap.horizon_ms) * cap.horizon_ms,
-                "spent": {"epsilon": spent.epsilon, "delta": spent.delta, "rho": spent.rho},
-                "worst_case": {"epsilon": worst.epsilon, "delta": worst.delta},
+                "spent": {"epsilon": spent.epsilon, "delta": spent.delta, "rho": spent.rho,
+                          "basic_epsilon": spent.basic_epsilon},
+                "worst_case": {"epsilon": worst.epsilon, "delta": worst.delta,
+                               "basic_epsilon": worst.basic_epsilon},
                 "cap": {"epsilon": cap.max_epsilon, "delta": cap.max_delta},
                 # over any interval of this length, aligned or not (the caps bind aligned ones)
                 "rolling": {"spent_last": {"epsilon": last.epsilon, "delta": last.delta},
@@ -85,13 +89,14 @@ def report(config: PipelineConfig, entries: list[LedgerEntry], now_ms: int) -> d
 
 def _print(rep: dict) -> None:
     print(f"privmon budget: {rep['entries']} ledger entries on {rep['ledger']} "
-          f"(as of {_iso(rep['now_ms'])}); epsilon/delta are per account")
+          f"(as of {_iso(rep['now_ms'])}); epsilon/delta are per account, composed tightly "
+          "(RDP; basic composition beside it as a cross-check)")
 
     def line(h: dict) -> str:
         s, w, c, r = h["spent"], h["worst_case"], h["cap"], h["rolling"]
         return (f"    over {_hours(h['horizon_ms'])} (since {_iso(h['horizon_start_ms'])}): "
                 f"spent epsilon {s['epsilon']:.4g}, delta {s['delta']:.2g}"
-                + (f" (rho {s['rho']:.3g})" if s["rho"] else "")
+                f" (basic composition: {s['basic_epsilon']:.4g})"
                 + f" | config worst case epsilon {w['epsilon']:.4g}, delta {w['delta']:.2g}"
                 f" | cap epsilon <= {c['epsilon']:g}, delta <= {c['delta']:g}"
                 f"\n      any {_hours(h['horizon_ms'])} interval, aligned or not: last "

@@ -29,7 +29,7 @@ from privmon.agents.alerts.agent import AlertAgent
 from privmon.agents.alerts.rules import load_alert_config
 from privmon.agents.alerts.sinks import HttpSink
 from privmon.agents.releases import releases
-from privmon.privacy.accountant import LedgerEntry
+from privmon.privacy.accountant import LedgerEntry, compose, window_cost
 from privmon.streams.config import load_config, with_prefix
 from privmon.streams.localkafka.procs import free_port
 from privmon.streams.topics import create_missing
@@ -162,15 +162,18 @@ def test_budget_reads_the_ledger(bootstrap, prefix):
     assert mon["windows_released"] == 6  # two partition entries per window fold into one
     assert mon["cells_released"] == 24 and "cells_suppressed" not in mon
     assert mon["per_window"] == [{"epsilon": 0.5, "delta": 2e-8, "rho": 0.0,
-                                  "policy_version": "2026-11-24.1"}]
+                                  "policy_version": "2026-12-02.1"}]
     day = mon["horizons"][0]
     day_start = (rep["now_ms"] // 86_400_000) * 86_400_000
     in_today = sum(1 for i in range(6) if first + i * MINUTE >= day_start)
-    assert day["spent"]["epsilon"] == pytest.approx(0.5 * in_today)
-    assert day["cap"] == {"epsilon": 60.0, "delta": 1e-5}
+    policy = next(x for x in load_config().policies if x.name == "monitoring")
+    tight = compose([(window_cost(policy), in_today)], target_delta=1e-5)  # the recorded parts
+    assert day["spent"]["epsilon"] == pytest.approx(tight.epsilon)
+    assert day["spent"]["basic_epsilon"] == pytest.approx(0.5 * in_today)
+    assert day["cap"] == {"epsilon": 12.0, "delta": 1e-5}
     text = privmon("budget", "--bootstrap", bootstrap, "--topic-prefix", p)
     assert "monitoring: 6 windows of 60 s released" in text.stdout
-    assert "cap epsilon <= 60" in text.stdout
+    assert "cap epsilon <= 12" in text.stdout and "basic composition" in text.stdout
     assert "warning" not in out.stderr + text.stderr  # the ledger's policy is the config's
 
 
@@ -181,7 +184,7 @@ def test_budget_warns_when_the_ledger_is_of_another_policy(bootstrap, prefix):
                   "--config", str(REPO / "configs" / "demo.toml"))
     assert out.returncode == 0, out.stderr
     assert "privmon budget: warning: the ledger" in out.stderr
-    assert "'2026-11-24.1'" in out.stderr and "pass its --config" in out.stderr
+    assert "'2026-12-02.1'" in out.stderr and "pass its --config" in out.stderr
 
 
 def test_readers_warn_when_the_records_are_of_another_policy(bootstrap, prefix):
@@ -192,7 +195,7 @@ def test_readers_warn_when_the_records_are_of_another_policy(bootstrap, prefix):
     out = privmon("export", "monitoring", "--bootstrap", bootstrap, "--topic-prefix", p,
                   "--config", str(demo), "--since", "30d", "-o", "/dev/null")
     assert out.returncode == 0, out.stderr
-    assert "privmon export: warning:" in out.stderr and "'2026-11-24.1'" in out.stderr
+    assert "privmon export: warning:" in out.stderr and "'2026-12-02.1'" in out.stderr
     with pytest.warns(UserWarning, match="pass its --config"):
         releases("monitoring", since="30d", bootstrap=bootstrap, config=demo, topic_prefix=p)
     same = privmon("export", "monitoring", "--bootstrap", bootstrap, "--topic-prefix", p,
