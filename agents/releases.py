@@ -269,7 +269,9 @@ def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
     metric ``m``: ``m``, ``m_std`` (noise std), ``m_ci95_low``, ``m_ci95_high`` (the 95%
     interval clipped to the value's domain), ``m_ci95_low_raw``, ``m_ci95_high_raw``
     (before clipping); then
-    the privacy metadata (mechanism, epsilon, delta, rho, k, policy_version)."""
+    the privacy metadata (mechanism, epsilon, delta, rho, k, policy_version).
+    ``under_k``: a public cell whose noisy account count was under k (only
+    ``accounts`` is set; the other metrics are NaN)."""
     import pandas as pd
 
     rows = []
@@ -277,7 +279,7 @@ def to_frame(records: Iterable[ReleaseRecord]) -> pd.DataFrame:
     for r in records:
         dims.update(dict.fromkeys(r.cell))
         row: dict[str, Any] = {"stream": r.stream, "window_start": r.window_start_ms,
-                               "window_end": r.window_end_ms, **r.cell}
+                               "window_end": r.window_end_ms, **r.cell, "under_k": r.under_k}
         for name, v in r.metrics.items():
             row[name] = v.value
             row[f"{name}_std"] = v.noise_std

@@ -312,7 +312,9 @@ class Stage1Partition:
             window = self.open[(policy.name, start)] = OpenWindow(policy, first)
         window.first_offset = min(window.first_offset, first)
         used, local = np.unique(codes[idx], return_inverse=True)
-        cells = window.cell_ids([labels[c] for c in used.tolist()])[local.reshape(-1)]
+        # public cells: an unlisted one counts in the stream's UNLISTED cell, never its own
+        cells = window.cell_ids([policy.cell_label(labels[c])
+                                 for c in used.tolist()])[local.reshape(-1)]
         window.table.add(batch.account[idx], cells,
                          {f: batch.column(f)[idx] for f in fields})
 

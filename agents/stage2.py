@@ -20,7 +20,9 @@ the same steps, so which entries exist and in what order says how far time
 has gone, not whether the data had a cell in this partition (an existence
 channel otherwise: tests/privacy/test_exact_channels.py). An empty window
 draws no noise and publishes nothing; its entry charges the window's cost all
-the same (an upper bound).
+the same (an upper bound). A stream with public cells releases each listed cell
+in the partition its partials key falls in (``owns``), with zero totals where it
+had no partials: every listed cell gets a record every window.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from privmon.privacy.noise_keys import NoiseKeys
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.records import WindowComplete
 from privmon.privacy.release import WindowRelease, release_window
-from privmon.streams.partials import Mark, Partial
+from privmon.streams.partials import Mark, Partial, partial_key
 
 
 def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
@@ -116,8 +118,11 @@ class Stage2Partition:
         sources: int,
         noise_keys: NoiseKeys,
         released: set[tuple[str, int]] | None = None,
+        owns: Callable[[bytes], bool] = lambda key: True,
     ) -> None:
-        """``released``: the (stream, window start) pairs this partition's ledger holds."""
+        """``released``: the (stream, window start) pairs this partition's ledger holds;
+        ``owns``: whether a partials key is this partition's (all, with one partition)."""
+        self.owns = owns
         self.policies = {p.name: p for p in policies}
         self.sources = sources
         self.released = set(released or ())
@@ -203,6 +208,12 @@ class Stage2Partition:
         cause = self.failed.pop((stream, start), None)
         if cause is not None:
             raise WindowFailed(cause)
+        if policy.public_cells:  # every listed cell of this partition, partials or not
+            pending = pending or _Pending(0)
+            for cell in policy.released_cells:
+                if cell not in pending.cells and self.owns(partial_key(stream, start, cell)):
+                    pending.cells[cell] = [0, 0, {m.name: np.zeros(m.buckets, np.int64)
+                                                  for m in policy.metrics}]
         if pending is None:  # no partials here: nothing to publish, an entry all the same
             return WindowRelease([])
         totals, labels = pending.totals(policy)

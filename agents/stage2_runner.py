@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from privmon.agents.kafka_stage import bounded, drive, read_compacted, send_many
 from privmon.agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
@@ -42,6 +44,14 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
         except Exception as exc:  # this window only: quarantined by the caller
             out.append((stream, start, exc))
     return out
+
+
+def partition_of_key(partition: int, partitions: int) -> Callable[[bytes], bool]:
+    """Whether a partials key lands in ``partition`` (Kafka's default partitioner, as
+    stage 1 sends partials: ``kafka_stage.send_many``)."""
+    every = list(range(partitions))
+    chooser = DefaultPartitioner()
+    return lambda key: chooser(key, every, every) == partition
 
 
 class Stage2Runner:
@@ -101,6 +111,8 @@ class Stage2Runner:
             self.parts[tp.partition] = Stage2Partition(
                 policies=ctx.config.policies, sources=self.sources, noise_keys=ctx.noise_keys,
                 released=released.get(tp.partition, set()),
+                owns=partition_of_key(tp.partition,
+                                      ctx.topic_partitions[ctx.config.topics.partials]),
             )
         log.info("stage 2 assigned partials partitions %s", sorted(self.parts))
 

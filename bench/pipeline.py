@@ -217,6 +217,18 @@ def bench_config(workdir: Path, raw: str, prefix: str) -> Path:
     """configs/streams.toml on its own topics, reading ``raw``."""
     text = (REPO / "configs" / "streams.toml").read_text()
     text = text.replace('raw = "telemetry.raw"', f'raw = "{raw}"')
+    # The bench's ~10k synthetic cells per window are not the inventory: private cells,
+    # with partition selection (and its delta) as before public cells were the default.
+    for before, after in [('public_cells = "inventory.toml"', ""),
+                          ("delta = 0                        # public cells: no partition "
+                           "selection", "delta = 2e-8"),
+                          ("delta = 0\n", "delta = 1e-8\n"),
+                          ("max_delta = 1e-6\n\n[[global_caps]]",
+                           "max_delta = 1e-5\n\n[[global_caps]]"),
+                          ("max_delta = 1e-5\n\n# --- monitoring",
+                           "max_delta = 1e-4\n\n# --- monitoring")]:
+        assert before in text, f"bench_config: {before!r} not in configs/streams.toml"
+        text = text.replace(before, after)
     for name in ("telemetry.dlq", "privmon.partials", "privmon.ledger", "privmon.progress",
                  "privmon.alerts"):
         text = text.replace(f'"{name}"', f'"{prefix}{name}"')

@@ -16,6 +16,10 @@ from types import MappingProxyType
 from privmon.privacy.checks import fail, integer, real
 from privmon.privacy.kinds import Metric
 
+# The label (every dimension) of the cell that counts the events of unlisted cells in a
+# stream with public cells: itself public, so released every window like the others.
+UNLISTED = "(unlisted)"
+
 
 class Mechanism(StrEnum):
     """How metric noise is drawn.
@@ -27,8 +31,6 @@ class Mechanism(StrEnum):
 
     GEOMETRIC = "geometric"
     GAUSSIAN = "gaussian"
-
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +88,10 @@ class PrivacyBudget:
     ``delta`` is spent by partition selection only.
     GAUSSIAN: ``rho`` (zCDP) is split by ``shares`` over "events" and every
     metric name; ``epsilon`` and ``delta`` go to partition selection.
+    "selection" pays the noisy distinct-account count of each cell: with private
+    cells it also decides which cells appear (and needs ``delta`` > 0); with public
+    cells (``StreamPolicy.public_cells``) every listed cell appears and ``delta``
+    must be 0.
     """
 
     mechanism: Mechanism
@@ -106,10 +112,11 @@ class PrivacyBudget:
                 ) from None
         if real(where, "epsilon", self.epsilon) <= 0:
             raise fail(where, "epsilon", self.epsilon, "expected > 0 (e.g. 1.0 per window)")
-        if not 0 < real(where, "delta", self.delta) < 1:
+        if not 0 <= real(where, "delta", self.delta) < 1:
             raise fail(
                 where, "delta", self.delta,
-                "expected in (0, 1): partition selection needs a delta, e.g. 1e-6",
+                "expected in [0, 1): partition selection needs a delta, e.g. 1e-6 (0 for a "
+                "stream with public cells)",
             )
         if self.mechanism is Mechanism.GAUSSIAN:
             if self.rho is None or real(where, "rho", self.rho) <= 0:
@@ -145,6 +152,11 @@ class StreamPolicy:
     policy_version: str
     privacy_unit: str = "account"
     grace_ms: int = 0
+    # The cells of a stream whose cells are public configuration (e.g. the server
+    # inventory): every one is released every window, and no event opens another
+    # (events of unlisted cells count in the UNLISTED cell). Empty: cells are private,
+    # and DP partition selection decides which appear.
+    public_cells: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         where = f"StreamPolicy({self.name!r})"
@@ -203,6 +215,50 @@ class StreamPolicy:
                 f"more than the {math.ceil(self.participation.period_ms / self.window_ms)} "
                 "windows a period holds; lower it",
             )
+        self._check_public_cells(where)
+
+    def _check_public_cells(self, where: str) -> None:
+        cells = self.public_cells
+        if not isinstance(cells, tuple) or not all(
+                isinstance(c, tuple) and len(c) == len(self.dimensions)
+                and all(isinstance(v, str) and v for v in c) for c in cells):
+            raise fail(where, "public_cells", cells,
+                       f"expected tuples of {len(self.dimensions)} non-empty strings "
+                       f"({', '.join(self.dimensions)})")
+        if len(set(cells)) != len(cells) or list(cells) != sorted(cells):
+            raise fail(where, "public_cells", cells, "expected sorted, without duplicates")
+        if any(UNLISTED in c for c in cells):
+            raise fail(where, "public_cells", UNLISTED,
+                       "is the label of events of unlisted cells; rename that cell")
+        if cells and self.budget.delta != 0:
+            raise fail(where, "budget.delta", self.budget.delta,
+                       "a stream with public cells selects none (every listed cell is "
+                       "released): set delta = 0")
+        if not cells and self.budget.delta == 0:
+            raise fail(where, "budget.delta", self.budget.delta,
+                       "partition selection needs a delta > 0 (e.g. 1e-8), or list the "
+                       "stream's cells as public_cells")
+
+    @property
+    def released_cells(self) -> tuple[tuple[str, ...], ...]:
+        """Public streams: the listed cells and the UNLISTED one, released every window."""
+        if not self.public_cells:
+            return ()
+        return (*self.public_cells, (UNLISTED,) * len(self.dimensions))
+
+    def cell_label(self, label: tuple[str, ...]) -> tuple[str, ...]:
+        """The cell an event's dimension values count in (UNLISTED where not public)."""
+        if not self.public_cells or label in self._public_set:
+            return label
+        return (UNLISTED,) * len(self.dimensions)
+
+    @property
+    def _public_set(self) -> frozenset[tuple[str, ...]]:
+        cached = self.__dict__.get("_public_cache")
+        if cached is None:
+            cached = frozenset(self.public_cells)
+            object.__setattr__(self, "_public_cache", cached)
+        return cached
 
     def share(self, name: str) -> float:
         return self.budget.shares[name]

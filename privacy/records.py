@@ -11,7 +11,12 @@ JSON shape (``ReleaseRecord.to_dict``), one record per released cell:
      "privacy": {"unit": "account", "mechanism": "geometric", "epsilon": 1.0,
                  "delta": 1e-06, "rho": null, "k": 20, "max_cells": 2,
                  "max_events_per_cell": 50, "ranges": {"latency_ms": [0, 5000]},
-                 "selection_threshold": 32, "policy_version": "2026-11-24"}}
+                 "selection_threshold": 32, "policy_version": "2026-11-24",
+                 "public_cells": false}}
+
+A stream with public cells (the server inventory) has a record for every listed
+cell in every window; where the noisy account count is under k, it carries that
+count alone: {"metrics": {"accounts": {...}}, "under_k": true, ...}.
 
 ``noise_std`` and the 95% interval describe the noise of that value (exact
 for counts; delta-method for means and rates; parametric bootstrap for
@@ -89,8 +94,9 @@ class PrivacyMetadata:
     max_cells: int
     max_events_per_cell: int
     ranges: Mapping[str, tuple[float, float]]
-    selection_threshold: int
+    selection_threshold: int  # 0 with public cells (no selection)
     policy_version: str
+    public_cells: bool = False  # every listed cell is released every window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +107,8 @@ class ReleaseRecord:
     cell: Mapping[str, str]
     metrics: Mapping[str, MetricValue]
     privacy: PrivacyMetadata
+    # A public cell whose noisy account count is under k: only "accounts" is published.
+    under_k: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +121,7 @@ class ReleaseRecord:
             "privacy": {**asdict(self.privacy), "ranges": {
                 k: list(v) for k, v in self.privacy.ranges.items()
             }},
+            **({"under_k": True} if self.under_k else {}),
         }
 
     def to_json(self) -> bytes:
@@ -135,6 +144,7 @@ class ReleaseRecord:
             cell=dict(data["cell"]),
             metrics={k: MetricValue(**v) for k, v in data["metrics"].items()},
             privacy=PrivacyMetadata(**privacy),
+            under_k=bool(data.get("under_k", False)),
         )
 
 

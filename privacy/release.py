@@ -7,6 +7,11 @@ Per window the noisy quantities are: the selection count ("accounts"), the
 event count, one centred sum per value metric, one true-count per boolean
 metric and one bucket vector per histogram. Everything else (sum, mean, rate,
 quantiles) is post-processing of those and costs no budget.
+
+Public cells (``StreamPolicy.public_cells``): no selection. Every cell given is
+released (the caller gives every listed cell, with zero totals where it had no
+events); a cell whose noisy account count is under k is published as that count
+alone, marked ``under_k`` (deciding on a noisy value is post-processing: free).
 """
 
 from __future__ import annotations
@@ -27,12 +32,22 @@ from privmon.privacy.samplers import KeyedStream
 from privmon.privacy.selection import PartitionSelection
 
 
-def selection_for(policy: StreamPolicy) -> PartitionSelection:
+def selection_epsilon(policy: StreamPolicy) -> float:
+    """The per-window ε of the noisy account counts (and of selection, if any)."""
     b = policy.budget
-    eps = b.epsilon * b.shares["selection"] if b.mechanism is Mechanism.GEOMETRIC else b.epsilon
-    return PartitionSelection(
-        k=policy.k, epsilon=eps, delta=b.delta, max_cells=policy.bounds.max_cells
-    )
+    return b.epsilon * b.shares["selection"] if b.mechanism is Mechanism.GEOMETRIC else b.epsilon
+
+
+def selection_for(policy: StreamPolicy) -> PartitionSelection:
+    """DP partition selection of a stream with private cells."""
+    return PartitionSelection(k=policy.k, epsilon=selection_epsilon(policy),
+                              delta=policy.budget.delta, max_cells=policy.bounds.max_cells)
+
+
+def accounts_noise(policy: StreamPolicy) -> IntegerNoise:
+    """The noise of each cell's distinct-account count (sensitivity L0)."""
+    return IntegerNoise.geometric(epsilon=selection_epsilon(policy),
+                                  sensitivity=policy.bounds.max_cells)
 
 
 def noise_for(policy: StreamPolicy, quantity: str) -> IntegerNoise:
@@ -59,8 +74,9 @@ def privacy_metadata(policy: StreamPolicy) -> PrivacyMetadata:
         max_cells=policy.bounds.max_cells,
         max_events_per_cell=policy.bounds.max_events_per_cell,
         ranges={m.name: m.clamp_range for m in policy.metrics if m.clamp_range is not None},
-        selection_threshold=selection_for(policy).threshold,
+        selection_threshold=0 if policy.public_cells else selection_for(policy).threshold,
         policy_version=policy.policy_version,
+        public_cells=bool(policy.public_cells),
     )
 
 
@@ -100,26 +116,52 @@ def release_window(
             key = label_cache[i] = [labels[d] for d in dims]
         return key
 
-    selection = selection_for(policy)
-    released, noisy_accounts, sel_noise = selection.select(
-        totals.accounts, lambda i: noise.stream(cell_key(i), "accounts")
-    )
-    idx = np.flatnonzero(released)
+    if policy.public_cells:  # every cell given is released; the k floor on the noisy count
+        sel_noise = accounts_noise(policy)
+        noisy_accounts = sel_noise.add(totals.accounts, [noise.stream(cell_key(i), "accounts")
+                                                         for i in range(len(cells))])
+        listed = set(policy.released_cells)  # no other cell can be opened (by construction
+        shown = np.array([i for i in range(len(cells)) if tuple(cell_key(i)) in listed],
+                         np.int64)  # in stage 1; checked again here)
+        idx = shown[noisy_accounts[shown] >= policy.k]
+    else:
+        released, noisy_accounts, sel_noise = selection_for(policy).select(
+            totals.accounts, lambda i: noise.stream(cell_key(i), "accounts")
+        )
+        shown = idx = np.flatnonzero(released)
     out = WindowRelease([])
-    if idx.size == 0:
+    if shown.size == 0:
         return out
+    meta = privacy_metadata(policy)
+    window_end = window_start_ms + policy.window_ms
+    sel_half = sel_noise.spread.ci95_half_width
+    # Intervals clipped to the quantity's domain (counts >= 0), as every kind clips its
+    # own (post-processing of public values); the value itself is the noisy draw.
+    accounts = {i: MetricValue.around(v, sel_noise.spread.std, sel_half, 0.0)
+                for i, v in zip(shown.tolist(), noisy_accounts[shown].tolist(), strict=True)}
+    full = _full_records(totals, policy, window_start_ms, idx, cell_key, noise, accounts)
+    for i in shown.tolist():
+        key = cell_key(i)
+        out.records.append(full[i] if i in full else ReleaseRecord(
+            stream=policy.name, window_start_ms=window_start_ms, window_end_ms=window_end,
+            cell=dict(zip(dims, key, strict=True)), metrics={"accounts": accounts[i]},
+            privacy=meta, under_k=True))
+    return out
+
+
+def _full_records(totals: CellTotals, policy: StreamPolicy, window_start_ms: int,
+                  idx: np.ndarray, cell_key: Callable[[int], list[str]], noise: WindowNoise,
+                  accounts: Mapping[int, MetricValue]) -> dict[int, ReleaseRecord]:
+    """Cell index -> its record with every metric, for the cells ``idx``."""
+    if idx.size == 0:
+        return {}
+    dims = policy.dimensions
     keys = [cell_key(i) for i in idx.tolist()]
 
     def streams(quantity: str) -> list[KeyedStream]:
         return noise.streams(keys, quantity)
 
-    metrics: dict[str, list[MetricValue]] = {}
-    acc = noisy_accounts[idx]
-    sel_half = sel_noise.spread.ci95_half_width
-    # Intervals clipped to the quantity's domain (counts >= 0), as every kind clips its
-    # own (post-processing of public values); the value itself is the noisy draw.
-    metrics["accounts"] = [MetricValue.around(v, sel_noise.spread.std, sel_half, 0.0)
-                           for v in acc]
+    metrics: dict[str, list[MetricValue]] = {"accounts": [accounts[i] for i in idx.tolist()]}
 
     ev_noise = noise_for(policy, "events")
     ev = ev_noise.add(totals.events[idx], streams("events"))
@@ -139,15 +181,8 @@ def release_window(
 
     meta = privacy_metadata(policy)
     window_end = window_start_ms + policy.window_ms
-    for pos, key in enumerate(keys):
-        out.records.append(
-            ReleaseRecord(
-                stream=policy.name,
-                window_start_ms=window_start_ms,
-                window_end_ms=window_end,
-                cell=dict(zip(dims, key, strict=True)),
-                metrics={name: values[pos] for name, values in metrics.items()},
-                privacy=meta,
-            )
-        )
-    return out
+    return {i: ReleaseRecord(stream=policy.name, window_start_ms=window_start_ms,
+                             window_end_ms=window_end, cell=dict(zip(dims, key, strict=True)),
+                             metrics={name: values[pos] for name, values in metrics.items()},
+                             privacy=meta)
+            for pos, (i, key) in enumerate(zip(idx.tolist(), keys, strict=True))}

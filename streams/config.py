@@ -119,12 +119,51 @@ def _metric_of_kind(where: str, raw: Any) -> Metric:
     return _build(where, cls, fields, required=set(cls.REQUIRED), optional=set(cls.OPTIONAL))
 
 
-def _stream(name: str, raw: Any, version: str) -> StreamPolicy:
+def _public_cells(where: str, name: Any, dims: tuple[str, ...], base: Path
+                  ) -> tuple[tuple[str, ...], ...]:
+    """The stream's cells from an inventory file beside the config: its [[cells]]
+    tables, each naming (at least) the stream's dimensions; duplicates fold."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.public_cells = {name!r}: expected the name of an inventory "
+                          "file beside this config (e.g. \"inventory.toml\")")
+    path = base / name
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}.public_cells = {name!r}: no such file {path}; create it "
+                          "with one [[cells]] table per cell") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}.public_cells: {path} is not valid TOML: {exc}") from None
+    rows = raw.get("cells")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{where}.public_cells: {path} has no [[cells]] tables; add one per "
+                          f"cell, each with {', '.join(dims)}")
+    cells = set()
+    for i, row in enumerate(rows):
+        missing = [d for d in dims if not isinstance(row, Mapping) or d not in row]
+        if missing:
+            raise ConfigError(f"{where}.public_cells: {path} cells[{i}] = {row!r} lacks "
+                              f"{missing}; every cell names {', '.join(dims)}")
+        cell = tuple(row[d] for d in dims)
+        if not all(isinstance(v, str) and v for v in cell):
+            raise ConfigError(f"{where}.public_cells: {path} cells[{i}] = {row!r}: expected "
+                              "non-empty strings")
+        cells.add(cell)
+    return tuple(sorted(cells))
+
+
+def _stream(name: str, raw: Any, version: str, base: Path) -> StreamPolicy:
     where = f"streams.{name}"
     t = _table(where, raw, required={
         "window_ms", "dimensions", "k", "bounds", "budget", "participation", "horizon_caps",
         "metrics",
-    }, optional={"grace_ms"})
+    }, optional={"grace_ms", "public_cells"})
+    if not isinstance(t["dimensions"], list) or not all(isinstance(d, str) for d in
+                                                         t["dimensions"]):
+        raise ConfigError(f"{where}.dimensions = {t['dimensions']!r}: expected a list of "
+                          "event fields, e.g. [\"server\", \"region\"]")
+    public = (_public_cells(where, t["public_cells"], tuple(t["dimensions"]), base)
+              if "public_cells" in t else ())
     if not isinstance(t["metrics"], list) or not t["metrics"]:
         raise ConfigError(f"{where}.metrics: expected at least one [[{where}.metrics]] table")
     metrics = tuple(_metric(f"{where}.metrics[{i}]", m) for i, m in enumerate(t["metrics"]))
@@ -150,6 +189,7 @@ def _stream(name: str, raw: Any, version: str) -> StreamPolicy:
                                  required={"max_windows", "period_ms"}),
             horizon_caps=caps,
             policy_version=version,
+            public_cells=public,
         )
     except (PrivacyConfigError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -174,7 +214,7 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
         if not isinstance(top["streams"], Mapping) or not top["streams"]:
             raise ConfigError("streams: expected at least one [streams.<name>] table")
         version = str(top["policy_version"])
-        policies = tuple(_stream(n, s, version) for n, s in top["streams"].items())
+        policies = tuple(_stream(n, s, version, path.parent) for n, s in top["streams"].items())
         caps = tuple(
             _build(f"global_caps[{i}]", HorizonCap, c,
                    required={"horizon_ms", "max_epsilon", "max_delta"})

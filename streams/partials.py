@@ -48,7 +48,7 @@ class Partial(msgspec.Struct, frozen=True, tag_field="k", tag="partial",
     v: int = VERSION
 
     def key(self) -> bytes:
-        return SEP.join((self.stream, str(self.window_start_ms), *self.cell)).encode()
+        return partial_key(self.stream, self.window_start_ms, self.cell)
 
     def encode(self) -> bytes:
         return _ENCODER.encode(self)
@@ -70,6 +70,12 @@ class Mark(msgspec.Struct, frozen=True, tag_field="k", tag="mark",
 
     def encode(self) -> bytes:
         return _ENCODER.encode(self)
+
+
+def partial_key(stream: str, window_start_ms: int, cell: Sequence[str]) -> bytes:
+    """The partials topic key of a cell's partials: its partition is the cell's stage-2
+    partition for that window (also where a public cell without partials is released)."""
+    return SEP.join((stream, str(window_start_ms), *cell)).encode()
 
 
 def mark(partition: int, stream: str, closed_up_to_ms: int,

@@ -152,6 +152,11 @@ def _print_window(stream: str, start: int, records: list[ReleaseRecord]) -> None
               f"{'error rate [95% CI]':>24} {'p95 latency ms [95% CI]':>26}")
         for r in sorted(records, key=lambda r: (r.cell["region"], r.cell["server"])):
             m = r.metrics
+            if r.under_k:
+                print(f"  {r.cell['server']:8} {r.cell['region']:11} {m['accounts'].value:7.0f} "
+                      f"±{m['accounts'].ci95_high - m['accounts'].value:<4.0f}  under k: "
+                      "only the noisy account count is published")
+                continue
             er, p95 = m["errors.rate"], m["latency_hist.p95"]
             print(f"  {r.cell['server']:8} {r.cell['region']:11} "
                   f"{m['accounts'].value:7.0f} "
@@ -163,6 +168,8 @@ def _print_window(stream: str, start: int, records: list[ReleaseRecord]) -> None
         print(f"  {'region':11} {'accounts':>12} {'GB':>16} {'mean session s':>20}")
         for r in sorted(records, key=lambda r: r.cell["region"]):
             m = r.metrics
+            if r.under_k:
+                continue
             gb, sess = m["bytes.sum"], m["session.mean"]
             print(f"  {r.cell['region']:11} {m['accounts'].value:7.0f} "
                   f"±{m['accounts'].ci95_high - m['accounts'].value:<4.0f}"

@@ -22,6 +22,7 @@ from privmon.agents.cli import (
     export,
     generate,
     kafka,
+    policy,
     report,
     subscribe,
     worker,
@@ -33,7 +34,7 @@ from privmon.streams.config import ConfigError
 from privmon.streams.pseudonym import KeyConfigError
 from privmon.streams.topics import TopicLayoutError
 
-COMMANDS = (kafka, demo, worker, generate, subscribe, export, alerts, report, budget)
+COMMANDS = (kafka, demo, worker, generate, subscribe, export, alerts, report, budget, policy)
 # What a user can fix: exit 2 with "privmon <command>: <message>" (no traceback).
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, AlertConfigError, KeyConfigError, TopicLayoutError, LookupError, ValueError,

@@ -62,12 +62,14 @@ def _fmt(name: str, v: MetricValue) -> str:
 def format_window(records: list[ReleaseRecord], metrics: list[str] | None) -> str:
     """A released window as a text table (cells sorted by their dimension values)."""
     first = records[0]
-    names = metrics or [n for n in first.metrics if n in ("accounts", "events")
+    shown = next((r for r in records if not r.under_k), first)  # under k: accounts alone
+    names = metrics or [n for n in shown.metrics if n in ("accounts", "events")
                         or n.endswith(DEFAULT_SUFFIXES)]
     dims = list(first.cell)
     start = datetime.fromtimestamp(first.window_start_ms / 1000, UTC)
     end = datetime.fromtimestamp(first.window_end_ms / 1000, UTC)
-    rows = [[*r.cell.values(), *(_fmt(n, r.metrics[n]) if n in r.metrics else "-" for n in names)]
+    rows = [[*r.cell.values(), *(_fmt(n, r.metrics[n]) if n in r.metrics
+                                 else "under k" if r.under_k else "-" for n in names)]
             for r in sorted(records, key=lambda r: tuple(r.cell.values()))]
     head = [*dims, *names]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]

@@ -161,7 +161,7 @@ def test_budget_reads_the_ledger(bootstrap, prefix):
     mon = next(s for s in rep["streams"] if s["stream"] == "monitoring")
     assert mon["windows_released"] == 6  # two partition entries per window fold into one
     assert mon["cells_released"] == 24 and "cells_suppressed" not in mon
-    assert mon["per_window"] == [{"epsilon": 0.5, "delta": 2e-8, "rho": 0.0,
+    assert mon["per_window"] == [{"epsilon": 0.5, "delta": 0.0, "rho": 0.0,  # public cells
                                   "policy_version": "2026-12-02.1"}]
     day = mon["horizons"][0]
     day_start = (rep["now_ms"] // 86_400_000) * 86_400_000

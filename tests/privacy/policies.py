@@ -26,6 +26,8 @@ def make_policy(
     histogram: bool = True,
     max_windows: int = 24,
     max_epsilon: float = 1000.0,
+    public_cells: tuple[tuple[str, ...], ...] = (),
+    dimensions: tuple[str, ...] = ("server",),
 ) -> StreamPolicy:
     metrics: list = [
         ValueMetric(name="latency", field="latency_ms", lower=0, upper=1000),
@@ -48,7 +50,7 @@ def make_policy(
     return StreamPolicy(
         name="test",
         window_ms=60_000,
-        dimensions=("server",),
+        dimensions=dimensions,
         metrics=tuple(metrics),
         bounds=ContributionBounds(max_cells=max_cells, max_events_per_cell=max_events_per_cell),
         budget=PrivacyBudget(
@@ -58,4 +60,5 @@ def make_policy(
         participation=ParticipationCap(max_windows=max_windows, period_ms=DAY_MS),
         horizon_caps=(HorizonCap(horizon_ms=DAY_MS, max_epsilon=max_epsilon, max_delta=1e-3),),
         policy_version="test-1",
+        public_cells=public_cells,
     )

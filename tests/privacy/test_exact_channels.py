@@ -26,7 +26,11 @@ from privmon.streams.config import load_config
 from privmon.streams.partials import Mark, Partial
 from tests.privacy.keyed import KEYS, window_noise
 
-POLICY = load_config().policy("monitoring")
+# Private cells (DP selection): where a cell's existence is data. (Public cells:
+# tests/privacy/test_public_cells.py.)
+_MONITORING = load_config().policy("monitoring")
+POLICY = dataclasses.replace(_MONITORING, public_cells=(), budget=dataclasses.replace(
+    _MONITORING.budget, delta=2e-8))
 
 
 def _totals(accounts: list[int]) -> CellTotals:

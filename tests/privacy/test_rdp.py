@@ -91,11 +91,15 @@ def test_zcdp_composition_equals_dp_accountings_rdp_accountant():
 
 def _pld_of_window(policy) -> pld.PrivacyLossDistribution:
     """dp-accounting's PLD of the same window (no Gaussian: PLD models it as continuous)."""
-    sel = selection_for(policy)
     l0 = policy.bounds.max_cells
-    out = pld.from_privacy_parameters(common.DifferentialPrivacyParameters(
-        sel.epsilon_per_cell, sel.delta_per_cell)).self_compose(l0)
-    for part in window_parts(policy).parts[1:]:
+    parts = window_parts(policy).parts
+    if policy.public_cells:  # no selection: the noisy account count is a Laplace part
+        out = pld.from_discrete_laplace_mechanism(parts[0].a, sensitivity=1).self_compose(l0)
+    else:
+        sel = selection_for(policy)
+        out = pld.from_privacy_parameters(common.DifferentialPrivacyParameters(
+            sel.epsilon_per_cell, sel.delta_per_cell)).self_compose(l0)
+    for part in parts[1:]:
         if part.kind == "laplace":
             # shift s at parameter a, coarsened to s/g at a·g (a post-processing bound)
             g = next(d for d in range(max(1, part.shift // 400), part.shift + 1)

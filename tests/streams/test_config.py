@@ -13,6 +13,7 @@ def _load_with(tmp_path, old: str, new: str):
     assert old in SHIPPED, old
     path = tmp_path / "streams.toml"
     path.write_text(SHIPPED.replace(old, new, 1))
+    (tmp_path / "inventory.toml").write_text((DEFAULT_PATH.parent / "inventory.toml").read_text())
     return load_config(path)
 
 

@@ -44,6 +44,7 @@ def test_too_short_or_malformed_retention_is_refused(given, fragment):
 
 def test_a_config_with_a_bad_retention_does_not_load(tmp_path):
     path = tmp_path / "streams.toml"
+    (tmp_path / "inventory.toml").write_text((CONFIG.source.parent / "inventory.toml").read_text())
     path.write_text(CONFIG.source.read_text() + "\n[retention]\nraw_ms = 1000\n")
     with pytest.raises(ConfigError, match=r"retention.raw_ms = 1000: expected >= \d+"):
         load_config(path)
