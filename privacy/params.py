@@ -19,6 +19,7 @@ from privmon.privacy.kinds import Metric
 # The label (every dimension) of the cell that counts the events of unlisted cells in a
 # stream with public cells: itself public, so released every window like the others.
 UNLISTED = "(unlisted)"
+SELECTION_RULES = ("noisy_threshold", "truncated_geometric")
 
 
 class Mechanism(StrEnum):
@@ -157,6 +158,11 @@ class StreamPolicy:
     # (events of unlisted cells count in the UNLISTED cell). Empty: cells are private,
     # and DP partition selection decides which appear.
     public_cells: tuple[tuple[str, ...], ...] = ()
+    # How private cells are selected: "noisy_threshold" (the noisy account count,
+    # published as "accounts", must pass a threshold) or "truncated_geometric" (the
+    # optimal keep probabilities, privacy/selection.py: cells appear at fewer
+    # accounts, and no account count is published).
+    selection: str = "noisy_threshold"
 
     def __post_init__(self) -> None:
         where = f"StreamPolicy({self.name!r})"
@@ -230,6 +236,12 @@ class StreamPolicy:
         if any(UNLISTED in c for c in cells):
             raise fail(where, "public_cells", UNLISTED,
                        "is the label of events of unlisted cells; rename that cell")
+        if self.selection not in SELECTION_RULES:
+            raise fail(where, "selection", self.selection,
+                       f"expected one of {list(SELECTION_RULES)}")
+        if cells and self.selection != "noisy_threshold":
+            raise fail(where, "selection", self.selection,
+                       "a stream with public cells selects none; remove it")
         if cells and self.budget.delta != 0:
             raise fail(where, "budget.delta", self.budget.delta,
                        "a stream with public cells selects none (every listed cell is "

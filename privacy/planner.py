@@ -22,7 +22,12 @@ from privmon.privacy.accountant import horizon_guarantee
 from privmon.privacy.kinds import ReleaseContext
 from privmon.privacy.mechanisms import IntegerNoise
 from privmon.privacy.params import HorizonCap, StreamPolicy
-from privmon.privacy.release import accounts_noise, noise_for, selection_for
+from privmon.privacy.release import (
+    accounts_noise,
+    noise_for,
+    selection_for,
+    truncated_selection_for,
+)
 
 MAX_ACCOUNTS = 10**9  # searches stop here ("more than")
 
@@ -39,6 +44,8 @@ def release_probability(policy: StreamPolicy, accounts: int) -> float:
     private cells, k floor and DP selection; public cells, noisy count >= k."""
     if policy.public_cells:
         return _geometric_tail(accounts_noise(policy).param, policy.k - accounts)
+    if policy.selection == "truncated_geometric":
+        return truncated_selection_for(policy).keep_probability(accounts)
     if accounts < policy.k:
         return 0.0
     sel = selection_for(policy)
@@ -81,6 +88,8 @@ def spreads(policy: StreamPolicy, accounts: int, *, events_per_account: float,
     ev = np.array([events], np.int64)
     out = {"accounts": _spread(accounts, accounts_noise(policy)),
            "events": _spread(events, noise_for(policy, "events"))}
+    if policy.selection == "truncated_geometric":  # selection publishes no count
+        del out["accounts"]
     if only in out:
         return out
     for m in policy.metrics:
@@ -146,6 +155,7 @@ def explain(policies: Sequence[StreamPolicy], global_caps: Sequence[HorizonCap],
         streams.append({
             "stream": p.name, "window_ms": p.window_ms, "dimensions": list(p.dimensions),
             "public_cells": len(p.released_cells) if p.public_cells else None, "k": p.k,
+            "selection": "public_cells" if p.public_cells else p.selection,
             "accounts_for_release": {"50%": half, "95%": most},
             "spread_at_accounts": at, "values": values,
             "horizons": [_horizon([p], cap) for cap in p.horizon_caps],

@@ -12,7 +12,7 @@ JSON shape (``ReleaseRecord.to_dict``), one record per released cell:
                  "delta": 1e-06, "rho": null, "k": 20, "max_cells": 2,
                  "max_events_per_cell": 50, "ranges": {"latency_ms": [0, 5000]},
                  "selection_threshold": 32, "policy_version": "2026-11-24",
-                 "public_cells": false}}
+                 "public_cells": false, "selection": "noisy_threshold"}}
 
 A stream with public cells (the server inventory) has a record for every listed
 cell in every window; where the noisy account count is under k, it carries that
@@ -94,9 +94,11 @@ class PrivacyMetadata:
     max_cells: int
     max_events_per_cell: int
     ranges: Mapping[str, tuple[float, float]]
-    selection_threshold: int  # 0 with public cells (no selection)
+    selection_threshold: int  # T of noisy_threshold selection; 0 otherwise
     policy_version: str
     public_cells: bool = False  # every listed cell is released every window
+    # how cells were chosen: noisy_threshold, truncated_geometric or public_cells
+    selection: str = "noisy_threshold"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,7 +29,7 @@ from privmon.privacy.noise_keys import WindowNoise
 from privmon.privacy.params import Mechanism, StreamPolicy
 from privmon.privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
 from privmon.privacy.samplers import KeyedStream
-from privmon.privacy.selection import PartitionSelection
+from privmon.privacy.selection import PartitionSelection, TruncatedGeometricSelection
 
 
 def selection_epsilon(policy: StreamPolicy) -> float:
@@ -42,6 +42,13 @@ def selection_for(policy: StreamPolicy) -> PartitionSelection:
     """DP partition selection of a stream with private cells."""
     return PartitionSelection(k=policy.k, epsilon=selection_epsilon(policy),
                               delta=policy.budget.delta, max_cells=policy.bounds.max_cells)
+
+
+def truncated_selection_for(policy: StreamPolicy) -> TruncatedGeometricSelection:
+    """The optimal keep probabilities of a stream with selection = truncated_geometric."""
+    return TruncatedGeometricSelection(k=policy.k, epsilon=selection_epsilon(policy),
+                                       delta=policy.budget.delta,
+                                       max_cells=policy.bounds.max_cells)
 
 
 def accounts_noise(policy: StreamPolicy) -> IntegerNoise:
@@ -74,7 +81,10 @@ def privacy_metadata(policy: StreamPolicy) -> PrivacyMetadata:
         max_cells=policy.bounds.max_cells,
         max_events_per_cell=policy.bounds.max_events_per_cell,
         ranges={m.name: m.clamp_range for m in policy.metrics if m.clamp_range is not None},
-        selection_threshold=0 if policy.public_cells else selection_for(policy).threshold,
+        selection_threshold=(selection_for(policy).threshold
+                             if not policy.public_cells and policy.selection == "noisy_threshold"
+                             else 0),
+        selection=("public_cells" if policy.public_cells else policy.selection),
         policy_version=policy.policy_version,
         public_cells=bool(policy.public_cells),
     )
@@ -124,6 +134,11 @@ def release_window(
         shown = np.array([i for i in range(len(cells)) if tuple(cell_key(i)) in listed],
                          np.int64)  # in stage 1; checked again here)
         idx = shown[noisy_accounts[shown] >= policy.k]
+    elif policy.selection == "truncated_geometric":  # keep or not; no count published
+        released = truncated_selection_for(policy).select(
+            totals.accounts, lambda i: noise.stream(cell_key(i), "selection"))
+        shown = idx = np.flatnonzero(released)
+        sel_noise = None
     else:
         released, noisy_accounts, sel_noise = selection_for(policy).select(
             totals.accounts, lambda i: noise.stream(cell_key(i), "accounts")
@@ -134,11 +149,14 @@ def release_window(
         return out
     meta = privacy_metadata(policy)
     window_end = window_start_ms + policy.window_ms
-    sel_half = sel_noise.spread.ci95_half_width
-    # Intervals clipped to the quantity's domain (counts >= 0), as every kind clips its
-    # own (post-processing of public values); the value itself is the noisy draw.
-    accounts = {i: MetricValue.around(v, sel_noise.spread.std, sel_half, 0.0)
-                for i, v in zip(shown.tolist(), noisy_accounts[shown].tolist(), strict=True)}
+    accounts: dict[int, MetricValue] = {}
+    if sel_noise is not None:
+        sel_half = sel_noise.spread.ci95_half_width
+        # Intervals clipped to the quantity's domain (counts >= 0), as every kind clips its
+        # own (post-processing of public values); the value itself is the noisy draw.
+        accounts = {i: MetricValue.around(v, sel_noise.spread.std, sel_half, 0.0)
+                    for i, v in zip(shown.tolist(), noisy_accounts[shown].tolist(),
+                                    strict=True)}
     full = _full_records(totals, policy, window_start_ms, idx, cell_key, noise, accounts)
     for i in shown.tolist():
         key = cell_key(i)
@@ -161,7 +179,8 @@ def _full_records(totals: CellTotals, policy: StreamPolicy, window_start_ms: int
     def streams(quantity: str) -> list[KeyedStream]:
         return noise.streams(keys, quantity)
 
-    metrics: dict[str, list[MetricValue]] = {"accounts": [accounts[i] for i in idx.tolist()]}
+    metrics: dict[str, list[MetricValue]] = (
+        {"accounts": [accounts[i] for i in idx.tolist()]} if accounts else {})
 
     ev_noise = noise_for(policy, "events")
     ev = ev_noise.add(totals.events[idx], streams("events"))

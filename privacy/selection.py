@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
 
 import numpy as np
 
@@ -83,3 +85,84 @@ class PartitionSelection:
         noisy[idx] = noise.add(accounts[idx], [stream_of(i) for i in idx.tolist()])
         released = eligible & (noisy - (self.k - 1) >= self.threshold)
         return released, noisy, noise
+
+
+_ONE = 1 << 64  # keep probabilities are multiples of 2^-64, rounded down
+
+
+def _exp_lower(x: Fraction) -> Fraction:
+    """A rational lower bound of e^x, x >= 0 (Taylor terms are all positive), within
+    2^-80 relative of it."""
+    term, total, k = Fraction(1), Fraction(1), 1
+    while term > total / (1 << 80):
+        term = term * x / k
+        total += term
+        k += 1
+    return Fraction(math.floor(total * _ONE), _ONE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TruncatedGeometricSelection:
+    """Optimal DP partition selection (Desfontaines, Voss, Gipson, Mandayam 2022, as
+    PipelineDP's truncated geometric thresholding), behind the same hard k floor.
+
+    A cell of n >= k accounts is kept with probability π(n - (k - 1)), where π(0) = 0
+    and π(m) = min(e^ε' π(m-1) + δ', 1 - e^-ε' (1 - π(m-1) - δ'), 1) with ε' = ε/L0,
+    δ' = δ/L0: the largest keep probabilities (ε', δ')-DP allows between neighbouring
+    counts, so a cell appears at fewer accounts than with a noisy threshold. Exact:
+    π is computed in rationals with e^ε' bounded from below and e^-ε' from above
+    (each step only tighter than the DP constraints) and rounded down to 2^-64, and
+    kept iff 64 random bits of the cell's keyed stream fall below it. It publishes no
+    noisy count (that would need budget of its own).
+    """
+
+    k: int
+    epsilon: float
+    delta: float
+    max_cells: int
+
+    def __post_init__(self) -> None:
+        PartitionSelection(k=self.k, epsilon=self.epsilon, delta=self.delta,
+                           max_cells=self.max_cells)  # the same validation
+
+    @property
+    def epsilon_per_cell(self) -> float:
+        return self.epsilon / self.max_cells
+
+    @property
+    def delta_per_cell(self) -> float:
+        return self.delta / self.max_cells
+
+    @cached_property
+    def keep_numerators(self) -> tuple[int, ...]:
+        """2^64 · π(m) for m = 0, 1, ... up to the first m with π(m) = 1."""
+        eps = Fraction(self.epsilon) / self.max_cells
+        delta = Fraction(self.delta) / self.max_cells
+        up = _exp_lower(eps)  # <= e^ε'
+        down = 1 / up  # >= e^-ε'
+        out, pi = [0], Fraction(0)
+        while pi < 1:
+            nxt = min(up * pi + delta, 1 - down * (1 - pi - delta), Fraction(1))
+            pi = Fraction(math.floor(nxt * _ONE), _ONE)
+            out.append(int(pi * _ONE))
+            if len(out) > 10_000_000:
+                raise ValueError(f"selection: epsilon={self.epsilon}, delta={self.delta} "
+                                 "needs more than 1e7 accounts to keep a cell surely")
+        return tuple(out)
+
+    def keep_probability(self, accounts: int) -> float:
+        if accounts < self.k:
+            return 0.0
+        table = self.keep_numerators
+        return table[min(accounts - (self.k - 1), len(table) - 1)] / _ONE
+
+    def select(self, accounts: np.ndarray, stream_of: Callable[[int], KeyedStream]
+               ) -> np.ndarray:
+        """Released mask; ``stream_of(i)`` is cell i's selection stream (64 bits each)."""
+        accounts = np.asarray(accounts, np.int64)
+        table = self.keep_numerators
+        released = np.zeros(accounts.shape, bool)
+        for i in np.flatnonzero(accounts >= self.k).tolist():
+            threshold = table[min(int(accounts[i]) - (self.k - 1), len(table) - 1)]
+            released[i] = stream_of(i).bits(64) < threshold
+        return released

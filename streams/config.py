@@ -157,7 +157,7 @@ def _stream(name: str, raw: Any, version: str, base: Path) -> StreamPolicy:
     t = _table(where, raw, required={
         "window_ms", "dimensions", "k", "bounds", "budget", "participation", "horizon_caps",
         "metrics",
-    }, optional={"grace_ms", "public_cells"})
+    }, optional={"grace_ms", "public_cells", "selection"})
     if not isinstance(t["dimensions"], list) or not all(isinstance(d, str) for d in
                                                          t["dimensions"]):
         raise ConfigError(f"{where}.dimensions = {t['dimensions']!r}: expected a list of "
@@ -190,6 +190,7 @@ def _stream(name: str, raw: Any, version: str, base: Path) -> StreamPolicy:
             horizon_caps=caps,
             policy_version=version,
             public_cells=public,
+            selection=t.get("selection", "noisy_threshold"),
         )
     except (PrivacyConfigError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None

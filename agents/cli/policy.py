@@ -63,7 +63,7 @@ def render(rep: dict, source: str) -> str:
     for s in rep["streams"]:
         cells = (f"public cells ({s['public_cells']}, with the unlisted one): every one every "
                  "window, under k by its noisy account count" if s["public_cells"] else
-                 "private cells: k floor and DP partition selection")
+                 f"private cells: k floor and DP partition selection ({s['selection']})")
         lines += ["", f"{s['stream']}: {_duration(s['window_ms'])} windows by "
                   f"{', '.join(s['dimensions'])}; k = {s['k']}; {cells}"]
         lines += [f"  guarantee: {_horizon(h)}" for h in s["horizons"]]
