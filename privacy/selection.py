@@ -31,7 +31,9 @@ from privmon.privacy.samplers import KeyedStream
 
 
 @dataclass(frozen=True, kw_only=True)
-class PartitionSelection:
+class SelectionParams:
+    """k floor, (ε, δ) of selection per window, L0: split evenly over an account's cells."""
+
     k: int
     epsilon: float
     delta: float
@@ -52,6 +54,11 @@ class PartitionSelection:
     @property
     def delta_per_cell(self) -> float:
         return self.delta / self.max_cells
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartitionSelection(SelectionParams):
+    """The noisy-threshold rule of the module docstring."""
 
     @property
     def threshold(self) -> int:
@@ -102,7 +109,7 @@ def _exp_lower(x: Fraction) -> Fraction:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TruncatedGeometricSelection:
+class TruncatedGeometricSelection(SelectionParams):
     """Optimal DP partition selection (Desfontaines, Voss, Gipson, Mandayam 2022, as
     PipelineDP's truncated geometric thresholding), behind the same hard k floor.
 
@@ -115,23 +122,6 @@ class TruncatedGeometricSelection:
     kept iff 64 random bits of the cell's keyed stream fall below it. It publishes no
     noisy count (that would need budget of its own).
     """
-
-    k: int
-    epsilon: float
-    delta: float
-    max_cells: int
-
-    def __post_init__(self) -> None:
-        PartitionSelection(k=self.k, epsilon=self.epsilon, delta=self.delta,
-                           max_cells=self.max_cells)  # the same validation
-
-    @property
-    def epsilon_per_cell(self) -> float:
-        return self.epsilon / self.max_cells
-
-    @property
-    def delta_per_cell(self) -> float:
-        return self.delta / self.max_cells
 
     @cached_property
     def keep_numerators(self) -> tuple[int, ...]:
