@@ -155,6 +155,42 @@ def check_policies(
         _check("all streams", policies, cap)
 
 
+def within_caps(policies: Sequence[StreamPolicy], global_caps: Sequence[HorizonCap] = ()
+                ) -> bool:
+    try:
+        check_policies(policies, global_caps=global_caps)
+    except BudgetExceeded:
+        return False
+    return True
+
+
+def scaled(policy: StreamPolicy, factor: float) -> StreamPolicy:
+    """The policy with every per-window budget ×factor (ε ×f, ρ ×f²: noise std ÷f);
+    selection δ and everything else unchanged."""
+    b = policy.budget
+    budget = replace(b, epsilon=b.epsilon * factor,
+                     rho=None if b.rho is None else b.rho * factor * factor)
+    return replace(policy, budget=budget)
+
+
+def headroom(policies: Sequence[StreamPolicy], global_caps: Sequence[HorizonCap] = (), *,
+             precision: float = 1e-3) -> float:
+    """The largest f (to ``precision``, rounded down) with every budget ×f within every
+    cap: > 1 if the caps allow less noise, < 1 if the config is over them."""
+    def ok(f: float) -> bool:
+        return within_caps([scaled(p, f) for p in policies], global_caps)
+
+    lo, hi = 0.0, 1.0
+    while ok(hi):
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            return math.inf
+    while hi - lo > precision * max(lo, precision):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
 def _check(label: str, policies: Sequence[StreamPolicy], cap: HorizonCap) -> None:
     g = horizon_guarantee(policies, cap)
     if g.epsilon > cap.max_epsilon + 1e-12 or g.delta > cap.max_delta + 1e-15:

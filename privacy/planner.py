@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privmon.privacy.accountant import horizon_guarantee
+from privmon.privacy.accountant import headroom, horizon_guarantee
 from privmon.privacy.kinds import ReleaseContext
 from privmon.privacy.mechanisms import IntegerNoise
 from privmon.privacy.params import HorizonCap, StreamPolicy
@@ -160,7 +160,10 @@ def explain(policies: Sequence[StreamPolicy], global_caps: Sequence[HorizonCap],
             "spread_at_accounts": at, "values": values,
             "horizons": [_horizon([p], cap) for cap in p.horizon_caps],
         })
+    everything = all_policies or policies
     return {"events_per_account": events_per_account, "rate": rate, "target": target,
+            # every per-window budget could be ×this within every cap (noise ÷ it)
+            "headroom": headroom(everything, global_caps),
             "streams": streams,
             "all_streams": [_horizon(all_policies or policies, c) for c in global_caps]}
 

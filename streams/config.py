@@ -7,6 +7,7 @@ in a privacy setting must not silently fall back to a default).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from privmon.privacy.accountant import BudgetExceeded, check_policies
+from privmon.privacy.accountant import BudgetExceeded, check_policies, headroom, scaled
 from privmon.privacy.checks import PrivacyConfigError
 from privmon.privacy.kinds import KINDS, Metric
 from privmon.privacy.params import (
@@ -208,7 +209,7 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
     try:
         top = _table("(top level)", raw,
                      required={"policy_version", "app_id", "topics", "streams"},
-                     optional={"global_caps", "retention"})
+                     optional={"global_caps", "retention", "derive_budgets"})
         topics = _build("topics", Topics, top["topics"],
                         required={"raw", "dlq", "partials", "ledger", "progress",
                                   "aggregate_prefix"}, optional={"alerts", "participation"})
@@ -229,6 +230,18 @@ def load_config(path: Path | str = DEFAULT_PATH) -> PipelineConfig:
                         f"global_caps[{i}].horizon_ms = {cap.horizon_ms}: expected a whole "
                         f"number of stream {p.name!r}'s participation periods ({period} ms), "
                         f"e.g. {max(1, cap.horizon_ms // period) * period}")
+        derive = top.get("derive_budgets", False)
+        if not isinstance(derive, bool):
+            raise ConfigError(f"derive_budgets = {derive!r}: expected true or false")
+        if derive:  # the caps state the guarantee wanted; the noise follows from them
+            if not caps and not any(p.horizon_caps for p in policies):
+                raise ConfigError("derive_budgets = true needs caps to derive from")
+            factor = headroom(policies, caps)
+            if not 0 < factor < math.inf:
+                raise ConfigError(f"derive_budgets = true: no per-window budget meets the "
+                                  f"caps (factor {factor}); raise a cap's delta or lower "
+                                  "participation.max_windows")
+            policies = tuple(scaled(p, factor) for p in policies)
         check_policies(policies, global_caps=caps)
         ret = _table("retention", top.get("retention", {}), required=set(), optional={
             "replay_margin_ms", "raw_ms", "dlq_ms", "partials_ms", "participation_ms",

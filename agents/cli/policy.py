@@ -85,6 +85,10 @@ def render(rep: dict, source: str) -> str:
             lines.append(f"  {name:22} {v['std']:14.4g} {v['ci95_half']:14.4g}   {need}")
     lines += ["", "all streams together:"]
     lines += [f"  {_horizon(h)}" for h in rep["all_streams"]]
+    f = rep["headroom"]
+    lines.append(f"  the caps allow every per-window budget x{f:.3f} (noise std /{f:.3f})"
+                 + ("; `derive_budgets = true` in the config uses exactly that" if f > 1.001
+                    else ""))
     return "\n".join(lines)
 
 

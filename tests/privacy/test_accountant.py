@@ -129,3 +129,18 @@ def test_ledger_refuses_duplicates_and_survives_reload():
     assert spent.basic_epsilon == pytest.approx(24 * 0.5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         reloaded.entries[0].epsilon = 0.0  # type: ignore[misc]
+
+
+def test_headroom_is_the_largest_budget_factor_within_every_cap():
+    from privmon.privacy.accountant import headroom, scaled, within_caps
+    from privmon.streams.config import load_config
+
+    config = load_config()
+    f = headroom(config.policies, config.global_caps)
+    assert 1 < f < 2  # the shipped caps leave a little room
+    assert within_caps([scaled(p, f) for p in config.policies], config.global_caps)
+    assert not within_caps([scaled(p, f * 1.003) for p in config.policies], config.global_caps)
+    over = [make_policy(epsilon=2.0, max_windows=24, max_epsilon=10.0)]
+    assert headroom(over) < 1 and within_caps([scaled(over[0], headroom(over))])
+    g = scaled(make_policy(mechanism="gaussian", rho=0.01, epsilon=0.1), 2.0).budget
+    assert (g.epsilon, g.rho) == (0.2, pytest.approx(0.04))  # noise std halves for both

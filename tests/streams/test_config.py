@@ -57,3 +57,20 @@ def test_bad_config_is_refused_naming_field_value_and_fix(tmp_path, old, new, fr
 def test_missing_file_says_so(tmp_path):
     with pytest.raises(ConfigError, match="not found; pass --config"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_derive_budgets_scales_every_budget_to_the_caps(tmp_path):
+    from privmon.privacy.accountant import within_caps
+
+    shipped = load_config()
+    app = 'app_id = "privmon"'
+    derived = _load_with(tmp_path, app, f"derive_budgets = true\n{app}")
+    factor = (derived.policy("monitoring").budget.epsilon
+              / shipped.policy("monitoring").budget.epsilon)
+    assert factor > 1
+    for a, b in zip(shipped.policies, derived.policies, strict=True):
+        assert b.budget.epsilon == pytest.approx(a.budget.epsilon * factor)
+        assert dict(b.budget.shares) == dict(a.budget.shares)
+    assert within_caps(derived.policies, derived.global_caps)
+    with pytest.raises(ConfigError, match="derive_budgets = 'yes': expected true or false"):
+        _load_with(tmp_path, 'app_id = "privmon"', 'derive_budgets = "yes"\napp_id = "privmon"')
