@@ -276,6 +276,13 @@ async def read_latest(
         await consumer.stop()
 
 
+def partition_for_key(key: bytes | None, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for ``key``: where
+    ``producer.send`` would put it (partials: the cell's stage-2 partition)."""
+    every = range(partitions)
+    return DefaultPartitioner()(key, every, every)
+
+
 async def send_many(producer: AIOKafkaProducer, topic: str,
                     records: list[tuple[bytes | None, bytes, int | None]],
                     partitions: int) -> None:
@@ -286,12 +293,11 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     the partition ``producer.send`` would have chosen, so keyed records land
     where they always did. Inside a transaction like ``send``. Returns once the
     broker has the records (raises what it refused)."""
-    every = list(range(partitions))
     builders: dict[int, object] = {}
     sent: list[asyncio.Future] = []
     for key, value, part in records:
         if part is None:
-            part = DefaultPartitioner()(key, every, every)
+            part = partition_for_key(key, partitions)
         builder = builders.get(part)
         if builder is None:
             builder = builders[part] = producer.create_batch()

@@ -13,9 +13,14 @@ import time
 from collections.abc import Callable
 
 from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
-from privmon.agents.kafka_stage import bounded, drive, read_compacted, send_many
+from privmon.agents.kafka_stage import (
+    bounded,
+    drive,
+    partition_for_key,
+    read_compacted,
+    send_many,
+)
 from privmon.agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
 from privmon.agents.worker_context import WorkerContext
 from privmon.privacy.accountant import LedgerEntry
@@ -47,11 +52,8 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
 
 
 def partition_of_key(partition: int, partitions: int) -> Callable[[bytes], bool]:
-    """Whether a partials key lands in ``partition`` (Kafka's default partitioner, as
-    stage 1 sends partials: ``kafka_stage.send_many``)."""
-    every = list(range(partitions))
-    chooser = DefaultPartitioner()
-    return lambda key: chooser(key, every, every) == partition
+    """Whether a partials key lands in ``partition`` (as stage 1 sends partials)."""
+    return lambda key: partition_for_key(key, partitions) == partition
 
 
 class Stage2Runner:

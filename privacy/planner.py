@@ -22,34 +22,15 @@ from privmon.privacy.accountant import headroom, horizon_guarantee
 from privmon.privacy.kinds import ReleaseContext
 from privmon.privacy.mechanisms import IntegerNoise
 from privmon.privacy.params import HorizonCap, StreamPolicy
-from privmon.privacy.release import (
-    accounts_noise,
-    noise_for,
-    selection_for,
-    truncated_selection_for,
-)
+from privmon.privacy.release import accounts_noise, noise_for, selection_rule
 
 MAX_ACCOUNTS = 10**9  # searches stop here ("more than")
-
-
-def _geometric_tail(alpha: float, m: int) -> float:
-    """P(Z >= m) for the discrete Laplace P(z) ∝ α^|z|."""
-    if m > 0:
-        return alpha**m / (1 + alpha)
-    return 1 - alpha ** (1 - m) / (1 + alpha)
 
 
 def release_probability(policy: StreamPolicy, accounts: int) -> float:
     """P(a cell of ``accounts`` distinct accounts gets a full record in a window):
     private cells, k floor and DP selection; public cells, noisy count >= k."""
-    if policy.public_cells:
-        return _geometric_tail(accounts_noise(policy).param, policy.k - accounts)
-    if policy.selection == "truncated_geometric":
-        return truncated_selection_for(policy).keep_probability(accounts)
-    if accounts < policy.k:
-        return 0.0
-    sel = selection_for(policy)
-    return _geometric_tail(sel.noise().param, sel.threshold - (accounts - (policy.k - 1)))
+    return selection_rule(policy).keep_probability(accounts)
 
 
 def accounts_for(predicate: Callable[[int], bool], start: int = 1) -> int | None:

@@ -29,7 +29,12 @@ from privmon.privacy.noise_keys import WindowNoise
 from privmon.privacy.params import Mechanism, StreamPolicy
 from privmon.privacy.records import MetricValue, PrivacyMetadata, ReleaseRecord
 from privmon.privacy.samplers import KeyedStream
-from privmon.privacy.selection import PartitionSelection, TruncatedGeometricSelection
+from privmon.privacy.selection import (
+    PartitionSelection,
+    PublicCells,
+    SelectionRule,
+    TruncatedGeometricSelection,
+)
 
 
 def selection_epsilon(policy: StreamPolicy) -> float:
@@ -57,6 +62,17 @@ def accounts_noise(policy: StreamPolicy) -> IntegerNoise:
                                   sensitivity=policy.bounds.max_cells)
 
 
+def selection_rule(policy: StreamPolicy) -> SelectionRule:
+    """Which cells of a window get a record, and which in full (the one place that
+    tells public cells and the two selection rules apart)."""
+    if policy.public_cells:
+        return PublicCells(k=policy.k, epsilon=selection_epsilon(policy),
+                           max_cells=policy.bounds.max_cells)
+    if policy.selection == "truncated_geometric":
+        return truncated_selection_for(policy)
+    return selection_for(policy)
+
+
 def noise_for(policy: StreamPolicy, quantity: str) -> IntegerNoise:
     """The noise of one quantity ("events" or a metric name), from its budget share."""
     sens = sensitivities(policy)[quantity]
@@ -71,6 +87,7 @@ def noise_for(policy: StreamPolicy, quantity: str) -> IntegerNoise:
 
 def privacy_metadata(policy: StreamPolicy) -> PrivacyMetadata:
     b = policy.budget
+    rule = selection_rule(policy)
     return PrivacyMetadata(
         unit=policy.privacy_unit,
         mechanism=b.mechanism.value,
@@ -81,10 +98,8 @@ def privacy_metadata(policy: StreamPolicy) -> PrivacyMetadata:
         max_cells=policy.bounds.max_cells,
         max_events_per_cell=policy.bounds.max_events_per_cell,
         ranges={m.name: m.clamp_range for m in policy.metrics if m.clamp_range is not None},
-        selection_threshold=(selection_for(policy).threshold
-                             if not policy.public_cells and policy.selection == "noisy_threshold"
-                             else 0),
-        selection=("public_cells" if policy.public_cells else policy.selection),
+        selection_threshold=rule.published_threshold,
+        selection=rule.name,
         policy_version=policy.policy_version,
         public_cells=bool(policy.public_cells),
     )
@@ -126,38 +141,30 @@ def release_window(
             key = label_cache[i] = [labels[d] for d in dims]
         return key
 
-    if policy.public_cells:  # every cell given is released; the k floor on the noisy count
-        sel_noise = accounts_noise(policy)
-        noisy_accounts = sel_noise.add(totals.accounts, [noise.stream(cell_key(i), "accounts")
-                                                         for i in range(len(cells))])
-        listed = set(policy.released_cells)  # no other cell can be opened (by construction
-        shown = np.array([i for i in range(len(cells)) if tuple(cell_key(i)) in listed],
-                         np.int64)  # in stage 1; checked again here)
-        idx = shown[noisy_accounts[shown] >= policy.k]
-    elif policy.selection == "truncated_geometric":  # keep or not; no count published
-        released = truncated_selection_for(policy).select(
-            totals.accounts, lambda i: noise.stream(cell_key(i), "selection"))
-        shown = idx = np.flatnonzero(released)
-        sel_noise = None
-    else:
-        released, noisy_accounts, sel_noise = selection_for(policy).select(
-            totals.accounts, lambda i: noise.stream(cell_key(i), "accounts")
-        )
-        shown = idx = np.flatnonzero(released)
+    decision = selection_rule(policy).decide(
+        totals.accounts, lambda i, quantity: noise.stream(cell_key(i), quantity))
+    shown, full_idx = decision.shown, decision.full
+    if policy.public_cells:  # no other cell can be opened (by construction in stage 1;
+        listed = set(policy.released_cells)  # checked again here)
+        keep = np.array([tuple(cell_key(i)) in listed for i in shown.tolist()], bool)
+        shown, full_idx = shown[keep], np.intersect1d(full_idx, shown[keep])
     out = WindowRelease([])
     if shown.size == 0:
         return out
     meta = privacy_metadata(policy)
     window_end = window_start_ms + policy.window_ms
     accounts: dict[int, MetricValue] = {}
-    if sel_noise is not None:
+    if decision.noise is not None:
+        sel_noise, noisy_accounts = decision.noise, decision.noisy_accounts
+        assert noisy_accounts is not None
         sel_half = sel_noise.spread.ci95_half_width
         # Intervals clipped to the quantity's domain (counts >= 0), as every kind clips its
         # own (post-processing of public values); the value itself is the noisy draw.
         accounts = {i: MetricValue.around(v, sel_noise.spread.std, sel_half, 0.0)
                     for i, v in zip(shown.tolist(), noisy_accounts[shown].tolist(),
                                     strict=True)}
-    full = _full_records(totals, policy, window_start_ms, idx, cell_key, noise, accounts)
+    full = _full_records(totals, policy, full_idx, cell_key, noise, accounts,
+                         meta=meta, window_start_ms=window_start_ms)
     for i in shown.tolist():
         key = cell_key(i)
         out.records.append(full[i] if i in full else ReleaseRecord(
@@ -167,9 +174,10 @@ def release_window(
     return out
 
 
-def _full_records(totals: CellTotals, policy: StreamPolicy, window_start_ms: int,
-                  idx: np.ndarray, cell_key: Callable[[int], list[str]], noise: WindowNoise,
-                  accounts: Mapping[int, MetricValue]) -> dict[int, ReleaseRecord]:
+def _full_records(totals: CellTotals, policy: StreamPolicy, idx: np.ndarray,
+                  cell_key: Callable[[int], list[str]], noise: WindowNoise,
+                  accounts: Mapping[int, MetricValue], *, meta: PrivacyMetadata,
+                  window_start_ms: int) -> dict[int, ReleaseRecord]:
     """Cell index -> its record with every metric, for the cells ``idx``."""
     if idx.size == 0:
         return {}
@@ -198,7 +206,6 @@ def _full_records(totals: CellTotals, policy: StreamPolicy, window_start_ms: int
             events=ev, events_std=ev_noise.spread.std, noise=mnoise,
             bootstrap_rng=bootstrap_rng)))
 
-    meta = privacy_metadata(policy)
     window_end = window_start_ms + policy.window_ms
     return {i: ReleaseRecord(stream=policy.name, window_start_ms=window_start_ms,
                              window_end_ms=window_end, cell=dict(zip(dims, key, strict=True)),

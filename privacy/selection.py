@@ -30,6 +30,26 @@ from privmon.privacy.mechanisms import IntegerNoise
 from privmon.privacy.samplers import KeyedStream
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a selection rule decided for a window's cells (indices into its cells)."""
+
+    shown: np.ndarray  # cells that get a record
+    full: np.ndarray  # of those, cells whose record carries every metric
+    noisy_accounts: np.ndarray | None  # per cell, where the rule publishes a count
+    noise: IntegerNoise | None  # the noise of that count
+
+
+def geometric_tail(alpha: float, m: int) -> float:
+    """P(Z >= m) for the discrete Laplace P(z) ∝ α^|z|."""
+    if m > 0:
+        return alpha**m / (1 + alpha)
+    return 1 - alpha ** (1 - m) / (1 + alpha)
+
+
+StreamOf = Callable[[int, str], KeyedStream]  # (cell index, quantity) -> its keyed stream
+
+
 @dataclass(frozen=True, kw_only=True)
 class SelectionParams:
     """k floor, (ε, δ) of selection per window, L0: split evenly over an account's cells."""
@@ -59,6 +79,8 @@ class SelectionParams:
 @dataclass(frozen=True, kw_only=True)
 class PartitionSelection(SelectionParams):
     """The noisy-threshold rule of the module docstring."""
+
+    name = "noisy_threshold"
 
     @property
     def threshold(self) -> int:
@@ -93,6 +115,20 @@ class PartitionSelection(SelectionParams):
         released = eligible & (noisy - (self.k - 1) >= self.threshold)
         return released, noisy, noise
 
+    def keep_probability(self, accounts: int) -> float:
+        if accounts < self.k:
+            return 0.0
+        return geometric_tail(self.noise().param, self.threshold - (accounts - (self.k - 1)))
+
+    def decide(self, accounts: np.ndarray, stream_of: StreamOf) -> Decision:
+        released, noisy, noise = self.select(accounts, lambda i: stream_of(i, "accounts"))
+        shown = np.flatnonzero(released)
+        return Decision(shown=shown, full=shown, noisy_accounts=noisy, noise=noise)
+
+    @property
+    def published_threshold(self) -> int:
+        return self.threshold
+
 
 _ONE = 1 << 64  # keep probabilities are multiples of 2^-64, rounded down
 
@@ -123,6 +159,9 @@ class TruncatedGeometricSelection(SelectionParams):
     noisy count (that would need budget of its own).
     """
 
+    name = "truncated_geometric"
+    published_threshold = 0
+
     @cached_property
     def keep_numerators(self) -> tuple[int, ...]:
         """2^64 · π(m) for m = 0, 1, ... up to the first m with π(m) = 1."""
@@ -140,19 +179,52 @@ class TruncatedGeometricSelection(SelectionParams):
                                  "needs more than 1e7 accounts to keep a cell surely")
         return tuple(out)
 
-    def keep_probability(self, accounts: int) -> float:
-        if accounts < self.k:
-            return 0.0
+    def _numerator(self, accounts: int) -> int:
+        """2^64 · P(keep) of a cell of ``accounts`` >= k accounts."""
         table = self.keep_numerators
-        return table[min(accounts - (self.k - 1), len(table) - 1)] / _ONE
+        return table[min(accounts - (self.k - 1), len(table) - 1)]
+
+    def keep_probability(self, accounts: int) -> float:
+        return self._numerator(accounts) / _ONE if accounts >= self.k else 0.0
 
     def select(self, accounts: np.ndarray, stream_of: Callable[[int], KeyedStream]
                ) -> np.ndarray:
         """Released mask; ``stream_of(i)`` is cell i's selection stream (64 bits each)."""
         accounts = np.asarray(accounts, np.int64)
-        table = self.keep_numerators
         released = np.zeros(accounts.shape, bool)
         for i in np.flatnonzero(accounts >= self.k).tolist():
-            threshold = table[min(int(accounts[i]) - (self.k - 1), len(table) - 1)]
-            released[i] = stream_of(i).bits(64) < threshold
+            released[i] = stream_of(i).bits(64) < self._numerator(int(accounts[i]))
         return released
+
+    def decide(self, accounts: np.ndarray, stream_of: StreamOf) -> Decision:
+        shown = np.flatnonzero(self.select(accounts, lambda i: stream_of(i, "selection")))
+        return Decision(shown=shown, full=shown, noisy_accounts=None, noise=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicCells:
+    """No selection: every cell given gets a record; in full where its noisy account
+    count (ε over L0 cells) reaches k, else the count alone (post-processing)."""
+
+    k: int
+    epsilon: float
+    max_cells: int
+    name = "public_cells"
+    published_threshold = 0
+
+    def noise(self) -> IntegerNoise:
+        return IntegerNoise.geometric(epsilon=self.epsilon, sensitivity=self.max_cells)
+
+    def keep_probability(self, accounts: int) -> float:
+        """P(a full record): P(accounts + Z >= k)."""
+        return geometric_tail(self.noise().param, self.k - accounts)
+
+    def decide(self, accounts: np.ndarray, stream_of: StreamOf) -> Decision:
+        noise = self.noise()
+        noisy = noise.add(np.asarray(accounts, np.int64),
+                          [stream_of(i, "accounts") for i in range(len(accounts))])
+        return Decision(shown=np.arange(len(accounts)), full=np.flatnonzero(noisy >= self.k),
+                        noisy_accounts=noisy, noise=noise)
+
+
+SelectionRule = PartitionSelection | TruncatedGeometricSelection | PublicCells
