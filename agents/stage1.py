@@ -35,7 +35,7 @@ from privmon.agents.stage1_columns import Batch, OpenWindow
 from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.participation import DenseParticipationLimiter, open_recent
-from privmon.streams.decode import decode_message, event_spans
+from privmon.streams.decode import decode_message, decode_singles, event_spans
 from privmon.streams.partials import Mark, Partial, mark, partials_of
 from privmon.streams.participation_state import (
     BUCKETS,
@@ -53,6 +53,8 @@ from privmon.streams.schema import (
     key_mismatch,
 )
 from privmon.streams.windows import Watermark, WindowSpec
+
+PSEUDONYM_CACHE = 1 << 16  # entries (~20 MiB at most); cleared whole when full
 
 
 class Inflight(Protocol):
@@ -107,6 +109,9 @@ class Stage1Partition:
         # Pseudonym -> dense id (bounding and the cap work on ints); pruned with the
         # participation state at period boundaries (see close).
         self.accounts = AccountIds()
+        # (key period, raw account id) -> pseudonym, for the batch path (_singles);
+        # trusted zone, like the raw messages themselves; bounded, never saved.
+        self._pseudonyms: dict[tuple[int, bytes], bytes] = {}
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
         self._restore(participation)
         self.rng = np.random.default_rng()
@@ -184,8 +189,18 @@ class Stage1Partition:
         messages = accepted = 0
         reasons: list[str] = []
         next_offset = self.next_offset
-        for offset, key, value in records:
+        singles = self._singles(records, now_ms)
+        count_from = self.count_from
+        for (offset, key, value), single in zip(records, singles, strict=True):
             next_offset = max(next_offset, offset + 1)
+            if single is not None:  # one accepted event under its own key
+                if offset >= count_from:
+                    messages += 1
+                    accepted += 1
+                events.append(single[0])
+                accounts.append(single[1])
+                offsets.append(offset)
+                continue
             raw = value or b""
             try:
                 evs, ids, letters = self._message(key, raw, now_ms)
@@ -225,6 +240,43 @@ class Stage1Partition:
         self.counts["dead_lettered"] += len(reasons)
         for reason in reasons:
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def _singles(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int
+                 ) -> list[tuple[TelemetryEvent, int] | None]:
+        """Per record: (event, dense account id) for a single-event message accepted
+        under its own key, or None for the per-message path (everything else, and
+        all of the batch if anything here raises). Decoded in one batch call, and
+        one HMAC per (account, key period) while it stays in the pseudonym cache."""
+        try:
+            events = decode_singles([v or b"" for _, _, v in records], now_ms=now_ms,
+                                    limits=self.limits)
+            times = np.fromiter((e.event_time_ms if e is not None else 0 for e in events),
+                                np.int64, len(events))
+            periods = self.pseudonymizer.key_indices(times).tolist()
+            under = self.pseudonymizer.pseudonym_under
+            cache = self._pseudonyms
+            taken: list[int] = []
+            pseudonyms: list[bytes] = []
+            for i, ((_, key, _), event) in enumerate(zip(records, events, strict=True)):
+                if event is None:
+                    continue
+                account = event.account_id.encode()
+                if account != key:  # a key mismatch: the per-message path says so
+                    continue
+                ref = (periods[i], account)
+                pseudonym = cache.get(ref)
+                if pseudonym is None:
+                    if len(cache) >= PSEUDONYM_CACHE:
+                        cache.clear()
+                    pseudonym = cache[ref] = under(periods[i], account)
+                taken.append(i)
+                pseudonyms.append(pseudonym)
+            out: list[tuple[TelemetryEvent, int] | None] = [None] * len(records)
+            for i, account_id in zip(taken, self.accounts.ids_of(pseudonyms), strict=True):
+                out[i] = (events[i], account_id)  # type: ignore[assignment]
+            return out
+        except Exception:  # per message, with its own guard
+            return [None] * len(records)
 
     def _message(self, key: bytes | None, raw: bytes, now_ms: int
                  ) -> tuple[list[TelemetryEvent], list[int], list[DeadLetter]]:

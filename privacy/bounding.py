@@ -166,17 +166,26 @@ class ContributionTable:
 
         keep = self._events[rows][group_of] + rank < self._linf  # Linf, in arrival order
         kept_events = order[keep]
-        kept_rows = rows[group_of[keep]]
+        kept_groups = group_of[keep]  # non-decreasing: events are in key order
         self.dropped_by_linf += int(n - kept_events.size)
-        size = self._n
+        if kept_events.size == 0:
+            return 0
+        # Sums over the rows this batch touched only (not the whole table: a batch's
+        # work must not grow with the window's size).
+        first = np.r_[True, kept_groups[1:] != kept_groups[:-1]]
+        touched = rows[kept_groups[first]]  # distinct rows
+        local = np.cumsum(first) - 1  # each kept event's index in `touched`
+        width = touched.size
 
         def add_to(col: np.ndarray, delta: np.ndarray) -> None:
             # The bounds above guarantee the sums fit the column's type.
-            np.add(col[:size], delta, out=col[:size], casting="unsafe")
+            block = col[touched]
+            np.add(block, delta, out=block, casting="unsafe")
+            col[touched] = block
 
-        add_to(self._events, np.bincount(kept_rows, minlength=size))
+        add_to(self._events, np.bincount(local, minlength=width))
         for m in self.policy.metrics:
-            add_to(self._cols[m.name], m.sum_rows(kept_rows, contrib[m.name][kept_events], size))
+            add_to(self._cols[m.name], m.sum_rows(local, contrib[m.name][kept_events], width))
         return int(kept_events.size)
 
     def bounded_rows(self, rng: np.random.Generator) -> BoundedRows:

@@ -17,6 +17,8 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 
+import numpy as np
+
 MIN_KEY_BYTES = 32
 
 
@@ -44,6 +46,14 @@ class DatedKeys:
 
     def at(self, t_ms: int) -> bytes:
         return self._keys[self.index(t_ms)]
+
+    def indices(self, t_ms: np.ndarray) -> np.ndarray:
+        """``index`` of each time, at once."""
+        found = np.searchsorted(np.asarray(self.starts, np.int64), t_ms, side="right") - 1
+        return np.maximum(found, 0)
+
+    def key(self, index: int) -> bytes:
+        return self._keys[index]
 
     def refuse_expired(self, *, now_ms: int, keep_ms: int) -> None:
         """Refuse keys superseded more than ``keep_ms`` ago (the raw retention):

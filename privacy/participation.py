@@ -124,45 +124,71 @@ class DenseParticipationLimiter:
             [self._recent, np.full((new - size, self.recent), -1, np.int64)])
         self._dirty = np.concatenate([self._dirty, np.zeros(new - size, bool)])
 
-    def admit(self, accounts: Sequence[int], window_start_ms: np.ndarray) -> np.ndarray:
-        """Boolean mask of the events whose (account, window) is within the cap."""
+    def admit(self, accounts: Sequence[int] | np.ndarray,
+              window_start_ms: np.ndarray) -> np.ndarray:
+        """Boolean mask of the events whose (account, window) is within the cap.
+
+        Vectorized, with the reference's decisions: each distinct (account,
+        window) pair is decided once, an account's pairs in the order they first
+        appear. Pairs are decided in rounds, round r taking every account's r-th
+        pair, so within a round each account is touched once and the state
+        updates are plain fancy-indexed assignments (a batch needs as many
+        rounds as the most windows one account has in it: usually one or two).
+        """
         windows = np.asarray(window_start_ms, np.int64)
-        if len(accounts) != windows.size:
+        acc = np.asarray(accounts, np.int64).reshape(-1)
+        if acc.size != windows.size:
             raise ValueError(
-                f"window_start_ms: expected {len(accounts)} entries like accounts, "
+                f"window_start_ms: expected {acc.size} entries like accounts, "
                 f"got {windows.size}"
             )
-        if windows.size:
-            self._grow(int(max(accounts)) + 1)
-        keep = np.zeros(windows.size, bool)
-        decided: dict[tuple[int, int], bool] = {}
+        if windows.size == 0:
+            return np.zeros(0, bool)
+        self._grow(int(acc.max()) + 1)
+        # Distinct pairs, each with its first appearance (lexsort is stable).
+        order = np.lexsort((windows, acc))
+        sa, sw = acc[order], windows[order]
+        new_pair = np.r_[True, (sa[1:] != sa[:-1]) | (sw[1:] != sw[:-1])]
+        starts = np.flatnonzero(new_pair)
+        group = np.cumsum(new_pair) - 1  # pair id of each sorted event
+        pa, pw, first = sa[starts], sw[starts], order[starts]
+        # An account's pairs in order of first appearance, and each pair's rank there.
+        by_account = np.lexsort((first, pa))
+        pa, pw = pa[by_account], pw[by_account]
+        account_start = np.flatnonzero(np.r_[True, pa[1:] != pa[:-1]])
+        rank = np.arange(pa.size) - np.repeat(account_start,
+                                              np.diff(np.r_[account_start, pa.size]))
+        decided = np.zeros(pa.size, bool)
         period_ms, cap = self.cap.period_ms, self.cap.max_windows
         periods, counts, recents, dirty = self._period, self._count, self._recent, self._dirty
-        for i, (account, window) in enumerate(zip(accounts, windows.tolist(), strict=True)):
-            ok = decided.get((account, window))
-            if ok is None:
-                period = window // period_ms
-                have = int(periods[account])
-                if have < period:  # no state, or an older period: start afresh
-                    periods[account], counts[account] = period, 0
-                    recents[account] = -1
-                    dirty[account] = True
-                    have = period
-                row = recents[account]
-                if have > period:  # an earlier period, after a later one began: drop
-                    ok = False
-                elif (row == window).any():
-                    ok = True
-                elif counts[account] < cap:
-                    ok = True
-                    counts[account] += 1
-                    row[:-1] = row[1:].copy()
-                    row[-1] = window
-                    dirty[account] = True
-                else:
-                    ok = False
-                decided[(account, window)] = ok
-            keep[i] = ok
+        for r in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == r)
+            a, w = pa[sel], pw[sel]
+            period = w // period_ms
+            have = periods[a]
+            reset = have < period  # no state, or an older period: start afresh
+            if reset.any():
+                fresh = a[reset]
+                periods[fresh], counts[fresh] = period[reset], 0
+                recents[fresh] = -1
+                dirty[fresh] = True
+                have = np.maximum(have, period)
+            earlier = have > period  # an earlier period, after a later one began: drop
+            seen = (recents[a] == w[:, None]).any(axis=1)
+            room = counts[a] < cap
+            decided[sel] = ~earlier & (seen | room)
+            take = ~earlier & ~seen & room
+            if take.any():
+                grown = a[take]
+                counts[grown] += 1
+                recents[grown] = np.concatenate([recents[grown][:, 1:], w[take][:, None]],
+                                                axis=1)
+                dirty[grown] = True
+        # back to pairs in sorted order, then to events
+        of_pair = np.empty(pa.size, bool)
+        of_pair[by_account] = decided
+        keep = np.empty(windows.size, bool)
+        keep[order] = of_pair[group]
         self.dropped += int((~keep).sum())
         return keep
 

@@ -5,7 +5,7 @@
 - the fast path (msgspec, strict JSON) is taken only for messages on which
   every common JSON parser agrees: no backslash escapes, and as many keys in
   the bytes as the decoders kept, so no object has a key twice to disagree
-  about (see ``_fast``);
+  about (see ``_strict``);
 - everything else goes through ``_scan``, a position-aware reading of the
   top-level object with Python's strict JSON scanner: each envelope item's
   byte span is known, so a dead letter carries the client's own bytes (never
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -91,10 +92,16 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
             "oversize_message", f"{len(raw)} bytes > limit {limits.max_message_bytes}",
             raw, -1, None, limits)])
     facts = _facts(raw)
-    if facts.brackets > MAX_DEPTH and _too_deep(raw):
-        return Decoded(dead=[dead_letter(
-            "too_deep", f"JSON nested deeper than {MAX_DEPTH} levels", raw, -1, None, limits)])
-    events = _fast(raw, facts)
+    # The typed decoders descend only as deep as the schema (3 levels), whatever the
+    # bytes hold: what they read needs no depth check (an envelope of 100 events has
+    # over MAX_DEPTH brackets, and the check would cost as much as the decode).
+    events = _strict(raw, facts)
+    if events is None:
+        if facts.brackets > MAX_DEPTH and _too_deep(raw, facts.escape):
+            return Decoded(dead=[dead_letter(
+                "too_deep", f"JSON nested deeper than {MAX_DEPTH} levels", raw, -1, None,
+                limits)])
+        events = _lenient(raw, facts)
     if events is None:
         return _careful(raw, now_ms, limits)
     if len(events) > limits.max_envelope_events:
@@ -108,6 +115,56 @@ def _decode(raw: bytes, now_ms: int, limits: InputLimits) -> Decoded:
             return Decoded(events=events)
     # Some time is out of range: decide event by event, with each event's own bytes.
     return _careful(raw, now_ms, limits)
+
+
+def decode_singles(values: Sequence[bytes], *, now_ms: int,
+                   limits: InputLimits = InputLimits()) -> list[TelemetryEvent | None]:
+    """Per message of a batch: its one event, or None where ``decode_message`` must decide.
+
+    The batch form of the fast path for single-event messages: one typed decode
+    per message, and the byte checks of ``_strict`` (no backslash, no spaced key,
+    exactly as many ``":`` as the decoder kept keys) once over the decoded
+    messages' bytes together, per message only if that fails. An event is given
+    only where ``decode_message`` would accept the message as exactly that one
+    event (tests/streams/test_decode_singles.py compares the two on fuzzed
+    batches); anything else, envelopes included, is None. Never raises.
+    """
+    try:
+        return _singles(values, now_ms, limits)
+    except Exception:  # the per-message path decides every one of them
+        return [None] * len(values)
+
+
+def _singles(values: Sequence[bytes], now_ms: int,
+             limits: InputLimits) -> list[TelemetryEvent | None]:
+    decode = _EVENT.decode
+    out: list[TelemetryEvent | None] = []
+    for raw in values:
+        try:
+            out.append(decode(raw))
+        except Exception:  # not a strict single event: the per-message path
+            out.append(None)
+    took = [i for i, e in enumerate(out) if e is not None]
+    if not took:
+        return out
+    kept = [values[i] for i in took]
+    whole = b"".join(kept)  # each starts with "{" or space and ends with "}" or space
+    facts = _facts(whole)
+    lengths_ok = max(map(len, kept)) <= limits.max_message_bytes
+    if (not lengths_ok or facts.escape or (facts.spaced and _SPACED_KEY.search(whole))
+            or facts.colons != len(_FIELDS) * len(took)):
+        for i in took:  # find the messages that fail, one by one
+            raw = values[i]
+            f = _facts(raw)
+            if (len(raw) > limits.max_message_bytes or f.escape
+                    or (f.spaced and _SPACED_KEY.search(raw)) or f.colons != len(_FIELDS)):
+                out[i] = None
+    times = np.fromiter((out[i].event_time_ms if out[i] is not None else now_ms  # type: ignore[union-attr]
+                         for i in took), np.int64, len(took))
+    bad = (times < now_ms - limits.max_event_age_ms) | (times > now_ms + limits.max_future_ms)
+    for j in np.flatnonzero(bad).tolist():
+        out[took[j]] = None
+    return out
 
 
 class _Facts(NamedTuple):
@@ -133,49 +190,78 @@ def _facts(raw: bytes) -> _Facts:
                   int(np.count_nonzero((a == 0x5B) | (a == 0x7B))))
 
 
-def _too_deep(raw: bytes) -> bool:
+def _too_deep(raw: bytes, escape: bool = True) -> bool:
     """Whether brackets outside strings nest deeper than MAX_DEPTH (called only when
-    there are more brackets than that).
+    there are more brackets than that, as in any envelope of 100 events).
 
     Decided from the bytes alone, before any parser recurses: a parser's own
     limit depends on how deep the caller's stack already is, and the same
-    message must get the same outcome wherever it is decoded."""
-    bare = np.frombuffer(_STRING.sub(b'""', raw), np.uint8)
-    step = ((bare == 0x5B) | (bare == 0x7B)).astype(np.int32)
-    step -= (bare == 0x5D) | (bare == 0x7D)
+    message must get the same outcome wherever it is decoded. Without a
+    backslash (``escape`` False) every quote opens or closes a string, so what
+    is inside strings follows from the quotes' running parity, in numpy;
+    otherwise strings are blanked with a regex (tests/streams/test_decode.py
+    checks the two agree)."""
+    if escape:
+        bare = np.frombuffer(_STRING.sub(b'""', raw), np.uint8)
+        outside = np.ones(bare.size, bool)
+    else:
+        bare = np.frombuffer(raw, np.uint8)
+        quote = bare == 0x22
+        parity = np.cumsum(quote, dtype=np.int64)
+        if parity.size and parity[-1] % 2:  # an unclosed string: its quote is not one
+            parity[int(np.flatnonzero(quote)[-1]):] -= 1
+        outside = parity % 2 == 0
+    step = (((bare == 0x5B) | (bare == 0x7B)) & outside).astype(np.int32)
+    step -= ((bare == 0x5D) | (bare == 0x7D)) & outside
     return bool(np.cumsum(step).max(initial=0) > MAX_DEPTH)
 
 
-def _fast(raw: bytes, facts: _Facts) -> list[TelemetryEvent] | None:
-    """The events of a message every JSON parser reads the same way, or None.
+def _readable(raw: bytes, facts: _Facts) -> bool:
+    """Whether every JSON parser reads the keys of ``raw`` the same way, given that
+    the decoders kept as many keys as ``facts.colons`` counts (see ``_strict``)."""
+    if facts.escape:  # an escape could spell a key or a surrogate
+        return False
+    # (a quote then whitespace is rare in encoders' output: only then look for a spaced key)
+    return not (facts.spaced and _SPACED_KEY.search(raw))
+
+
+def _is_envelope(raw: bytes) -> bool:
+    return raw.lstrip()[:1] == b"{" and b'"events"' in raw
+
+
+def _strict(raw: bytes, facts: _Facts) -> list[TelemetryEvent] | None:
+    """The events of a message every JSON parser reads the same way, with declared
+    fields only; else None.
 
     Without backslashes every ``"`` delimits a string, so each key shows in the
     bytes as ``"...":`` (a key spaced from its colon sends the message on), and
     ``raw.count(b'":')`` is at least the number of keys K. A dict keeps one
     entry per distinct key, so the keys the decoders kept equal K, and that
     count, exactly when no object has a key twice."""
-    if facts.escape:  # an escape could spell a key or a surrogate
+    if not _readable(raw, facts):
         return None
-    # (a quote then whitespace is rare in encoders' output: only then look for a spaced key)
-    if facts.spaced and _SPACED_KEY.search(raw):
-        return None
-    colons = facts.colons
-    envelope = raw.lstrip()[:1] == b"{" and b'"events"' in raw
     try:  # declared fields only: each event kept exactly 10 keys
-        if envelope:
+        if _is_envelope(raw):
             events: list[TelemetryEvent] = list(_ENVELOPE.decode(raw).events)
             kept = 1 + len(_FIELDS) * len(events)
         else:
             events = [_EVENT.decode(raw)]
             kept = len(_FIELDS)
-        return events if colons == kept else None
+        return events if facts.colons == kept else None
     except (msgspec.DecodeError, RecursionError):
-        pass
-    try:  # unknown fields too (dropped): count the keys kept at every depth
+        return None
+
+
+def _lenient(raw: bytes, facts: _Facts) -> list[TelemetryEvent] | None:
+    """``_strict`` for a message with unknown fields (dropped): the keys kept are
+    counted at every depth. Only after the depth check: the untyped decode recurses."""
+    if not _readable(raw, facts):
+        return None
+    try:
         doc = _ANY.decode(raw)
-        if colons != _keys_kept(doc):
+        if facts.colons != _keys_kept(doc):
             return None
-        if envelope:
+        if _is_envelope(raw):
             return list(_LENIENT_ENVELOPE.decode(raw).events)
         return [_LENIENT_EVENT.decode(raw)]
     except (msgspec.DecodeError, RecursionError):

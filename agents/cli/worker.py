@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         task = asyncio.create_task(worker.run(stop))
         last_status = time.monotonic()
         while not task.done():
-            await asyncio.wait([task], timeout=1.0)
+            await asyncio.wait([task], timeout=min(1.0, args.status_every_s or 1.0))
             if metrics is not None:
                 metrics.update(worker.stats)
             due = args.status_every_s and time.monotonic() - last_status >= args.status_every_s

@@ -47,3 +47,29 @@ def test_bad_keys_fail_closed(value, fragment):
         Pseudonymizer.from_env({"PRIVMON_PSEUDONYM_KEYS": value})
     assert fragment in str(info.value)
     assert K1[:8] not in str(info.value)  # no part of a key appears in an error
+
+
+@pytest.mark.parametrize("key_bytes", [32, 63, 64, 65, 200])
+def test_the_precomputed_pads_give_the_standard_hmac(key_bytes):
+    """pseudonym_under keeps HMAC's padded key states; for any key length (a key
+    over SHA-256's 64-byte block is hashed first) and any id it equals hmac."""
+    import random
+
+    rng = random.Random(key_bytes)
+    key = bytes(rng.randrange(256) for _ in range(key_bytes))
+    p = Pseudonymizer({0: key})
+    for n in (0, 1, 55, 64, 200):
+        account = bytes(rng.randrange(256) for _ in range(n))
+        want = hmac.digest(key, account, "sha256")[:16]
+        assert p.pseudonym_under(0, account) == want
+        assert p.pseudonym_under(0, account) == want  # the pads are reused, not consumed
+
+
+def test_key_indices_agree_with_key_index():
+    import numpy as np
+
+    p = Pseudonymizer.from_env(ENV)
+    times = np.array([0, ms("2026-11-01T00:00:00") - 1, ms("2026-11-01T00:00:00"),
+                      ms("2026-12-01T00:00:00") - 1, ms("2026-12-01T00:00:00"),
+                      ms("2027-06-01T00:00:00")], np.int64)
+    assert p.key_indices(times).tolist() == [p.key_index(int(t)) for t in times]

@@ -126,3 +126,28 @@ def test_a_window_recomputed_after_a_crash_is_byte_identical():
 
     first, second = attempt(), attempt()
     assert first and first == second
+
+
+def test_account_ids_in_a_batch_are_those_of_one_at_a_time():
+    """AccountIds.ids_of (stage 1's batch path) hands out the ids id_of would, in
+    order, with the same rows (pseudonym, bucket), also reusing pruned ids."""
+    import random
+
+    import numpy as np
+
+    from privmon.agents.account_ids import AccountIds
+
+    rng = random.Random(5)
+    one, batch = AccountIds(capacity=4), AccountIds(capacity=4)
+    pool = [bytes(rng.randrange(256) for _ in range(16)) for _ in range(300)]
+    for step in range(40):
+        chunk = [rng.choice(pool) for _ in range(rng.randrange(0, 60))]
+        assert batch.ids_of(chunk) == [one.id_of(p) for p in chunk]
+        if step % 7 == 6:  # prune the same random half in both
+            live = np.array([rng.random() < 0.5 for _ in range(one.size)])
+            one.prune(live)
+            batch.prune(live)
+        assert one.size == batch.size and one.ids == batch.ids
+        ids = np.arange(one.size)
+        assert one.pseudonyms(ids) == batch.pseudonyms(ids)
+        assert one.buckets(ids).tolist() == batch.buckets(ids).tolist()
