@@ -36,6 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = "2026-01-01=" + "42" * 32
+NOISE_KEYS = "2026-01-01=" + "43" * 32  # (a bench key: its releases are not for anyone)
 
 
 # --------------------------------------------------------------- measured parts
@@ -49,7 +50,7 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or
-             (await _partitions(consumer, topic))]
+             (await _partitions(bootstrap, topic))]
     consumer.assign(parts)
     await consumer.seek_to_beginning(*parts)
     n, first = 0, None
@@ -66,10 +67,69 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
     return {"events": n, "seconds": last - (first or last)}
 
 
-async def _partitions(consumer: object, topic: str) -> set[int]:
+async def _partitions(bootstrap: str, topic: str) -> set[int]:
     from privmon.agents.releases import topic_partitions
 
-    return await topic_partitions(consumer, topic)
+    return (await topic_partitions(bootstrap, [topic]))[topic]
+
+
+def _limit_confluent(bootstrap: str, topic: str, expect: int) -> dict:
+    """The same as ``_limit`` with confluent-kafka (librdkafka): batch ``consume``."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from privmon.streams.decode import decode_message
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ck-{topic}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
+                         "max.partition.fetch.bytes": 8 << 20})
+    meta = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                     for p in meta.topics[topic].partitions])
+    n, first = 0, None
+    now = int(time.time() * 1000)
+    while n < expect:
+        msgs = consumer.consume(num_messages=10_000, timeout=1.0)
+        if first is None and msgs:
+            first = time.perf_counter()
+        for m in msgs:
+            if m.error() is None:
+                n += len(decode_message(m.value(), now_ms=now).events)
+    last = time.perf_counter()
+    consumer.close()
+    return {"events": n, "seconds": last - (first or last)}
+
+
+JAVA_TOOLS_POM = REPO / "bench" / "java" / "pom.xml"
+
+
+def run_java_limit(bootstrap: str, topic: str, messages: int, events: int) -> dict:
+    """Kafka's own Java consumer (kafka-consumer-perf-test's ConsumerPerformance) reading
+    the topic: consume only, no decode. Its jars are resolved by Maven on first use."""
+    from privmon.streams.localkafka.jars import cache_root, require_java, require_maven
+
+    lib = cache_root() / "kafka-tools-4.1.1"
+    if not (lib / "kafka-tools-4.1.1.jar").exists():
+        staging = lib.with_name(lib.name + ".partial")
+        subprocess.run([require_maven(), "-B", "-q", "-f", str(JAVA_TOOLS_POM),
+                        "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+                       check=True, capture_output=True)
+        staging.rename(lib)
+    proc = subprocess.run(
+        [require_java(), "-cp", f"{lib}/*", "org.apache.kafka.tools.ConsumerPerformance",
+         "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages),
+         "--timeout", "60000", "--show-detailed-stats", "--reporting-interval", "100000000"],
+        capture_output=True, text=True, timeout=600)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    rows = [ln for ln in proc.stdout.splitlines() if ln and ln[0].isdigit()]
+    header = [h.strip() for h in next(ln for ln in proc.stdout.splitlines()
+                                      if "nMsg" in ln).split(",")]
+    if not rows:  # (no detailed row: the summary line only)
+        raise RuntimeError(f"ConsumerPerformance printed no figures:\n{proc.stdout[-2000:]}")
+    values = dict(zip(header, (v.strip() for v in rows[-1].split(",")), strict=False))
+    # fetch.time.ms: time spent fetching, after the group join (rebalance.time.ms)
+    seconds = float(values.get("fetch.time.ms", "nan")) / 1000
+    return {"events": events, "seconds": seconds, "messages": messages}
 
 
 def _hwm_mib(pid: int) -> float:
@@ -82,20 +142,26 @@ def _hwm_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_limit(bootstrap: str, topic: str, expect: int) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.pipeline", "_limit", bootstrap, topic,
+def run_limit(bootstrap: str, topic: str, expect: int, client: str = "aiokafka") -> dict:
+    which = "_limit" if client == "aiokafka" else "_limit_confluent"
+    proc = subprocess.run([sys.executable, "-m", "bench.pipeline", which, bootstrap, topic,
                            str(expect)], cwd=REPO, capture_output=True, text=True, timeout=900)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path) -> dict:
-    report = workdir / f"faust-{topic}.json"
+def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: str = "naive",
+              config: Path | None = None) -> dict:
+    """bench/faust_baseline.py in ``mode`` (naive, or batched into privmon's stage 1)."""
+    tag = f"{mode}-{topic}"
+    report = workdir / f"faust-{tag}.json"
     env = {**os.environ, "BENCH_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic,
-           "BENCH_DATADIR": str(workdir / f"faust-{topic}"), "BENCH_EXPECT": str(expect),
-           "BENCH_REPORT": str(report), "BENCH_WINDOW_S": "60", "PYTHONPATH": str(REPO)}
-    log = open(workdir / f"faust-{topic}.log", "wb")
+           "BENCH_DATADIR": str(workdir / f"faust-{tag}"), "BENCH_EXPECT": str(expect),
+           "BENCH_REPORT": str(report), "BENCH_WINDOW_S": "60", "PYTHONPATH": str(REPO),
+           "BENCH_MODE": mode, "BENCH_CONFIG": str(config or ""),
+           "PRIVMON_PSEUDONYM_KEYS": KEYS}
+    log = open(workdir / f"faust-{tag}.log", "wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "faust_baseline.py"),
                              "worker", "--loglevel", "warn"], env=env, cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -121,17 +187,21 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
                 tag: str, partitions: int) -> dict:
     """`privmon worker` processes until every raw partition is read to its end.
 
-    Done = the workers' status lines (every 0.25 s) report lag 0 for all
+    Done = the workers' trusted status files (every 0.25 s) report lag 0 for all
     ``partitions`` raw partitions after reading at least ``expect`` events
     (events re-read after a rebalance count again in "accepted")."""
-    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PYTHONPATH": str(REPO)}
-    procs, logs = [], []
+    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
+           "PYTHONPATH": str(REPO)}
+    procs, logs, trusted = [], [], []
     for w in range(workers):
         log = workdir / f"privmon-{tag}-w{w}.log"
         logs.append(log)
+        # Progress is an exact count: only the trusted status file has it.
+        trusted.append(workdir / f"privmon-{tag}-w{w}.status.json")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap,
-             "--config", str(config), "--worker-id", f"bench{w}", "--status-every-s", "0.25"],
+             "--config", str(config), "--worker-id", f"bench{w}", "--status-every-s", "0.25",
+             "--trusted-status", str(trusted[-1])],
             cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
     hwm = [0.0] * workers
     first = last = None
@@ -140,11 +210,12 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
     try:
         while True:
             accepted, lag = 0, {}
-            for w, log in enumerate(logs):
-                lines = [ln for ln in log.read_text(errors="replace").splitlines()
-                         if ln.startswith("status ")]
-                if lines:
-                    status = json.loads(lines[-1][7:])
+            for w, path in enumerate(trusted):
+                try:
+                    status = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    status = None
+                if status:
                     accepted += status["accepted"]
                     lag.update(status.get("raw_lag", {}))
                 hwm[w] = max(hwm[w], _hwm_mib(procs[w].pid))
@@ -169,7 +240,8 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
 
 # ------------------------------------------------------------------ set-up
 def produce(bootstrap: str, topic: str, events: int, envelope: int, partitions: int,
-            seed: int = 7) -> float:
+            seed: int = 7) -> tuple[float, int]:
+    """Write the events; (seconds it took, messages written)."""
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -210,7 +282,7 @@ def produce(bootstrap: str, topic: str, events: int, envelope: int, partitions: 
     producer.close()
     print(f"  {messages:,} messages, {events / messages:.1f} events per message",
           file=sys.stderr, flush=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, messages
 
 
 def bench_config(workdir: Path, raw: str, prefix: str) -> Path:
@@ -256,13 +328,14 @@ window_ms = {window_ms}
 grace_ms = {grace_ms}
 dimensions = ["server", "region"]
 k = 5
+public_cells = "{prefix}inventory.toml"  # every cell released in every window
 [streams.monitoring.bounds]
 max_cells = 1
 max_events_per_cell = 10
 [streams.monitoring.budget]
 mechanism = "geometric"
 epsilon = 1.0
-delta = 1e-7
+delta = 0
 shares = {{ selection = 0.2, events = 0.2, latency = 0.2, errors = 0.4 }}
 [streams.monitoring.participation]
 max_windows = 40000
@@ -289,7 +362,7 @@ max_delta = 0.5
 
 
 def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, seconds: float,
-                window_ms: int = 2000, grace_ms: int = 1000) -> dict:
+                window_ms: int = 2000, grace_ms: int = 1000, prefix: str = "lat.") -> dict:
     """Live load over ``cells`` cells; per window, ledger visible - (end + grace)."""
     import threading
 
@@ -298,11 +371,16 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
 
     from privmon.streams.generator import TelemetryGenerator
 
-    prefix = "lat."
-    config = workdir / "latency.toml"
+    config = workdir / f"{prefix}latency.toml"
     config.write_text(LATENCY_TOML.format(prefix=prefix, window_ms=window_ms, grace_ms=grace_ms))
-    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PYTHONPATH": str(REPO)}
-    log = workdir / "privmon-latency.log"
+    # The load's servers are the inventory (public cells, like the shipped monitoring
+    # stream): every cell is released in every window, so each window costs its
+    # full release work whatever the noise does.
+    (workdir / f"{prefix}inventory.toml").write_text("".join(
+        f'[[cells]]\nserver = "s{i:05d}"\nregion = "r{i % 4}"\n' for i in range(cells)))
+    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
+           "PYTHONPATH": str(REPO)}
+    log = workdir / f"privmon-{prefix}latency.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap, "--config",
          str(config), "--worker-id", "lat", "--idle-lag-ms", "1000", "--status-every-s", "5"],
@@ -330,8 +408,16 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap,
+                             # (BENCH_ISOLATION=read_uncommitted: to tell a slow release
+                             # from a transaction that stays open, when debugging)
+                             isolation_level=os.environ.get("BENCH_ISOLATION", "read_committed"),
                              enable_auto_commit=False)
+    deadline = time.monotonic() + 120
+    while f"{prefix}ledger" not in consumer.topics():  # the worker creates it
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the latency worker created no ledger topic; see {log}")
+        time.sleep(0.5)
     tps = [TopicPartition(f"{prefix}ledger", p)
            for p in (consumer.partitions_for_topic(f"{prefix}ledger") or {0})]
     consumer.assign(tps)
@@ -358,8 +444,8 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     # The first two windows include start-up; the last may be incomplete.
     starts = sorted(visible)[2:-1]
     lat = [visible[s] - (s + window_ms + grace_ms) / 1000 for s in starts]
-    if not lat:
-        raise RuntimeError(f"no windows released in the latency run; see {log}")
+    if not lat:  # reported as such: a finding, not a crash of the whole run
+        return {"windows": 0, "rss_mib": hwm, "seconds": seconds}
     return {"windows": len(lat), "p50_s": float(np.percentile(lat, 50)),
             "p99_s": float(np.percentile(lat, 99)), "max_s": max(lat),
             "cells_released_per_window": int(np.median([released[s] for s in starts])),
@@ -380,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_limit":
         print(json.dumps(asyncio.run(_limit(argv[1], argv[2], int(argv[3])))))
         return 0
+    if argv and argv[0] == "_limit_confluent":
+        print(json.dumps(_limit_confluent(argv[1], argv[2], int(argv[3]))))
+        return 0
     p = argparse.ArgumentParser(prog="python -m bench.pipeline",
                                 description=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -388,9 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--envelope", type=int, default=100, help="events per envelope message")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--latency-cells", type=int, default=10_000)
+    p.add_argument("--latency-cells-large", type=int, default=100_000,
+                   help="a second latency run over this many cells (0: none)")
     p.add_argument("--latency-rate", type=float, default=20_000)
     p.add_argument("--latency-seconds", type=float, default=60)
     p.add_argument("--skip-faust", action="store_true")
+    p.add_argument("--modes", default="single,envelope",
+                   help="comma-separated: which inputs to run (single, envelope)")
     p.add_argument("--latency-only", action="store_true", help="only the release-latency run")
     p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
     args = p.parse_args(argv)
@@ -407,25 +500,44 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict] = {}
         modes = (("single", args.events_single, 1),
                  ("envelope", args.events_envelope, args.envelope))
+        wanted = set(args.modes.split(","))
         for mode, events, env_size in () if args.latency_only else modes:
+            if mode not in wanted:
+                continue
             topic = f"bench-{mode}"
-            secs = produce(bootstrap, topic, events, env_size, args.partitions)
+            secs, messages = produce(bootstrap, topic, events, env_size, args.partitions)
             print(f"bench: {mode}: produced {events:,} events in {secs:.1f}s", file=sys.stderr)
             r = results[mode] = {}
             r["limit"] = run_limit(bootstrap, topic, events)
             print(f"bench: {mode} limit: {r['limit']}", file=sys.stderr, flush=True)
+            r["limit_confluent"] = run_limit(bootstrap, topic, events, client="confluent")
+            print(f"bench: {mode} limit, confluent-kafka: {r['limit_confluent']}",
+                  file=sys.stderr, flush=True)
+            r["limit_java"] = run_java_limit(bootstrap, topic, messages, events)
+            print(f"bench: {mode} Java consumer: {r['limit_java']}", file=sys.stderr, flush=True)
             if not args.skip_faust:
                 r["faust"] = run_faust(bootstrap, topic, events, workdir)
                 print(f"bench: {mode} faust: {r['faust']}", file=sys.stderr, flush=True)
+                r["faust_batched"] = run_faust(bootstrap, topic, events, workdir,
+                                               mode="batched",
+                                               config=bench_config(workdir, topic, "fb."))
+                print(f"bench: {mode} faust batched: {r['faust_batched']}", file=sys.stderr,
+                      flush=True)
             for workers in (1, 2) if mode == "envelope" else (1,):
                 cfg = bench_config(workdir, topic, f"{mode}{workers}.")
                 r[f"privmon{workers}"] = run_privmon(bootstrap, cfg, events, workers, workdir,
                                                      f"{mode}{workers}", args.partitions)
                 print(f"bench: {mode} privmon x{workers}: {r[f'privmon{workers}']}",
                       file=sys.stderr, flush=True)
-        lat = run_latency(bootstrap, workdir, cells=args.latency_cells, rate=args.latency_rate,
-                          seconds=args.latency_seconds)
-        print(f"bench: latency: {lat}", file=sys.stderr, flush=True)
+        lats = []
+        for cells in (args.latency_cells, args.latency_cells_large):
+            if cells:
+                lats.append((cells, run_latency(bootstrap, workdir, cells=cells,
+                                                rate=args.latency_rate,
+                                                seconds=args.latency_seconds,
+                                                prefix=f"lat{cells}.")))
+                print(f"bench: latency, {cells:,} cells: {lats[-1][1]}", file=sys.stderr,
+                      flush=True)
     finally:
         cluster.stop(purge=True)
 
@@ -433,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     import faust
     import numpy
 
-    lines.append(f"## Pipeline: limit vs naive Faust vs privmon ({time.strftime('%Y-%m-%d')})\n")
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    lines.append(f"## Pipeline: limits, Faust and privmon ({time.strftime('%Y-%m-%d')}, "
+                 f"commit {commit})\n")
     lines.append(f"{platform.machine()}, {os.cpu_count()} cores, Python "
                  f"{platform.python_version()}, Kafka 4.1.1 (local, 1 broker, "
                  f"{args.partitions} partitions), aiokafka {aiokafka.__version__}, "
@@ -449,23 +564,41 @@ def main(argv: list[str] | None = None) -> int:
                      "peak RSS MiB |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         lines.append(_row("limit: aiokafka + decode", r["limit"]))
+        if "limit_confluent" in r:
+            lines.append(_row("confluent-kafka (librdkafka) + decode", r["limit_confluent"],
+                              r["limit"]))
+        if "limit_java" in r:
+            lines.append(_row("Kafka's Java consumer, consume only (perf test)",
+                              r["limit_java"], r["limit"]))
         if "faust" in r:
             lines.append(_row("naive Faust windowed Table", r["faust"], r["limit"]))
+        if "faust_batched" in r:
+            lines.append(_row("batched Faust agent + privmon stage 1", r["faust_batched"],
+                              r["limit"], r.get("faust")))
         for w in (1, 2):
             if f"privmon{w}" in r:
                 lines.append(_row(f"privmon, {w} worker{'s' if w > 1 else ''}",
                                   r[f"privmon{w}"], r["limit"], r.get("faust")))
-    lines.append(f"\nRelease latency, live load: {args.latency_rate:,.0f} events/s over "
-                 f"{args.latency_cells:,} cells "
-                 f"({lat['cells_released_per_window']:,} released per window), 2 s windows, "
-                 f"1 s grace, {lat['windows']} windows: p50 "
-                 f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s after "
-                 f"window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB.\n")
+    for cells, lat in lats:
+        if not lat["windows"]:
+            lines.append(f"\nRelease latency, live load: {args.latency_rate:,.0f} events/s over "
+                         f"{cells:,} cells: no window's ledger entry became visible to a "
+                         f"read_committed reader within {lat['seconds']:.0f} s.\n")
+            continue
+        lines.append(f"\nRelease latency, live load: {args.latency_rate:,.0f} events/s over "
+                     f"{cells:,} cells "
+                     f"({lat['cells_released_per_window']:,} released per window), 2 s windows, "
+                     f"1 s grace, {lat['windows']} windows: p50 "
+                     f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s "
+                     f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB.\n")
     text = "\n".join(lines)
     print(text)
-    if args.write:
-        with open(REPO / "bench" / "RESULTS.md", "a") as f:
-            f.write("\n" + text + "\n")
+    if args.write:  # newest run first: before the first pipeline table
+        results_md = REPO / "bench" / "RESULTS.md"
+        old = results_md.read_text()
+        at = old.find("## Pipeline:")
+        at = len(old) if at < 0 else at
+        results_md.write_text(old[:at] + text + "\n\n" + old[at:])
     return 0
 
 
