@@ -26,7 +26,7 @@ from datetime import timedelta
 import faust
 
 app = faust.App(
-    "bench-faust-" + os.environ["BENCH_TOPIC"],
+    f"bench-faust-{os.environ.get('BENCH_MODE', 'naive')}-{os.environ['BENCH_TOPIC']}",
     broker=f"kafka://{os.environ['BENCH_BOOTSTRAP']}",
     datadir=os.environ["BENCH_DATADIR"],
     web_enabled=False,

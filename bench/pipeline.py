@@ -7,9 +7,13 @@ telemetry into two topics (single-event messages; envelopes of --envelope
 events per message, keyed by account), and measures on each, one after the
 other, each in its own process (peak RSS = that process's VmHWM):
 
-- limit:    raw aiokafka consume + privmon's validating decode, no processing;
+- limit:    raw aiokafka consume + privmon's validating decode as stage 1 runs it
+            (the batch path for single events), no processing; beside it the same
+            with confluent-kafka (librdkafka), and Kafka's own Java consumer
+            (consume only, no decode: kafka-consumer-perf-test's class);
 - faust:    bench/faust_baseline.py, a Faust agent updating a windowed Table per
-            event (same 1-minute windows, per (server, region)), no privacy;
+            event (same 1-minute windows, per (server, region)), no privacy; and
+            the batched Faust agent feeding privmon's stage 1 (the fair baseline);
 - privmon:  `privmon worker` on configs/streams.toml (monitoring, research and
             capacity: bounding, aggregation, selection, noise, release), 1 and
             (envelopes) 2 workers.
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +49,6 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
     """Consume everything and decode it with privmon's decoder; nothing else."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from privmon.streams.decode import decode_message
-
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
@@ -56,15 +59,25 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
     n, first = 0, None
     now = int(time.time() * 1000)
     while n < expect:
-        batch = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+        batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
         if first is None and batch:
             first = time.perf_counter()
         for msgs in batch.values():
-            for m in msgs:
-                n += len(decode_message(m.value, now_ms=now).events)
+            n += decode_all([m.value for m in msgs], now)
     last = time.perf_counter()
     await consumer.stop()
     return {"events": n, "seconds": last - (first or last)}
+
+
+def decode_all(values: list[bytes], now_ms: int) -> int:
+    """Events in ``values``, decoded as stage 1 decodes them (the batch path for
+    single events, then one message at a time), with nothing else done."""
+    from privmon.streams.decode import decode_message, decode_singles
+
+    n = 0
+    for value, single in zip(values, decode_singles(values, now_ms=now_ms), strict=True):
+        n += 1 if single is not None else len(decode_message(value, now_ms=now_ms).events)
+    return n
 
 
 async def _partitions(bootstrap: str, topic: str) -> set[int]:
@@ -77,8 +90,6 @@ def _limit_confluent(bootstrap: str, topic: str, expect: int) -> dict:
     """The same as ``_limit`` with confluent-kafka (librdkafka): batch ``consume``."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from privmon.streams.decode import decode_message
-
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ck-{topic}",
                          "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
                          "max.partition.fetch.bytes": 8 << 20})
@@ -88,12 +99,10 @@ def _limit_confluent(bootstrap: str, topic: str, expect: int) -> dict:
     n, first = 0, None
     now = int(time.time() * 1000)
     while n < expect:
-        msgs = consumer.consume(num_messages=10_000, timeout=1.0)
+        msgs = consumer.consume(num_messages=5000, timeout=1.0)
         if first is None and msgs:
             first = time.perf_counter()
-        for m in msgs:
-            if m.error() is None:
-                n += len(decode_message(m.value(), now_ms=now).events)
+        n += decode_all([m.value() for m in msgs if m.error() is None], now)
     last = time.perf_counter()
     consumer.close()
     return {"events": n, "seconds": last - (first or last)}
@@ -166,7 +175,7 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: s
                              "worker", "--loglevel", "warn"], env=env, cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
     hwm = 0.0
-    deadline = time.monotonic() + 1800
+    deadline = time.monotonic() + 600
     try:
         while not report.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -184,12 +193,18 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: s
 
 
 def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir: Path,
-                tag: str, partitions: int) -> dict:
+                tag: str, partitions: int, *, input_after_join: Callable[[], object] | None = None
+                ) -> dict:
     """`privmon worker` processes until every raw partition is read to its end.
 
     Done = the workers' trusted status files (every 0.25 s) report lag 0 for all
     ``partitions`` raw partitions after reading at least ``expect`` events
-    (events re-read after a rebalance count again in "accepted")."""
+    (events re-read after a rebalance count again in "accepted": the re-read
+    fraction is (accepted - expect) / expect). With ``input_after_join`` the
+    topic starts empty: it is called (in a thread) once every worker holds raw
+    partitions, and writes the input while they run."""
+    import threading
+
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
            "PYTHONPATH": str(REPO)}
     procs, logs, trusted = [], [], []
@@ -204,12 +219,17 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
              "--trusted-status", str(trusted[-1])],
             cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
     hwm = [0.0] * workers
+    per = [0] * workers  # accepted per worker
+    per_first: list[float | None] = [None] * workers
+    per_last: list[float | None] = [None] * workers
     first = last = None
     accepted = 0
+    feeder: threading.Thread | None = None
     deadline = time.monotonic() + 1800
     try:
         while True:
-            accepted, lag = 0, {}
+            accepted, lag, owners = 0, {}, []
+            now = time.perf_counter()
             for w, path in enumerate(trusted):
                 try:
                     status = json.loads(path.read_text())
@@ -218,8 +238,18 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
                 if status:
                     accepted += status["accepted"]
                     lag.update(status.get("raw_lag", {}))
+                    owners.append(bool(status.get("raw_lag")))
+                    if status["accepted"] > per[w]:
+                        per[w] = status["accepted"]
+                        per_first[w] = per_first[w] or now
+                        per_last[w] = now
                 hwm[w] = max(hwm[w], _hwm_mib(procs[w].pid))
-            now = time.perf_counter()
+            if input_after_join is not None and feeder is None:
+                if len(owners) == workers and all(owners) and len(lag) == partitions:
+                    feeder = threading.Thread(target=input_after_join, daemon=True)
+                    feeder.start()
+                time.sleep(0.05)
+                continue
             if accepted and first is None:
                 first = now
             if accepted >= expect and len(lag) == partitions and not any(lag.values()):
@@ -234,55 +264,75 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
         for p in procs:
             p.wait(timeout=60)
     # 'first' is the first status line with accepted > 0 (<= 0.25 s after the first read).
-    return {"events": expect, "accepted": accepted, "seconds": last - first,
-            "rss_mib": max(hwm)}
+    seconds = last - first
+    return {"events": expect, "accepted": accepted, "seconds": seconds,
+            "rss_mib": max(hwm), "reread": (accepted - expect) / expect,
+            "per_worker_events_s": [n / ((b - a) or float("nan")) if a and b else 0.0
+                                    for n, a, b in zip(per, per_first, per_last, strict=True)],
+            "per_worker_events": per}
 
 
 # ------------------------------------------------------------------ set-up
-def produce(bootstrap: str, topic: str, events: int, envelope: int, partitions: int,
-            seed: int = 7) -> tuple[float, int]:
-    """Write the events; (seconds it took, messages written)."""
-    from kafka import KafkaProducer
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
-
-    from privmon.streams.generator import TelemetryGenerator
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
     admin.close()
+
+
+def encode_input(events: int, envelope: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """The (key, value) messages of ``events`` generated events, 1 or up to
+    ``envelope`` per message (encoded before any timing starts)."""
+    from privmon.streams.generator import TelemetryGenerator
+
     # Envelopes are one account's batch of reports: fewer, busier accounts, so that
     # a 100k-event chunk holds ~``envelope`` events per account.
     chunk = 100_000
     accounts = 100_000 if envelope == 1 else max(100, chunk // envelope)
     gen = TelemetryGenerator(accounts=accounts, seed=seed)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20,
-                             max_request_size=8 << 20, acks=1)
-    t0 = time.perf_counter()
     now = int(time.time() * 1000)
-    done, messages = 0, 0
+    out: list[tuple[bytes, bytes]] = []
+    done = 0
     while done < events:
         n = min(chunk, events - done)
         batch = gen.events(n, start_ms=now - 50_000, end_ms=now)
         if envelope == 1:
-            for e in batch:
-                producer.send(topic, key=e["account_id"].encode(), value=json.dumps(e).encode())
-            messages += n
+            out += [(e["account_id"].encode(), json.dumps(e).encode()) for e in batch]
         else:
             by_account: dict[str, list] = {}
             for e in batch:
                 by_account.setdefault(e["account_id"], []).append(e)
             for account, own in by_account.items():
-                for i in range(0, len(own), envelope):
-                    producer.send(topic, key=account.encode(),
-                                  value=json.dumps({"events": own[i:i + envelope]}).encode())
-                    messages += 1
+                out += [(account.encode(), json.dumps({"events": own[i:i + envelope]}).encode())
+                        for i in range(0, len(own), envelope)]
         done += n
-        print(f"  produced {done:,}/{events:,} events to {topic}", file=sys.stderr, flush=True)
+        print(f"  encoded {done:,}/{events:,} events", file=sys.stderr, flush=True)
+    print(f"  {len(out):,} messages, {events / len(out):.1f} events per message",
+          file=sys.stderr, flush=True)
+    return out
+
+
+def send_input(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    """Write the messages to ``topic``; the seconds it took."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20,
+                             max_request_size=8 << 20, acks=1)
+    t0 = time.perf_counter()
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
-    print(f"  {messages:,} messages, {events / messages:.1f} events per message",
-          file=sys.stderr, flush=True)
-    return time.perf_counter() - t0, messages
+    return time.perf_counter() - t0
+
+
+def produce(bootstrap: str, topic: str, events: int, envelope: int, partitions: int,
+            seed: int = 7) -> tuple[float, int]:
+    """Create ``topic`` and write the events; (seconds the writing took, messages)."""
+    create_topic(bootstrap, topic, partitions)
+    messages = encode_input(events, envelope, seed)
+    return send_input(bootstrap, topic, messages), len(messages)
 
 
 def bench_config(workdir: Path, raw: str, prefix: str) -> Path:
@@ -530,6 +580,22 @@ def main(argv: list[str] | None = None) -> int:
                                                      f"{mode}{workers}", args.partitions)
                 print(f"bench: {mode} privmon x{workers}: {r[f'privmon{workers}']}",
                       file=sys.stderr, flush=True)
+            if mode == "envelope":  # the second worker joins before the input starts
+                late = f"{topic}-after-join"
+                create_topic(bootstrap, late, args.partitions)
+                cfg = bench_config(workdir, late, "joined2.")
+                fed: dict = {}
+                messages = encode_input(events, env_size, seed=8)
+
+                def feed(late: str = late, messages: list = messages, fed: dict = fed) -> None:
+                    fed["seconds"] = send_input(bootstrap, late, messages)
+
+                r["privmon2_joined"] = run_privmon(bootstrap, cfg, events, 2, workdir,
+                                                   "joined2", args.partitions,
+                                                   input_after_join=feed)
+                r["privmon2_joined"]["produce_s"] = fed.get("seconds", float("nan"))
+                print(f"bench: {mode} privmon x2, joined before input: "
+                      f"{r['privmon2_joined']}", file=sys.stderr, flush=True)
         lats = []
         for cells in (args.latency_cells, args.latency_cells_large):
             if cells:
@@ -580,6 +646,17 @@ def main(argv: list[str] | None = None) -> int:
             if f"privmon{w}" in r:
                 lines.append(_row(f"privmon, {w} worker{'s' if w > 1 else ''}",
                                   r[f"privmon{w}"], r["limit"], r.get("faust")))
+        if "privmon2_joined" in r:
+            lines.append(_row("privmon, 2 workers, both joined before the input",
+                              r["privmon2_joined"], r["limit"], r.get("faust")))
+        scaling = [(k, r[k]) for k in ("privmon2", "privmon2_joined") if k in r]
+        for k, x in scaling:
+            per_worker = ", ".join(f"{v:,.0f}" for v in x["per_worker_events_s"])
+            lines.append(f"\n{'2 workers' if k == 'privmon2' else '2 workers joined first'}: "
+                         f"re-read {x['reread']:.1%} of the input; per worker "
+                         f"{per_worker} events/s (its events over its own first-to-last "
+                         "status)" + (f"; the input took {x['produce_s']:.1f} s to write"
+                                      if "produce_s" in x else "") + ".")
     for cells, lat in lats:
         if not lat["windows"]:
             lines.append(f"\nRelease latency, live load: {args.latency_rate:,.0f} events/s over "

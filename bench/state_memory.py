@@ -2,9 +2,9 @@
 
     python -m bench.state_memory [--accounts 1000000] [--cells 10000] [--write]
 
-Feeds one Stage1Partition (configs/streams.toml: monitoring, research and
-capacity, all windows open) with --events-per-account events per account in
-envelopes, then reports the process's resident memory (VmRSS before and after,
+Feeds one Stage1Partition (configs/streams.toml with private cells, as
+bench/pipeline.py runs it: monitoring, research and capacity, all windows
+open) with --events-per-account events per account in envelopes, then reports the process's resident memory (VmRSS before and after,
 VmHWM peak) and the state sizes: per stream the (account, cell) rows of the
 open windows, and the participation limiter's accounts. No Kafka: this is the
 in-memory state a worker holds for its partitions.
@@ -40,12 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true")
     args = p.parse_args(argv)
 
+    # The shipped config with private cells (as bench.pipeline runs it): the synthetic
+    # servers here are not the inventory, and public cells would fold them into one.
+    import tempfile
+
+    from bench.pipeline import bench_config
     from privmon.agents.stage1 import Stage1Partition
     from privmon.streams.config import load_config
     from privmon.streams.participation_state import StateChunk
     from privmon.streams.pseudonym import Pseudonymizer
 
-    config = load_config()
+    config = load_config(bench_config(Path(tempfile.mkdtemp(prefix="privmon-state-")),
+                                      "telemetry.raw", ""))
     rng = np.random.default_rng(5)
     now = int(time.time() * 1000)
     window_start = now - now % 60_000  # all events in the current minute: windows stay open

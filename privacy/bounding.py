@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privmon.privacy.params import StreamPolicy
+from privmon.privacy.row_index import RowIndex
 
 _CELL_BITS = 32
 
@@ -81,7 +82,7 @@ class ContributionTable:
     def __init__(self, policy: StreamPolicy, *, capacity: int = 1024) -> None:
         self.policy = policy
         self._linf = policy.bounds.max_events_per_cell
-        self._rows: dict[int, int] = {}
+        self._index = RowIndex()  # (account, cell) key -> row
         self._n = 0
         self._cap = capacity
         # Stored in the smallest integer type their bounds allow (per row: events and
@@ -146,23 +147,14 @@ class ContributionTable:
         rank = np.arange(n) - starts[group_of]
 
         unique_keys = sorted_keys[starts]
-        rows = np.empty(unique_keys.size, np.int64)
-        lookup = self._rows
-        fresh = []
-        for i, key in enumerate(unique_keys.tolist()):
-            row = lookup.get(key)
-            if row is None:
-                row = self._n + len(fresh)
-                lookup[key] = row
-                fresh.append(i)
-            rows[i] = row
-        if fresh:
-            fresh_idx = np.asarray(fresh)
-            self._grow(self._n + fresh_idx.size)
-            new_rows = rows[fresh_idx]
-            self._account[new_rows] = unique_keys[fresh_idx] >> _CELL_BITS
-            self._cell[new_rows] = unique_keys[fresh_idx] & ((1 << _CELL_BITS) - 1)
-            self._n += fresh_idx.size
+        rows, fresh = self._index.rows_of(unique_keys)  # new pairs: the next rows
+        if fresh.any():
+            new_keys = unique_keys[fresh]
+            self._grow(self._index.size)
+            new_rows = rows[fresh]
+            self._account[new_rows] = new_keys >> _CELL_BITS
+            self._cell[new_rows] = new_keys & ((1 << _CELL_BITS) - 1)
+            self._n = self._index.size
 
         keep = self._events[rows][group_of] + rank < self._linf  # Linf, in arrival order
         kept_events = order[keep]
