@@ -4,7 +4,8 @@
 
 Feeds one Stage1Partition (configs/streams.toml with private cells, as
 bench/pipeline.py runs it: monitoring, research and capacity, all windows
-open) with --events-per-account events per account in envelopes, then reports the process's resident memory (VmRSS before and after,
+open) with --events-per-account events per account in envelopes, then
+reports the process's resident memory (VmRSS before and after,
 VmHWM peak) and the state sizes: per stream the (account, cell) rows of the
 open windows, and the participation limiter's accounts. No Kafka: this is the
 in-memory state a worker holds for its partitions.
