@@ -30,6 +30,7 @@ app = faust.App(
     broker=f"kafka://{os.environ['BENCH_BOOTSTRAP']}",
     datadir=os.environ["BENCH_DATADIR"],
     web_enabled=False,
+    web_port=int(os.environ.get("BENCH_WEB_PORT", "6066")),  # (it binds one all the same)
     store="memory://",
     topic_partitions=int(os.environ.get("BENCH_PARTITIONS", "4")),
     consumer_auto_offset_reset="earliest",

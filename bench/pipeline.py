@@ -160,6 +160,14 @@ def run_limit(bootstrap: str, topic: str, expect: int, client: str = "aiokafka")
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: str = "naive",
               config: Path | None = None) -> dict:
     """bench/faust_baseline.py in ``mode`` (naive, or batched into privmon's stage 1)."""
@@ -169,7 +177,7 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: s
            "BENCH_DATADIR": str(workdir / f"faust-{tag}"), "BENCH_EXPECT": str(expect),
            "BENCH_REPORT": str(report), "BENCH_WINDOW_S": "60", "PYTHONPATH": str(REPO),
            "BENCH_MODE": mode, "BENCH_CONFIG": str(config or ""),
-           "PRIVMON_PSEUDONYM_KEYS": KEYS}
+           "PRIVMON_PSEUDONYM_KEYS": KEYS, "BENCH_WEB_PORT": str(_free_port())}
     log = open(workdir / f"faust-{tag}.log", "wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "faust_baseline.py"),
                              "worker", "--loglevel", "warn"], env=env, cwd=workdir,
