@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.partitioner import DefaultPartitioner
 
 from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.kafka_errors import refused
 from privmon.streams.participation_state import MAX_RECORD_BYTES
+from privmon.streams.partitioner import partitions_for_keys
 
 log = logging.getLogger("privmon.worker")
 
@@ -276,13 +276,6 @@ async def read_latest(
         await consumer.stop()
 
 
-def partition_for_key(key: bytes | None, partitions: int) -> int:
-    """The partition Kafka's default (murmur2) partitioner picks for ``key``: where
-    ``producer.send`` would put it (partials: the cell's stage-2 partition)."""
-    every = range(partitions)
-    return DefaultPartitioner()(key, every, every)
-
-
 async def send_many(producer: AIOKafkaProducer, topic: str,
                     records: list[tuple[bytes | None, bytes, int | None]],
                     partitions: int) -> None:
@@ -295,9 +288,15 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     broker has the records (raises what it refused)."""
     builders: dict[int, object] = {}
     sent: list[asyncio.Future] = []
-    for key, value, part in records:
+    keyed = [i for i, (_, _, part) in enumerate(records) if part is None]
+    by_key = dict(zip(keyed, partitions_for_keys([records[i][0] or b"" for i in keyed],
+                                                 partitions).tolist(), strict=True)
+                  ) if keyed else {}
+    for i, (key, value, part) in enumerate(records):
         if part is None:
-            part = partition_for_key(key, partitions)
+            if key is None:
+                raise ValueError("send_many: a record without key needs a partition")
+            part = by_key[i]
         builder = builders.get(part)
         if builder is None:
             builder = builders[part] = producer.create_batch()

@@ -6,7 +6,7 @@ and numpy, no Kafka: the worker feeds it records and ships what it returns.
   # raw message -> decode: TelemetryEvent | DeadLetter
   # -> (pseudonym, event) -> per stream: (stream, window) <- or late
   # -> participation cap -> ContributionTable: (pseudonym, cell) rows (Linf)
-  # -> at close: L0 -> CellTotals -> Partial per cell, then a Mark per stream
+  # -> at close: L0 -> CellTotals -> Partials (by column) per window, then a Mark per stream
 
 Recovery contract (see agents/worker.py): the worker commits, in one Kafka
 transaction, the partials and marks of ``close`` together with
@@ -36,7 +36,7 @@ from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.participation import DenseParticipationLimiter, open_recent
 from privmon.streams.decode import decode_message, decode_singles, event_spans
-from privmon.streams.partials import Mark, Partial, mark, partials_of
+from privmon.streams.partials import Mark, Partials, mark, partials_of
 from privmon.streams.participation_state import (
     BUCKETS,
     StateChunk,
@@ -377,13 +377,14 @@ class Stage1Partition:
         return any(self.specs[p.name].closed_up_to(wm) > self.closed[p.name]
                    for p in self.policies)
 
-    def close(self, *, now_ms: int, caught_up: bool = True) -> tuple[list[Partial], list[Mark]]:
+    def close(self, *, now_ms: int, caught_up: bool = True
+              ) -> tuple[list[Partials], list[Mark]]:
         """Close every window the watermark has passed: its partials, then fresh marks.
 
         ``caught_up``: whether the partition has read all its input (see Watermark).
         """
         wm = self.watermark.value(now_ms, caught_up=caught_up)
-        partials: list[Partial] = []
+        partials: list[Partials] = []  # one per closed window with cells
         failed: dict[str, list[tuple[int, str]]] = {p.name: [] for p in self.policies}
         for policy in self.policies:
             upto = self.specs[policy.name].closed_up_to(wm)
@@ -396,8 +397,10 @@ class Stage1Partition:
                 try:
                     totals = acc.add(acc.initialize(policy),
                                      window.table.bounded_rows(self.rng))
-                    partials += partials_of(totals, window.labels, partition=self.partition,
-                                            stream=policy.name, window_start_ms=key[1])
+                    if len(totals):
+                        partials.append(partials_of(
+                            totals, window.labels, partition=self.partition,
+                            stream=policy.name, window_start_ms=key[1]))
                 except Exception as exc:  # this window only: stage 2 quarantines it
                     failed[policy.name].append((key[1], type(exc).__name__))
             self.closed[policy.name] = upto

@@ -26,6 +26,7 @@ from privmon.agents.kafka_stage import (
 )
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.worker_context import WorkerContext
+from privmon.streams.partials import route
 from privmon.streams.participation_state import StateChunk
 from privmon.streams.progress import Progress
 
@@ -202,8 +203,9 @@ class Stage1Close:
     """One close transaction of stage 1, in numbered steps:
 
     1. begin the transaction;
-    2. close each partition's due windows: partials (by cell key), marks (to every
-       partials partition), changed participation-cap state, the progress record;
+    2. close each partition's due windows: partials (by column, to each cell's
+       stage-2 partition), marks (to every partials partition), changed
+       participation-cap state, the progress record;
     3. send them all and wait for the broker's acknowledgement;
     4. add the raw offsets (held back to each partition's oldest open window);
     5. commit. A crash anywhere before 5 aborts all of it (worker.py's mechanism).
@@ -234,7 +236,8 @@ class Stage1Close:
                               cause)
             state += [(k, v, p) for k, v in part.take_state()]
             n_partials += len(partials)
-            out += [(partial.key(), partial.encode(), None) for partial in partials]
+            # each window's cells, by column, in one record per stage-2 partition
+            out += [r for block in partials for r in route(block, len(partials_partitions))]
             out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]
             await producer.send(topics.progress, key=str(p).encode(),
                                 value=part.progress().encode())

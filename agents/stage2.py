@@ -3,7 +3,7 @@
 One ``Stage2Partition`` per assigned partition of the partials topic. No
 Kafka here either.
 
-  # Partial (stage-1 partition, stream, window, cell) -> merged exact totals
+  # Partials (stage-1 partition, stream, window, cells by column) -> merged exact totals
   # Mark (stage-1 partition, stream, t) -> that partition is done with windows <= t
   # all stage-1 partitions done -> CellTotals -> release_window -> ReleaseRecords
 
@@ -21,15 +21,15 @@ has gone, not whether the data had a cell in this partition (an existence
 channel otherwise: tests/privacy/test_exact_channels.py). An empty window
 draws no noise and publishes nothing; its entry charges the window's cost all
 the same (an upper bound). A stream with public cells releases each listed cell
-in the partition its partials key falls in (``owns``), with zero totals where it
-had no partials: every listed cell gets a record every window.
+in the partition its partials key falls in (``partition`` of ``partitions``),
+with zero totals where it had no partials: every listed cell gets a record every
+window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,8 @@ from privmon.privacy.noise_keys import NoiseKeys
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.records import WindowComplete
 from privmon.privacy.release import WindowRelease, release_window
-from privmon.streams.partials import Mark, Partial, partial_key
+from privmon.streams.partials import Mark, Partials, partial_key
+from privmon.streams.partitioner import partitions_for_keys
 
 
 def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
@@ -78,33 +79,38 @@ class WindowFailed(Exception):
 
 
 class _Pending:
+    """A window's partials as they arrive (blocks of columns), merged once, at release."""
+
     def __init__(self, first_offset: int) -> None:
         self.first_offset = first_offset
-        self.cells: dict[tuple[str, ...], list[Any]] = {}  # cell -> [accounts, events, cols]
+        self.blocks: list[Partials] = []
 
-    def add(self, p: Partial) -> None:
-        cur = self.cells.get(p.cell)
-        cols = {k: np.asarray(v, np.int64) for k, v in p.columns.items()}
-        if cur is None:
-            self.cells[p.cell] = [p.accounts, p.events, cols]
-        else:
-            cur[0] += p.accounts
-            cur[1] += p.events
-            for k, v in cols.items():
-                cur[2][k] = cur[2][k] + v
+    def add(self, p: Partials) -> None:
+        self.blocks.append(p)
 
-    def totals(self, policy: StreamPolicy) -> tuple[CellTotals, list[tuple[str, ...]]]:
-        labels = sorted(self.cells)
-        rows = [self.cells[c] for c in labels]
-        n = len(rows)
-        columns = {}
-        for m in policy.metrics:
-            stacked = [r[2][m.name] for r in rows]
-            columns[m.name] = np.array(stacked, np.int64) if n else np.zeros((0,), np.int64)
+    def totals(self, policy: StreamPolicy, also: Callable[[set], Sequence[tuple[str, ...]]]
+               = lambda present: ()) -> tuple[CellTotals, list[tuple[str, ...]]]:
+        """The exact sums per cell (int64, by numpy), cells sorted, with zero rows for
+        the cells ``also(present cells)`` names (a public stream's listed cells)."""
+        rows = [c for b in self.blocks for c in b.cells]  # one per (block, cell)
+        present = set(rows)
+        labels = sorted(present.union(also(present)))
+        index = {c: i for i, c in enumerate(labels)}
+        at = np.fromiter((index[c] for c in rows), np.int64, len(rows))
+        n = len(labels)
+
+        def summed(values: list, width: tuple[int, ...]) -> np.ndarray:
+            out = np.zeros((n, *width), np.int64)
+            if values:
+                np.add.at(out, at, np.asarray(values, np.int64).reshape(len(rows), *width))
+            return out
+
+        columns = {m.name: summed([v for b in self.blocks for v in b.columns[m.name]],
+                                  m.buckets) for m in policy.metrics}
         totals = CellTotals(
             cells=np.arange(n, dtype=np.int64),
-            accounts=np.array([r[0] for r in rows], np.int64),
-            events=np.array([r[1] for r in rows], np.int64),
+            accounts=summed([a for b in self.blocks for a in b.accounts], ()),
+            events=summed([e for b in self.blocks for e in b.events], ()),
             columns=MappingProxyType(columns),
         )
         return totals, labels
@@ -118,11 +124,15 @@ class Stage2Partition:
         sources: int,
         noise_keys: NoiseKeys,
         released: set[tuple[str, int]] | None = None,
-        owns: Callable[[bytes], bool] = lambda key: True,
+        partition: int = 0,
+        partitions: int = 1,
     ) -> None:
         """``released``: the (stream, window start) pairs this partition's ledger holds;
-        ``owns``: whether a partials key is this partition's (all, with one partition)."""
-        self.owns = owns
+        ``partition`` of ``partitions``: which partials partition this is (the public
+        cells it releases are those whose partials key Kafka's partitioner puts here)."""
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition: expected 0..{partitions - 1}, got {partition}")
+        self.partition, self.partitions = partition, partitions
         self.policies = {p.name: p for p in policies}
         self.sources = sources
         self.released = set(released or ())
@@ -139,7 +149,7 @@ class Stage2Partition:
             if stream in self.policies:
                 self._advance(stream, start)
 
-    def on_record(self, offset: int, record: Partial | Mark) -> None:
+    def on_record(self, offset: int, record: Partials | Mark) -> None:
         if isinstance(record, Mark):
             marks = self.marks.setdefault(record.stream, {})
             marks[record.partition] = max(marks.get(record.partition, 0), record.closed_up_to_ms)
@@ -210,18 +220,24 @@ class Stage2Partition:
             raise WindowFailed(cause)
         if policy.public_cells:  # every listed cell of this partition, partials or not
             pending = pending or _Pending(0)
-            for cell in policy.released_cells:
-                if cell not in pending.cells and self.owns(partial_key(stream, start, cell)):
-                    pending.cells[cell] = [0, 0, {m.name: np.zeros(m.buckets, np.int64)
-                                                  for m in policy.metrics}]
         if pending is None:  # no partials here: nothing to publish, an entry all the same
             return WindowRelease([])
-        totals, labels = pending.totals(policy)
+        totals, labels = pending.totals(policy, lambda present: self._listed_here(
+            policy, start, present))
         return release_window(
             totals, policy, window_start_ms=start,
             cell_labels=lambda c: labels_of(labels[c]),
             noise=self.noise_keys.window(stream, policy.policy_version, start),
         )
+
+    def _listed_here(self, policy: StreamPolicy, start: int, present: set
+                     ) -> list[tuple[str, ...]]:
+        """The listed cells of a public stream without partials here whose partials key
+        falls in this partition (where they would have come had they had events)."""
+        missing = [c for c in policy.released_cells if c not in present]
+        where = partitions_for_keys([partial_key(policy.name, start, c) for c in missing],
+                                    self.partitions)
+        return [c for c, q in zip(missing, where.tolist(), strict=True) if q == self.partition]
 
     def commit_offset(self, next_offset: int) -> int:
         """Partials offset to commit: the first record of the oldest pending window."""

@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
 from privmon.agents.kafka_stage import (
     bounded,
     drive,
-    partition_for_key,
     read_compacted,
     send_many,
 )
@@ -49,11 +47,6 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
         except Exception as exc:  # this window only: quarantined by the caller
             out.append((stream, start, exc))
     return out
-
-
-def partition_of_key(partition: int, partitions: int) -> Callable[[bytes], bool]:
-    """Whether a partials key lands in ``partition`` (as stage 1 sends partials)."""
-    return lambda key: partition_for_key(key, partitions) == partition
 
 
 class Stage2Runner:
@@ -113,8 +106,8 @@ class Stage2Runner:
             self.parts[tp.partition] = Stage2Partition(
                 policies=ctx.config.policies, sources=self.sources, noise_keys=ctx.noise_keys,
                 released=released.get(tp.partition, set()),
-                owns=partition_of_key(tp.partition,
-                                      ctx.topic_partitions[ctx.config.topics.partials]),
+                partition=tp.partition,
+                partitions=ctx.topic_partitions[ctx.config.topics.partials],
             )
         log.info("stage 2 assigned partials partitions %s", sorted(self.parts))
 

@@ -41,6 +41,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 SCHEMA = "privmon.release/1"
@@ -77,9 +78,12 @@ class MetricValue:
         return self.value - self.ci95_half, self.value + self.ci95_half
 
     def to_dict(self) -> dict[str, float]:
-        out = asdict(self)
-        if self.ci95_half is None:
-            del out["ci95_half"]  # (unclipped: the record stays as it was)
+        # (by hand, in field order: dataclasses.asdict deep-copies, ~6x slower, and
+        # a window of 10k public cells encodes ~40k of these)
+        out = {"value": self.value, "noise_std": self.noise_std,
+               "ci95_low": self.ci95_low, "ci95_high": self.ci95_high}
+        if self.ci95_half is not None:  # (unclipped: the record stays as it was)
+            out["ci95_half"] = self.ci95_half
         return out
 
 
@@ -100,6 +104,22 @@ class PrivacyMetadata:
     # how cells were chosen: noisy_threshold, truncated_geometric or public_cells
     selection: str = "noisy_threshold"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record's "privacy" object (a fresh copy: callers may change it)."""
+        shared = self._shared_dict
+        return {**shared, "ranges": {k: list(v) for k, v in shared["ranges"].items()}}
+
+    @cached_property
+    def _shared_dict(self) -> dict[str, Any]:
+        """The same, computed once per metadata (one per stream and window, shared
+        by every record of the window); never handed out."""
+        return {**asdict(self), "ranges": {k: list(v) for k, v in self.ranges.items()}}
+
+    @cached_property
+    def json_text(self) -> str:
+        """The "privacy" object's compact JSON, encoded once per metadata."""
+        return json.dumps(self._shared_dict, separators=(",", ":"))
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReleaseRecord:
@@ -113,6 +133,11 @@ class ReleaseRecord:
     under_k: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        return {**self._head(), "privacy": self.privacy.to_dict(),
+                **({"under_k": True} if self.under_k else {})}
+
+    def _head(self) -> dict[str, Any]:
+        """Every field before "privacy", in the record's order."""
         return {
             "schema": SCHEMA,
             "stream": self.stream,
@@ -120,14 +145,15 @@ class ReleaseRecord:
             "window_end_ms": self.window_end_ms,
             "cell": dict(self.cell),
             "metrics": {name: v.to_dict() for name, v in self.metrics.items()},
-            "privacy": {**asdict(self.privacy), "ranges": {
-                k: list(v) for k, v in self.privacy.ranges.items()
-            }},
-            **({"under_k": True} if self.under_k else {}),
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        """json.dumps(to_dict()), compact, with the window's privacy JSON spliced in
+        where it belongs (after "metrics"): ~1/3 of the encoding, done once per
+        window (tests/privacy/test_record_encoding.py checks the bytes)."""
+        head = json.dumps(self._head(), separators=(",", ":"))
+        tail = ',"under_k":true}' if self.under_k else "}"
+        return f'{head[:-1]},"privacy":{self.privacy.json_text}{tail}'.encode()
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ReleaseRecord:

@@ -18,6 +18,7 @@ from kafka.errors import KafkaError
 
 from privmon.privacy.records import SCHEMA, WINDOW_SCHEMA, WindowComplete
 from privmon.streams.kafka_errors import refused
+from privmon.streams.partials import cell_rows
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = Path(__file__).with_name("fast_streams.toml")
@@ -287,17 +288,17 @@ def partial_sums(setup: Setup, stream: str = "monitoring") -> dict:
     sums: dict = defaultdict(lambda: [0, 0, 0, 0])
     seen: set = set()
     for r in read_topic(setup.bootstrap, setup.topic("privmon.partials")):
-        d = json.loads(r.value)
-        if d["k"] != "partial" or d["s"] != stream:
-            continue
-        ident = (d["w"], tuple(d["cell"]), d["p"])
-        assert ident not in seen, f"partial committed twice: {ident}"
-        seen.add(ident)
-        s = sums[(d["w"], tuple(d["cell"]))]
-        s[0] += d["a"]
-        s[1] += d["e"]
-        s[2] += d["m"]["errors"]
-        s[3] += d["m"]["latency"]
+        for row in cell_rows(r.value):
+            if row.stream != stream:
+                continue
+            ident = (row.window_start_ms, row.cell, row.partition)
+            assert ident not in seen, f"partial committed twice: {ident}"
+            seen.add(ident)
+            s = sums[(row.window_start_ms, row.cell)]
+            s[0] += row.accounts
+            s[1] += row.events
+            s[2] += row.columns["errors"]
+            s[3] += row.columns["latency"]
     return dict(sums)
 
 

@@ -16,6 +16,7 @@ import pytest
 from privmon.agents.stats import WorkerStats
 from privmon.privacy.records import ReleaseRecord
 from privmon.streams.localkafka.procs import free_port
+from privmon.streams.partials import cell_rows
 from tests.integration.pipeline_harness import (
     CELLS,
     REPO,
@@ -252,10 +253,9 @@ def test_the_daily_window_cap_holds_across_a_sigkill(bootstrap, tmp_path):
         return set(truth.windows)
 
     def solo_windows() -> set[int]:
-        return {json.loads(r.value)["w"] for r in read_topic(bootstrap,
-                                                             setup.topic("privmon.partials"))
-                if json.loads(r.value)["k"] == "partial"
-                and json.loads(r.value)["cell"][0] == "solo-01"}
+        return {row.window_start_ms
+                for r in read_topic(bootstrap, setup.topic("privmon.partials"))
+                for row in cell_rows(r.value) if row.cell[0] == "solo-01"}
 
     worker = start_worker(setup, "w1", log)
     try:

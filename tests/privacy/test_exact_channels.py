@@ -23,7 +23,7 @@ from privmon.agents.stats import WorkerStats
 from privmon.privacy.accumulators import CellTotals
 from privmon.privacy.release import WindowRelease, release_window
 from privmon.streams.config import load_config
-from privmon.streams.partials import Mark, Partial
+from privmon.streams.partials import Mark, Partials
 from tests.privacy.keyed import KEYS, window_noise
 
 # Private cells (DP selection): where a cell's existence is data. (Public cells:
@@ -103,9 +103,10 @@ def _published(extra_cell: bool, publish) -> list[bytes]:
     cols = {m.name: ([0] * m.n_buckets if hasattr(m, "n_buckets") else 0)
             for m in POLICY.metrics}
     part.on_record(0, Mark(0, POLICY.name, T0))  # stage 1's first close
-    part.on_record(1, Partial(0, POLICY.name, T0, ("s1", "eu"), 900, 900, cols))
+    one = {k: [v] for k, v in cols.items()}
+    part.on_record(1, Partials(0, POLICY.name, T0, [("s1", "eu")], [900], [900], one))
     if extra_cell:
-        part.on_record(2, Partial(0, POLICY.name, T0 + 2 * W, ("lone", "eu"), 1, 1, cols))
+        part.on_record(2, Partials(0, POLICY.name, T0 + 2 * W, [("lone", "eu")], [1], [1], one))
     part.on_record(3, Mark(0, POLICY.name, T0 + 5 * W))
     out = []
     while ready := part.releasable():

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privmon.privacy.keys import KeyConfigError
-from privmon.privacy.noise_keys import ENV, NoiseKeys
+from privmon.privacy.noise_keys import ENV, NoiseKeys, WindowNoise
+from privmon.privacy.samplers import KeyedStream
 
 K = "ab" * 32
 REPO = Path(__file__).resolve().parents[2]
@@ -48,3 +52,18 @@ def test_the_worker_does_not_start_without_a_noise_key():
                          timeout=60)
     assert out.returncode == 2
     assert f"{ENV} is not set" in out.stderr
+
+
+@settings(max_examples=500, deadline=None)
+@given(cell=st.lists(st.text() | st.integers(), max_size=4), quantity=st.text(),
+       stream=st.text(max_size=10), version=st.text(max_size=10),
+       start=st.integers(0, 2**62))
+def test_the_noise_context_is_the_json_of_its_parts(cell, quantity, stream, version, start):
+    """The context built by parts is byte-equal to the one json.dumps builds (any
+    text: quotes, backslashes, control and non-ASCII characters), so no draw moves."""
+    expected = json.dumps(["privmon.noise/1", stream, version, start, list(cell), quantity],
+                          separators=(",", ":")).encode()
+    noise = WindowNoise(b"k" * 32, stream, version, start)
+    assert noise.context(cell, quantity) == expected
+    assert noise.stream(cell, quantity).bits(64) == KeyedStream(b"k" * 32, expected).bits(64)
+    assert noise.streams([cell], quantity)[0].bits(64) == noise.stream(cell, quantity).bits(64)

@@ -17,12 +17,11 @@ import pytest
 
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.stage2 import Stage2Partition
-from privmon.agents.stage2_runner import partition_of_key
 from privmon.privacy.params import UNLISTED, StreamPolicy
 from privmon.privacy.window_parts import window_parts
 from privmon.streams.config import load_config
 from privmon.streams.generator import REGIONS
-from privmon.streams.partials import decode
+from privmon.streams.partials import decode, route
 from privmon.streams.pseudonym import Pseudonymizer
 from tests.privacy.keyed import KEYS
 
@@ -47,12 +46,12 @@ def _windows(policy: StreamPolicy, messages: list[tuple[bytes, bytes]], partitio
     stage1.ingest([(i, k, v) for i, (k, v) in enumerate(messages)], now_ms=T0)
     partials, marks = stage1.close(now_ms=T0 + 10 * policy.window_ms)
     parts = [Stage2Partition(policies=(policy,), sources=1, noise_keys=KEYS,
-                             owns=partition_of_key(p, partitions)) for p in range(partitions)]
-    for offset, record in enumerate([*partials, *marks]):
-        target = parts if record in marks else [
-            parts[p] for p in range(partitions) if partition_of_key(p, partitions)(record.key())]
-        for part in target:
-            part.on_record(offset, decode(record.encode()))
+                             partition=p, partitions=partitions) for p in range(partitions)]
+    # as stage 1 sends them: each cell's partials to its key's partition, marks to all
+    wire = [(q, value) for block in partials for _, value, q in route(block, partitions)]
+    wire += [(q, m.encode()) for m in marks for q in range(partitions)]
+    for offset, (q, value) in enumerate(wire):
+        parts[q].on_record(offset, decode(value))
     out: dict[int, list[dict]] = {}
     for part in parts:
         for stream, start in part.releasable():

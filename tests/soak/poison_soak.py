@@ -48,6 +48,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from privmon.agents.stage1 import Stage1Partition
 from privmon.streams.config import load_config
 from privmon.streams.localkafka.cluster import LocalKafka
+from privmon.streams.partials import cell_rows
 from privmon.streams.pseudonym import Pseudonymizer
 from tests.corpus.hostile import corpus as hostile_corpus
 from tests.integration.pipeline_harness import (
@@ -364,9 +365,9 @@ def _reconcile(args, setup, messages, kinds, sent, exits, alive, rss, produced_s
         problems.append(f"{len(unknown)} dead letters for offsets never sent")
     sums: dict = defaultdict(lambda: [0, 0])
     for r in read_all(setup.bootstrap, setup.topic("privmon.partials")):
-        d = json.loads(r.value)
-        if d["k"] == "partial" and d["s"] == "monitoring":
-            sums[(d["w"], tuple(d["cell"]))][1] += d["e"]
+        for row in cell_rows(r.value):
+            if row.stream == "monitoring":
+                sums[(row.window_start_ms, row.cell)][1] += row.events
     lost = {k: n - sums.get(k, [0, 0])[1] for k, n in valid_cells.items()
             if sums.get(k, [0, 0])[1] != n}
     if lost:

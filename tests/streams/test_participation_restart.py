@@ -19,6 +19,7 @@ from privmon.agents.stage1 import Stage1Partition
 from privmon.privacy.params import ParticipationCap
 from privmon.privacy.participation import DenseParticipationLimiter, open_recent
 from privmon.streams.config import load_config
+from privmon.streams.partials import cell_rows
 from privmon.streams.participation_state import BUCKETS, StateChunk, bucket_of
 from privmon.streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST
@@ -86,8 +87,8 @@ def _run(log, cuts: list[int], *, persist: bool, max_windows: int = CAP) -> list
 
 
 def _solo_windows(partials: list[bytes]) -> list[int]:
-    decoded = [json.loads(p) for p in partials]
-    return sorted(p["w"] for p in decoded if p["cell"][0] == "solo" and p["a"] > 0)
+    rows = [r for p in partials for r in cell_rows(p)]
+    return sorted(r.window_start_ms for r in rows if r.cell[0] == "solo" and r.accounts > 0)
 
 
 @pytest.mark.parametrize("seed", range(25))

@@ -98,7 +98,7 @@ def test_a_restarted_partition_does_not_close_windows_before_replaying_them():
     assert partials == []
     again.ingest([(i, *m) for i, m in enumerate(truth.messages)], now_ms=T0 + 60_000)
     partials, _ = again.close(now_ms=T0 + 60_000, caught_up=True)
-    events = sum(p.events for p in partials if p.stream == "monitoring")
+    events = sum(sum(p.events) for p in partials if p.stream == "monitoring")
     assert events == sum(truth.events.values())
 
 
