@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -190,9 +191,43 @@ def produce_releases(bootstrap: str, topic: str, records: list, *, partitions: i
     producer.close()
 
 
+# A read abandoned after this long is a wedged client, not a slow broker (a normal read
+# ends by its own 30 s deadline).
+READ_HANG_S = 60
+
+
 def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True,
                options: dict | None = None) -> list:
-    """Every record of a topic, from the beginning (read_committed by default)."""
+    """Every record of a topic, from the beginning (read_committed by default).
+
+    kafka-python 3.0.12's consumer can wedge after a cluster restart: its IO thread
+    dies and ``poll`` then waits forever, whatever its timeout (seen once in the
+    cluster-restart fault test, which then ran into pytest's 600 s limit). So each
+    read runs in a thread of its own; one that has not returned after READ_HANG_S
+    is abandoned (a daemon thread) and the read is tried once more with a new
+    consumer; a second hang raises TimeoutError, naming the topic."""
+    def read(box: dict) -> None:
+        try:
+            box["records"] = _read_topic(bootstrap, topic, committed_only=committed_only,
+                                         options=options)
+        except BaseException as exc:  # (re-raised in the caller's thread)
+            box["error"] = exc
+
+    for _ in range(2):
+        box: dict = {}
+        thread = threading.Thread(target=read, args=(box,), daemon=True,
+                                  name=f"read_topic {topic}")
+        thread.start()
+        thread.join(timeout=READ_HANG_S)
+        if "error" in box:
+            raise box["error"]
+        if "records" in box:
+            return box["records"]
+    raise TimeoutError(f"reading {topic}: the Kafka client hung twice for {READ_HANG_S} s")
+
+
+def _read_topic(bootstrap: str, topic: str, *, committed_only: bool,
+                options: dict | None) -> list:
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False,
         isolation_level="read_committed" if committed_only else "read_uncommitted",
