@@ -109,8 +109,7 @@ class Stage1Partition:
         # Pseudonym -> dense id (bounding and the cap work on ints); pruned with the
         # participation state at period boundaries (see close).
         self.accounts = AccountIds()
-        # (key period, raw account id) -> pseudonym, for the batch path (_singles);
-        # trusted zone, like the raw messages themselves; bounded, never saved.
+        # (key period, raw account id) -> pseudonym (_pseudonym): bounded, never saved.
         self._pseudonyms: dict[tuple[int, bytes], bytes] = {}
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
         self._restore(participation)
@@ -253,8 +252,7 @@ class Stage1Partition:
             times = np.fromiter((e.event_time_ms if e is not None else 0 for e in events),
                                 np.int64, len(events))
             periods = self.pseudonymizer.key_indices(times).tolist()
-            under = self.pseudonymizer.pseudonym_under
-            cache = self._pseudonyms
+            pseudonym_of = self._pseudonym
             taken: list[int] = []
             pseudonyms: list[bytes] = []
             for i, ((_, key, _), event) in enumerate(zip(records, events, strict=True)):
@@ -263,14 +261,8 @@ class Stage1Partition:
                 account = event.account_id.encode()
                 if account != key:  # a key mismatch: the per-message path says so
                     continue
-                ref = (periods[i], account)
-                pseudonym = cache.get(ref)
-                if pseudonym is None:
-                    if len(cache) >= PSEUDONYM_CACHE:
-                        cache.clear()
-                    pseudonym = cache[ref] = under(periods[i], account)
                 taken.append(i)
-                pseudonyms.append(pseudonym)
+                pseudonyms.append(pseudonym_of(periods[i], account))
             out: list[tuple[TelemetryEvent, int] | None] = [None] * len(records)
             for i, account_id in zip(taken, self.accounts.ids_of(pseudonyms), strict=True):
                 out[i] = (events[i], account_id)  # type: ignore[assignment]
@@ -308,15 +300,29 @@ class Stage1Partition:
             out.append(key_mismatch(raw, index, span, self.limits))
         return out
 
+    def _pseudonym(self, key_index: int, account: bytes) -> bytes:
+        """The pseudonym of a UTF-8 account id under key ``key_index``: one HMAC per
+        (key period, account) while it stays in the bounded cache (cleared whole
+        when full; trusted zone, like the raw messages themselves, never saved)."""
+        ref = (key_index, account)
+        pseudonym = self._pseudonyms.get(ref)
+        if pseudonym is None:
+            if len(self._pseudonyms) >= PSEUDONYM_CACHE:
+                self._pseudonyms.clear()
+            pseudonym = self._pseudonyms[ref] = self.pseudonymizer.pseudonym_under(*ref)
+        return pseudonym
+
     def _account_ids(self, evs: list[TelemetryEvent]) -> list[int]:
         """Dense per-partition ids of the events' pseudonyms (one account per message)."""
         p = self.pseudonymizer
         times = [e.event_time_ms for e in evs]
-        lo, hi = min(times), max(times)
-        if p.key_index(lo) == p.key_index(hi):  # one key period: one HMAC for the message
-            return [self.accounts.id_of(p.pseudonym(evs[0].account_id, lo))] * len(evs)
+        lo, hi = p.key_index(min(times)), p.key_index(max(times))
+        if lo == hi:  # one key period: one pseudonym for the message
+            return [self.accounts.id_of(self._pseudonym(lo, evs[0].account_id.encode()))
+                    ] * len(evs)
         id_of = self.accounts.id_of
-        return [id_of(p.pseudonym(e.account_id, t)) for e, t in zip(evs, times, strict=True)]
+        return [id_of(self._pseudonym(p.key_index(t), e.account_id.encode()))
+                for e, t in zip(evs, times, strict=True)]
 
     def _ingest_batch(self, batch: Batch) -> dict[str, dict[str, int]]:
         """Window, cap and bound a batch of accepted events; return its per-stream

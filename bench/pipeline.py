@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -399,7 +400,7 @@ epsilon = 1.0
 delta = 0
 shares = {{ selection = 0.2, events = 0.2, latency = 0.2, errors = 0.4 }}
 [streams.monitoring.participation]
-max_windows = 40000
+max_windows = {max_windows}
 period_ms = 86_400_000
 [[streams.monitoring.horizon_caps]]
 horizon_ms = 86_400_000
@@ -433,7 +434,8 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     from privmon.streams.generator import TelemetryGenerator
 
     config = workdir / f"{prefix}latency.toml"
-    config.write_text(LATENCY_TOML.format(prefix=prefix, window_ms=window_ms, grace_ms=grace_ms))
+    config.write_text(LATENCY_TOML.format(prefix=prefix, window_ms=window_ms, grace_ms=grace_ms,
+                                          max_windows=min(40_000, 86_400_000 // window_ms)))
     # The load's servers are the inventory (public cells, like the shipped monitoring
     # stream): every cell is released in every window, so each window costs its
     # full release work whatever the noise does.
@@ -442,9 +444,14 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
            "PYTHONPATH": str(REPO)}
     log = workdir / f"privmon-{prefix}latency.log"
+    # BENCH_PROFILE=<file>: the worker runs under pyinstrument, its text profile to <file>
+    # (stopped by SIGINT, so the profile is written), to find where release time goes.
+    profile = os.environ.get("BENCH_PROFILE")
+    under = ["-m", "pyinstrument", "-r", "text", "-o", f"{profile}.{cells}"] if profile else []
     worker = subprocess.Popen(
-        [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap, "--config",
-         str(config), "--worker-id", "lat", "--idle-lag-ms", "1000", "--status-every-s", "5"],
+        [sys.executable, *under, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap,
+         "--config", str(config), "--worker-id", "lat", "--idle-lag-ms", "1000",
+         "--status-every-s", "5"],
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     time.sleep(4)  # topics
     gen = TelemetryGenerator(accounts=cells * 5, seed=3)
@@ -468,6 +475,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
         producer.close()
 
     loader = threading.Thread(target=load, daemon=True)
+    load_from_ms = int(time.time() * 1000)
     loader.start()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap,
                              # (BENCH_ISOLATION=read_uncommitted: to tell a slow release
@@ -498,19 +506,25 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
                 released[start] = released.get(start, 0) + entry["cells_released"]
         hwm = max(hwm, _hwm_mib(worker.pid))
     stop.set()
-    worker.terminate()
-    worker.wait(timeout=60)
+    worker.send_signal(signal.SIGINT) if profile else worker.terminate()
+    worker.wait(timeout=120)
     consumer.close()
     first = min(visible) if visible else 0
-    # The first two windows include start-up; the last may be incomplete.
-    starts = sorted(visible)[2:-1]
+    # Windows that ended before the load began are stage 2's lookback (every window of
+    # the 16 before the first mark gets its entry, and a public stream a record for
+    # every listed cell): released at start-up, long after their end by construction,
+    # so not a release latency. Of the load's windows the first two include start-up
+    # (and the lookback's release work); the last may be incomplete.
+    lookback = [s for s in visible if s + window_ms <= load_from_ms]
+    starts = sorted(s for s in visible if s + window_ms > load_from_ms)[2:-1]
     lat = [visible[s] - (s + window_ms + grace_ms) / 1000 for s in starts]
     if not lat:  # reported as such: a finding, not a crash of the whole run
         return {"windows": 0, "rss_mib": hwm, "seconds": seconds}
     return {"windows": len(lat), "p50_s": float(np.percentile(lat, 50)),
             "p99_s": float(np.percentile(lat, 99)), "max_s": max(lat),
             "cells_released_per_window": int(np.median([released[s] for s in starts])),
-            "window_ms": window_ms,
+            "window_ms": window_ms, "lookback_windows": len(lookback),
+            "latencies_s": [round(x, 3) for x in lat],
             "rss_mib": hwm, "first_window": first}
 
 
