@@ -121,13 +121,14 @@ def decode_singles(values: Sequence[bytes], *, now_ms: int,
                    limits: InputLimits = InputLimits()) -> list[TelemetryEvent | None]:
     """Per message of a batch: its one event, or None where ``decode_message`` must decide.
 
-    The batch form of the fast path for single-event messages: one typed decode
-    per message, and the byte checks of ``_strict`` (no backslash, no spaced key,
+    The batch form of the fast path for one-event messages (a bare event, or an
+    envelope of one, as a client flushing often sends): one typed decode per
+    message, and the byte checks of ``_strict`` (no backslash, no spaced key,
     exactly as many ``":`` as the decoder kept keys) once over the decoded
     messages' bytes together, per message only if that fails. An event is given
     only where ``decode_message`` would accept the message as exactly that one
     event (tests/streams/test_decode_singles.py compares the two on fuzzed
-    batches); anything else, envelopes included, is None. Never raises.
+    batches); anything else, larger envelopes included, is None. Never raises.
     """
     try:
         return _singles(values, now_ms, limits)
@@ -137,13 +138,26 @@ def decode_singles(values: Sequence[bytes], *, now_ms: int,
 
 def _singles(values: Sequence[bytes], now_ms: int,
              limits: InputLimits) -> list[TelemetryEvent | None]:
-    decode = _EVENT.decode
+    decode, envelope = _EVENT.decode, _ENVELOPE.decode
     out: list[TelemetryEvent | None] = []
+    keys: list[int] = []  # per message: the keys its decode kept (as _strict counts them)
+    one_event_envelopes = limits.max_envelope_events >= 1
     for raw in values:
         try:
             out.append(decode(raw))
-        except Exception:  # not a strict single event: the per-message path
-            out.append(None)
+            keys.append(len(_FIELDS))
+            continue
+        except Exception:  # not a strict single event
+            pass
+        event = None
+        if one_event_envelopes and _is_envelope(raw):  # _strict's envelope branch
+            try:
+                events = envelope(raw).events
+                event = events[0] if len(events) == 1 else None
+            except Exception:  # the per-message path
+                pass
+        out.append(event)
+        keys.append(1 + len(_FIELDS))
     took = [i for i, e in enumerate(out) if e is not None]
     if not took:
         return out
@@ -152,12 +166,12 @@ def _singles(values: Sequence[bytes], now_ms: int,
     facts = _facts(whole)
     lengths_ok = max(map(len, kept)) <= limits.max_message_bytes
     if (not lengths_ok or facts.escape or (facts.spaced and _SPACED_KEY.search(whole))
-            or facts.colons != len(_FIELDS) * len(took)):
+            or facts.colons != sum(keys[i] for i in took)):
         for i in took:  # find the messages that fail, one by one
             raw = values[i]
             f = _facts(raw)
             if (len(raw) > limits.max_message_bytes or f.escape
-                    or (f.spaced and _SPACED_KEY.search(raw)) or f.colons != len(_FIELDS)):
+                    or (f.spaced and _SPACED_KEY.search(raw)) or f.colons != keys[i]):
                 out[i] = None
     times = np.fromiter((out[i].event_time_ms if out[i] is not None else now_ms  # type: ignore[union-attr]
                          for i in took), np.int64, len(took))

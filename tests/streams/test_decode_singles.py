@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from privmon.streams import decode
 from privmon.streams.decode import decode_message, decode_singles
+from privmon.streams.schema import InputLimits
 from tests.fuzz.oracle import NOW
 from tests.fuzz.test_properties import SETTINGS, good, message
 
@@ -52,7 +53,10 @@ def test_good_events_are_taken_and_everything_doubtful_is_not():
         event + ", " + event,  # two events in one message
         event[:40], event[40:],  # one event split over two messages
         json.dumps(good(event_time_ms=NOW + 10**9)),  # out of range
-        json.dumps({"events": [good()]}),  # an envelope: the per-message path
+        json.dumps({"events": [good(), good()]}),  # two events: the per-message path
+        json.dumps({"events": []}),  # none
+        json.dumps({"events": [good()], "events ": 1}),  # an envelope field too many
+        json.dumps({"events": [good()]})[:-1] + ', "events": []}',  # "events" twice
         event + " " * (2 << 20),  # over max_message_bytes
         "", "null", "[]",
     ]
@@ -62,6 +66,26 @@ def test_good_events_are_taken_and_everything_doubtful_is_not():
     mixed = good_ones[:3] + values + good_ones[3:6]
     got = decode_singles(mixed, now_ms=NOW)
     assert [g is not None for g in got] == [True] * 3 + [False] * len(values) + [True] * 3
+
+
+def test_envelopes_of_one_event_are_taken_like_bare_events():
+    bare = [json.dumps(good(bytes=i)).encode() for i in range(20)]
+    wrapped = [json.dumps({"events": [good(bytes=i)]}).encode() for i in range(20)]
+    mixed = [v for pair in zip(bare, wrapped, strict=True) for v in pair]
+    assert _agrees(mixed) == 40  # taken, not vacuous, and as decode_message reads them
+    assert decode_singles(wrapped, now_ms=NOW) == decode_singles(bare, now_ms=NOW)
+    spaced = json.dumps({"events": [good()]}).replace('"events":', '"events" :').encode()
+    assert decode_singles([spaced], now_ms=NOW) == [None]
+    assert decode_singles([wrapped[0]], now_ms=NOW,
+                          limits=InputLimits(max_envelope_events=0)) == [None]
+
+
+@SETTINGS
+@given(st.lists(message, max_size=6), st.lists(message, max_size=6))
+def test_generated_envelopes_of_one_agree_with_the_per_message_decoder(texts, more):
+    wrapped = ['{"events": [' + t + "]}" for t in texts] + ['{"events":[' + t + "]}"
+                                                             for t in more]
+    _agrees([t.encode("utf-8", "surrogatepass") for t in wrapped + texts])
 
 
 def test_messages_split_and_merged_across_boundaries_are_not_taken():
