@@ -1,68 +1,131 @@
 """Dense ids for the pseudonyms one raw partition has seen, for stage 1's bounding and
 participation cap (which work on ints), with each id's pseudonym and state bucket so
-that the cap state can be saved per bucket (streams/participation_state.py)."""
+that the cap state can be saved per bucket (streams/participation_state.py).
+
+  # pseudonyms (16 bytes each) -> first 8 bytes as int64 -> sorted runs -> candidate id
+  #   -> the id's stored pseudonym equal to all 16 bytes? -> id (else: the clash dict)
+
+A dict of a million pseudonyms costs ~145 bytes each (the key object, the int and the
+slot); this index costs 16 (the prefix and the id, in two sorted runs like
+privacy/row_index.py), and every id's 16 bytes are kept anyway (``pseudonyms``). Two
+pseudonyms sharing an 8-byte prefix (about one pair in 10^7 at a million accounts)
+cannot both sit in the runs: the later one goes to a small dict, and every lookup
+the runs do not confirm byte for byte asks it, so an account always gets its own id
+back, never another's and never a second one (tests/streams/test_stages.py checks
+this against a plain dict, with forced clashes).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES, bucket_of
+from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES
+
+_MIN_DELTA = 4096  # the delta run stays separate until it holds at least this many
 
 
 class AccountIds:
     """Pseudonym -> id, reusing the ids of pruned pseudonyms first."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self.ids: dict[bytes, int] = {}
         self.size = 0  # ids ever handed out (free ones included)
         self._free: list[int] = []
         # id -> pseudonym bytes and state bucket (-1: free)
         self._pseudonyms = np.zeros((capacity, PSEUDONYM_BYTES), np.uint8)
         self._bucket = np.full(capacity, -1, np.int8)
+        # prefix -> id, sorted: a main run and a delta run merged into it as it grows
+        self._keys = np.zeros(0, np.int64)
+        self._ids = np.zeros(0, np.int64)
+        self._delta_keys = np.zeros(0, np.int64)
+        self._delta_ids = np.zeros(0, np.int64)
+        self._clash: dict[bytes, int] = {}  # pseudonyms whose prefix another one holds
+
+    def __len__(self) -> int:
+        """Pseudonyms with an id now."""
+        return self._keys.size + self._delta_keys.size + len(self._clash)
+
+    def known(self) -> dict[bytes, int]:
+        """Every pseudonym with its id (for tests and checks; O(size))."""
+        ids = np.concatenate([self._ids, self._delta_ids]).tolist()
+        out = {self._pseudonyms[i].tobytes(): i for i in ids}
+        out.update(self._clash)
+        return out
 
     def id_of(self, pseudonym: bytes) -> int:
-        got = self.ids.get(pseudonym)
-        if got is None:
-            if self._free:
-                got = self._free.pop()
-            else:
-                got = self.size
-                self.size += 1
-                self._reserve(self.size)
-            self._bucket[got] = bucket_of(pseudonym)
-            self._pseudonyms[got] = memoryview(pseudonym)
-            self.ids[pseudonym] = got
-        return got
+        return self.ids_of([pseudonym])[0]
 
     def ids_of(self, pseudonyms: list[bytes]) -> list[int]:
-        """``id_of`` of each, with the new ids' rows written at once (the same ids
-        as calling ``id_of`` in order: tests/streams/test_stages.py)."""
-        known = self.ids
-        out = [known.get(p, -1) for p in pseudonyms]
+        """The id of each pseudonym, new ones handed out in order (free ids first)."""
+        n = len(pseudonyms)
+        if n == 0:
+            return []
+        rows = _rows(pseudonyms)
+        prefix = rows[:, :8].copy().view("<i8").reshape(n)
+        cand = self._lookup(prefix)
+        found = cand >= 0
+        found[found] = (self._pseudonyms[cand[found]] == rows[found]).all(axis=1)
+        out = np.where(found, cand, -1).tolist()
+        if self._clash:  # where the runs did not confirm: maybe a clash entry
+            for i in np.flatnonzero(~found).tolist():
+                out[i] = self._clash.get(pseudonyms[i], -1)
         fresh = [i for i, got in enumerate(out) if got < 0]
-        if not fresh:
-            return out
+        if fresh:
+            self._hand_out(pseudonyms, rows, prefix, cand, fresh, out)
+        return out
+
+    def _lookup(self, prefix: np.ndarray) -> np.ndarray:
+        """The id whose prefix each is, or -1 (not yet checked against all 16 bytes)."""
+        cand = np.full(prefix.size, -1, np.int64)
+        for keys, ids in ((self._keys, self._ids), (self._delta_keys, self._delta_ids)):
+            if keys.size:
+                at = np.minimum(np.searchsorted(keys, prefix), keys.size - 1)
+                hit = keys[at] == prefix
+                cand[hit] = ids[at[hit]]
+        return cand
+
+    def _hand_out(self, pseudonyms: list[bytes], rows: np.ndarray, prefix: np.ndarray,
+                  cand: np.ndarray, fresh: list[int], out: list[int]) -> None:
+        """Ids for the pseudonyms at ``fresh`` (unknown before this batch), in order."""
+        new: dict[bytes, int] = {}  # (a pseudonym twice in the batch: one id)
+        taken: set[int] = set()  # prefixes the runs get from this batch
+        run_keys: list[int] = []
+        run_ids: list[int] = []
         new_ids: list[int] = []
-        new_pseudonyms: list[bytes] = []
+        new_rows: list[int] = []
         for i in fresh:
             p = pseudonyms[i]
-            got = known.get(p)  # (twice in one batch: the first gave it an id)
+            got = new.get(p)
             if got is None:
                 if self._free:
                     got = self._free.pop()
                 else:
                     got = self.size
                     self.size += 1
-                known[p] = got
+                new[p] = got
                 new_ids.append(got)
-                new_pseudonyms.append(p)
+                new_rows.append(i)
+                key = int(prefix[i])
+                if cand[i] >= 0 or key in taken:  # the prefix is another pseudonym's
+                    self._clash[p] = got
+                else:
+                    taken.add(key)
+                    run_keys.append(key)
+                    run_ids.append(got)
             out[i] = got
         self._reserve(self.size)
-        rows = np.frombuffer(b"".join(new_pseudonyms), np.uint8).reshape(-1, PSEUDONYM_BYTES)
         ids = np.asarray(new_ids, np.int64)
-        self._pseudonyms[ids] = rows
-        self._bucket[ids] = rows[:, 0] % BUCKETS  # bucket_of, for each
-        return out
+        self._pseudonyms[ids] = rows[new_rows]
+        self._bucket[ids] = rows[new_rows, 0] % BUCKETS  # bucket_of, for each
+        if run_keys:
+            keys = np.asarray(run_keys, np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._delta_keys, self._delta_ids = _merged(
+                self._delta_keys, self._delta_ids, keys[order], np.asarray(run_ids)[order])
+            if self._delta_keys.size >= max(_MIN_DELTA, self._keys.size // 8):
+                self._keys, self._ids = _merged(self._keys, self._ids,
+                                                self._delta_keys, self._delta_ids)
+                self._delta_keys = np.zeros(0, np.int64)
+                self._delta_ids = np.zeros(0, np.int64)
 
     def _reserve(self, size: int) -> None:
         while size > self._bucket.size:
@@ -90,6 +153,27 @@ class AccountIds:
         while its bucket is set (``id_of`` sets it, this clears it)."""
         freed = np.flatnonzero((self._bucket[:self.size] >= 0) & ~live)
         if freed.size:
-            self.ids = {k: v for k, v in self.ids.items() if live[v]}
+            keep = live[self._ids]
+            self._keys, self._ids = self._keys[keep], self._ids[keep]
+            keep = live[self._delta_ids]
+            self._delta_keys, self._delta_ids = self._delta_keys[keep], self._delta_ids[keep]
+            self._clash = {k: v for k, v in self._clash.items() if live[v]}
             self._bucket[freed] = -1
             self._free += freed[::-1].tolist()
+
+
+def _rows(pseudonyms: list[bytes]) -> np.ndarray:
+    """uint8[n, PSEUDONYM_BYTES]; refuses any other length (the ids index 16 bytes)."""
+    joined = b"".join(pseudonyms)
+    if len(joined) != len(pseudonyms) * PSEUDONYM_BYTES or any(
+            len(p) != PSEUDONYM_BYTES for p in pseudonyms):
+        raise ValueError(f"pseudonyms: expected {PSEUDONYM_BYTES} bytes each, got lengths "
+                         f"{sorted({len(p) for p in pseudonyms})}")
+    return np.frombuffer(joined, np.uint8).reshape(len(pseudonyms), PSEUDONYM_BYTES)
+
+
+def _merged(keys: np.ndarray, ids: np.ndarray, new_keys: np.ndarray, new_ids: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``keys`` with sorted ``new_keys`` (none of them in ``keys``) put in place."""
+    at = np.searchsorted(keys, new_keys)
+    return np.insert(keys, at, new_keys), np.insert(ids, at, new_ids)

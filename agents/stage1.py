@@ -189,6 +189,7 @@ class Stage1Partition:
         reasons: list[str] = []
         next_offset = self.next_offset
         singles = self._singles(records, now_ms)
+        later: list[tuple[int, bytes]] = []  # (place in accounts, pseudonym) of the rest
         count_from = self.count_from
         for (offset, key, value), single in zip(records, singles, strict=True):
             next_offset = max(next_offset, offset + 1)
@@ -202,9 +203,9 @@ class Stage1Partition:
                 continue
             raw = value or b""
             try:
-                evs, ids, letters = self._message(key, raw, now_ms)
+                evs, pseudonyms, letters = self._message(key, raw, now_ms)
             except Exception as exc:  # this message only
-                evs, ids = [], []
+                evs, pseudonyms = [], []
                 letters = [dead_letter("internal_error", type(exc).__name__, raw, -1, None,
                                        self.limits)]
             if offset >= self.replay_until:  # (dead letters of an aborted txn are sent again)
@@ -215,8 +216,13 @@ class Stage1Partition:
                 accepted += len(evs)
             if evs:
                 events += evs
-                accounts += ids
+                later += [(len(accounts) + j, p) for j, p in enumerate(pseudonyms)]
+                accounts += [-1] * len(evs)  # (ids below, for the whole batch at once)
                 offsets += [offset] * len(evs)
+        if later:
+            for (at, _), got in zip(later, self.accounts.ids_of([p for _, p in later]),
+                                    strict=True):
+                accounts[at] = got
         if events:
             try:
                 stream_counts = self._ingest_batch(Batch(events, accounts, offsets))
@@ -271,8 +277,8 @@ class Stage1Partition:
             return [None] * len(records)
 
     def _message(self, key: bytes | None, raw: bytes, now_ms: int
-                 ) -> tuple[list[TelemetryEvent], list[int], list[DeadLetter]]:
-        """One message: its accepted events, their dense account ids, its dead letters."""
+                 ) -> tuple[list[TelemetryEvent], list[bytes], list[DeadLetter]]:
+        """One message: its accepted events, their pseudonyms, its dead letters."""
         decoded = decode_message(raw, now_ms=now_ms, limits=self.limits)
         evs, letters = decoded.events, decoded.dead
         if not evs:
@@ -286,7 +292,7 @@ class Stage1Partition:
             evs = [e for e in evs if e.account_id == owner]
             if not evs:
                 return [], [], letters
-        return evs, self._account_ids(evs), letters
+        return evs, self._pseudonyms_of(evs), letters
 
     def _key_mismatches(self, raw: bytes, decoded: Decoded, owner: str | None
                         ) -> list[DeadLetter]:
@@ -312,16 +318,14 @@ class Stage1Partition:
             pseudonym = self._pseudonyms[ref] = self.pseudonymizer.pseudonym_under(*ref)
         return pseudonym
 
-    def _account_ids(self, evs: list[TelemetryEvent]) -> list[int]:
-        """Dense per-partition ids of the events' pseudonyms (one account per message)."""
+    def _pseudonyms_of(self, evs: list[TelemetryEvent]) -> list[bytes]:
+        """The events' pseudonyms (one account per message)."""
         p = self.pseudonymizer
         times = [e.event_time_ms for e in evs]
         lo, hi = p.key_index(min(times)), p.key_index(max(times))
         if lo == hi:  # one key period: one pseudonym for the message
-            return [self.accounts.id_of(self._pseudonym(lo, evs[0].account_id.encode()))
-                    ] * len(evs)
-        id_of = self.accounts.id_of
-        return [id_of(self._pseudonym(p.key_index(t), e.account_id.encode()))
+            return [self._pseudonym(lo, evs[0].account_id.encode())] * len(evs)
+        return [self._pseudonym(p.key_index(t), e.account_id.encode())
                 for e, t in zip(evs, times, strict=True)]
 
     def _ingest_batch(self, batch: Batch) -> dict[str, dict[str, int]]:
@@ -466,7 +470,7 @@ class Stage1Partition:
             limiter = self.limiters.get(chunk.stream)
             if limiter is None or not 0 <= chunk.bucket < BUCKETS:
                 continue  # a stream no longer configured
-            ids = np.array([self.accounts.id_of(p) for p in chunk.pseudonym_list()], np.int64)
+            ids = np.array(self.accounts.ids_of(chunk.pseudonym_list()), np.int64)
             limiter.restore(ids, chunk.period, chunk.count, chunk.recent)
 
     def commit_offset(self) -> int:

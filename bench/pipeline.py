@@ -424,7 +424,8 @@ max_delta = 0.5
 
 
 def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, seconds: float,
-                window_ms: int = 2000, grace_ms: int = 1000, prefix: str = "lat.") -> dict:
+                window_ms: int = 2000, grace_ms: int = 1000, prefix: str = "lat.",
+                warmup_s: float = 120) -> dict:
     """Live load over ``cells`` cells; per window, ledger visible - (end + grace)."""
     import threading
 
@@ -494,7 +495,13 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     visible: dict[int, float] = {}
     released: dict[int, int] = {}
     hwm = 0.0
-    end = time.time() + seconds
+    # Warm-up: a fresh pipeline first releases stage 2's lookback (16 windows before its
+    # first mark, every listed cell of each: once per deployment, the ledger says where a
+    # restarted one goes on). Measuring starts once a window of the load is released
+    # within a window length of its end + grace, or after warmup_s, whichever is first.
+    began = time.time()
+    measure_from: float | None = None
+    end = began + warmup_s + seconds
     while time.time() < end:
         for records in consumer.poll(timeout_ms=100).values():
             now = time.time()
@@ -504,6 +511,13 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
                 visible[start] = now  # the last partition's entry makes the window complete
                 # (released cells: the ledger no longer holds exact cell counts)
                 released[start] = released.get(start, 0) + entry["cells_released"]
+                due = (start + 2 * window_ms + grace_ms) / 1000
+                if measure_from is None and start >= load_from_ms and now <= due:
+                    measure_from = now
+                    end = now + seconds
+        if measure_from is None and time.time() >= began + warmup_s:
+            measure_from = time.time()  # never caught up: measured all the same
+            end = measure_from + seconds
         hwm = max(hwm, _hwm_mib(worker.pid))
     stop.set()
     worker.send_signal(signal.SIGINT) if profile else worker.terminate()
@@ -513,10 +527,12 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     # Windows that ended before the load began are stage 2's lookback (every window of
     # the 16 before the first mark gets its entry, and a public stream a record for
     # every listed cell): released at start-up, long after their end by construction,
-    # so not a release latency. Of the load's windows the first two include start-up
-    # (and the lookback's release work); the last may be incomplete.
+    # so not a release latency. Of the load's windows those ending before the measuring
+    # began are warm-up; the last may be incomplete.
     lookback = [s for s in visible if s + window_ms <= load_from_ms]
-    starts = sorted(s for s in visible if s + window_ms > load_from_ms)[2:-1]
+    assert measure_from is not None
+    starts = sorted(s for s in visible if s + window_ms > load_from_ms
+                    and (s + window_ms + grace_ms) / 1000 >= measure_from)[:-1]
     lat = [visible[s] - (s + window_ms + grace_ms) / 1000 for s in starts]
     if not lat:  # reported as such: a finding, not a crash of the whole run
         return {"windows": 0, "rss_mib": hwm, "seconds": seconds}
@@ -524,6 +540,8 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
             "p99_s": float(np.percentile(lat, 99)), "max_s": max(lat),
             "cells_released_per_window": int(np.median([released[s] for s in starts])),
             "window_ms": window_ms, "lookback_windows": len(lookback),
+            "warmup_s": round(measure_from - began, 1),
+            "caught_up": measure_from - began < warmup_s,
             "latencies_s": [round(x, 3) for x in lat],
             "rss_mib": hwm, "first_window": first}
 
@@ -561,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the window of the --latency-cells-large run")
     p.add_argument("--latency-rate", type=float, default=20_000)
     p.add_argument("--latency-seconds", type=float, default=60)
+    p.add_argument("--latency-warmup-s", type=float, default=240,
+                   help="at most this long before measuring: a fresh pipeline first "
+                        "releases stage 2's lookback windows (every listed cell of each)")
     p.add_argument("--skip-faust", action="store_true")
     p.add_argument("--modes", default="single,envelope",
                    help="comma-separated: which inputs to run (single, envelope)")
@@ -635,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 seconds=max(args.latency_seconds,
                                                             15 * window_ms / 1000),
                                                 window_ms=window_ms,
+                                                warmup_s=args.latency_warmup_s,
                                                 prefix=f"lat{cells}.")))
                 print(f"bench: latency, {cells:,} cells: {lats[-1][1]}", file=sys.stderr,
                       flush=True)
@@ -700,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{cells:,} cells "
                      f"({lat['cells_released_per_window']:,} released per window), "
                      f"{lat['window_ms'] / 1000:g} s windows, "
-                     f"1 s grace, {lat['windows']} windows: p50 "
+                     f"1 s grace, {lat['windows']} windows after a warm-up of "
+                     f"{lat['warmup_s']:.0f} s"
+                     f"{'' if lat['caught_up'] else ' (it never caught up)'}: p50 "
                      f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s "
                      f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB.\n")
     text = "\n".join(lines)

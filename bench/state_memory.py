@@ -95,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         partition=0, policies=config.policies, pseudonymizer=Pseudonymizer({0: b"m" * 32}),
         idle_lag_ms=10**9, participation=[StateChunk.decode(v) for _, v in saved if v])
     restore_s = time.perf_counter() - t0
-    assert len(restored.accounts.ids) == len(stage.accounts.ids)
+    assert len(restored.accounts) == len(stage.accounts)
     hwm_saved = _mib("VmHWM")
     text = (f"\n## Stage-1 state: {args.accounts:,} accounts, {args.cells:,} cells, "
             f"all windows open ({time.strftime('%Y-%m-%d')})\n\n"
             f"`python -m bench.state_memory --accounts {args.accounts} --cells {args.cells}`: "
             f"{args.accounts * per:,} events in envelopes of {per} into one Stage1Partition "
             f"(configs/streams.toml, 3 streams) in {seconds:.1f} s. (account, cell) rows per "
-            f"stream: {rows}; cells: {cells}; ids kept: {len(stage.accounts.ids):,}. "
+            f"stream: {rows}; cells: {cells}; ids kept: {len(stage.accounts):,}. "
             f"RSS {base:.0f} MiB before, {rss:.0f} MiB after (+{rss - base:.0f} MiB state); "
             f"peak {hwm:.0f} MiB. Saving the participation-cap state with every account "
             f"changed (the worst case of one close): {len(saved)} records, {saved_mib:.0f} MiB "

@@ -96,17 +96,22 @@ class DenseParticipationLimiter:
     """``ParticipationLimiter`` for dense integer account ids, state in numpy arrays.
 
     Same decisions as the dict-based limiter (tests/privacy/test_participation.py
-    checks them against it), ~24 bytes per account instead of ~200: per id the
-    period, the windows admitted in it and the last ``recent`` admitted window
-    numbers. Ids are reused by the caller after ``forget_before`` drops them.
+    checks them against it), 25 bytes per account (4 recent windows) instead of
+    ~200: per id the period, the windows admitted in it and the last ``recent``
+    admitted windows, each as its start's offset in the account's period (a
+    recent window is always in that period: a new period clears them), so int32
+    for periods under 2^31 ms (~24 days), int64 beyond. Ids are reused by the
+    caller after ``forget_before`` drops them.
     """
 
     def __init__(self, cap: ParticipationCap, *, recent: int = 4, capacity: int = 1024) -> None:
         self.cap = cap
         self.recent = recent
-        self._period = np.full(capacity, -1, np.int64)
+        self._offset_type = np.int32 if cap.period_ms < 2**31 else np.int64
+        self._period = np.full(capacity, -1, np.int32)  # int64 once a period needs it
         self._count = np.zeros(capacity, np.int32)
-        self._recent = np.full((capacity, recent), -1, np.int64)
+        # start of each recent window minus its period's start; -1: none
+        self._recent = np.full((capacity, recent), -1, self._offset_type)
         self._dirty = np.zeros(capacity, bool)  # state changed since take_dirty()
         self.dropped = 0
 
@@ -118,11 +123,18 @@ class DenseParticipationLimiter:
         if need <= size:
             return
         new = max(need, 2 * size)
-        self._period = np.concatenate([self._period, np.full(new - size, -1, np.int64)])
+        self._period = np.concatenate([self._period,
+                                       np.full(new - size, -1, self._period.dtype)])
         self._count = np.concatenate([self._count, np.zeros(new - size, np.int32)])
         self._recent = np.concatenate(
-            [self._recent, np.full((new - size, self.recent), -1, np.int64)])
+            [self._recent, np.full((new - size, self.recent), -1, self._offset_type)])
         self._dirty = np.concatenate([self._dirty, np.zeros(new - size, bool)])
+
+    def _fit_periods(self, largest: int) -> None:
+        """Period numbers in int32 while they fit (periods of days: for ~5 million
+        years), int64 from the first one that does not."""
+        if self._period.dtype == np.int32 and largest >= 2**31 - 1:
+            self._period = self._period.astype(np.int64)
 
     def admit(self, accounts: Sequence[int] | np.ndarray,
               window_start_ms: np.ndarray) -> np.ndarray:
@@ -145,6 +157,7 @@ class DenseParticipationLimiter:
         if windows.size == 0:
             return np.zeros(0, bool)
         self._grow(int(acc.max()) + 1)
+        self._fit_periods(int(windows.max()) // self.cap.period_ms)
         # Distinct pairs, each with its first appearance (lexsort is stable).
         order = np.lexsort((windows, acc))
         sa, sw = acc[order], windows[order]
@@ -165,7 +178,8 @@ class DenseParticipationLimiter:
             sel = np.flatnonzero(rank == r)
             a, w = pa[sel], pw[sel]
             period = w // period_ms
-            have = periods[a]
+            offset = w - period * period_ms  # the window's place in its period
+            have = periods[a].astype(np.int64)
             reset = have < period  # no state, or an older period: start afresh
             if reset.any():
                 fresh = a[reset]
@@ -174,15 +188,15 @@ class DenseParticipationLimiter:
                 dirty[fresh] = True
                 have = np.maximum(have, period)
             earlier = have > period  # an earlier period, after a later one began: drop
-            seen = (recents[a] == w[:, None]).any(axis=1)
+            seen = (recents[a] == offset[:, None]).any(axis=1)  # (same period here)
             room = counts[a] < cap
             decided[sel] = ~earlier & (seen | room)
             take = ~earlier & ~seen & room
             if take.any():
                 grown = a[take]
                 counts[grown] += 1
-                recents[grown] = np.concatenate([recents[grown][:, 1:], w[take][:, None]],
-                                                axis=1)
+                recents[grown] = np.concatenate(
+                    [recents[grown][:, 1:], offset[take][:, None].astype(recents.dtype)], axis=1)
                 dirty[grown] = True
         # back to pairs in sorted order, then to events
         of_pair = np.empty(pa.size, bool)
@@ -221,7 +235,10 @@ class DenseParticipationLimiter:
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """State of ``ids``: period (-1: none), windows admitted, recent window starts."""
         ids = np.asarray(ids, np.int64)
-        return self._period[ids].copy(), self._count[ids].copy(), self._recent[ids].copy()
+        period = self._period[ids].astype(np.int64)
+        offsets = self._recent[ids].astype(np.int64)
+        starts = np.where(offsets >= 0, offsets + (period * self.cap.period_ms)[:, None], -1)
+        return period, self._count[ids].copy(), starts
 
     def restore(self, ids: np.ndarray, period: np.ndarray, count: np.ndarray,
                 recent: np.ndarray) -> None:
@@ -235,10 +252,17 @@ class DenseParticipationLimiter:
         if ids.size == 0:
             return
         recent = np.asarray(recent, np.int64).reshape(ids.size, -1)
+        period = np.asarray(period, np.int64)
         self._grow(int(ids.max()) + 1)
+        self._fit_periods(int(period.max()))
         self._period[ids] = period
         self._count[ids] = count
         width = min(self.recent, recent.shape[1])
         self._recent[ids] = -1
         if width:
-            self._recent[ids, -width:] = recent[:, recent.shape[1] - width:]
+            kept = recent[:, recent.shape[1] - width:]
+            offsets = kept - (period * self.cap.period_ms)[:, None]
+            # a start outside the account's period (or none) is dropped: counted again
+            # if seen, which only drops more
+            inside = (kept >= 0) & (offsets >= 0) & (offsets < self.cap.period_ms)
+            self._recent[ids, -width:] = np.where(inside, offsets, -1)

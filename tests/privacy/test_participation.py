@@ -67,3 +67,40 @@ def test_the_dense_limiter_decides_exactly_like_the_reference(events, cap, split
             dense.forget_before(2)
             assert ref.accounts() == dense.accounts()
     assert ref.dropped == dense.dropped
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    events=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 40)), max_size=200),
+    cap=st.integers(1, 6),
+    period_ms=st.sampled_from([1, 100, 60_000, 86_400_000, 2**31, 40 * 86_400_000]),
+    base=st.sampled_from([0, 1_800_000_000_000]),
+)
+def test_compact_state_decides_and_saves_like_the_reference_at_any_period(
+        events, cap, period_ms, base):
+    """Period numbers beyond int32 (ms periods at today's times) and periods beyond
+    int32 offsets (40 days) switch to int64; the saved rows are absolute window starts,
+    so a restore into a fresh limiter goes on deciding like the reference."""
+    from privmon.privacy.participation import DenseParticipationLimiter
+
+    ref = ParticipationLimiter(ParticipationCap(max_windows=cap, period_ms=period_ms),
+                               recent=2)
+    dense = DenseParticipationLimiter(ParticipationCap(max_windows=cap, period_ms=period_ms),
+                                      recent=2, capacity=2)
+    half = len(events) // 2
+    for chunk in (events[:half], events[half:]):
+        windows = np.array([base + w * 60_000 for _, w in chunk], np.int64)
+        accounts = [a for a, _ in chunk]
+        assert ref.admit(accounts, windows).tolist() == dense.admit(accounts, windows).tolist()
+        ids = np.arange(5)
+        dense._grow(5)
+        period, count, recent = dense.rows(ids)
+        again = DenseParticipationLimiter(ParticipationCap(max_windows=cap,
+                                                           period_ms=period_ms),
+                                          recent=2, capacity=2)
+        has = period >= 0
+        again.restore(ids[has], period[has], count[has], recent[has])
+        assert [r.tolist() for r in again.rows(ids[has])] == [
+            r.tolist() for r in (period[has], count[has], recent[has])]
+        assert recent[recent >= 0].min(initial=base) >= base  # absolute starts, not offsets
+        dense = again

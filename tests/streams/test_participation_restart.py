@@ -128,7 +128,7 @@ def test_state_is_saved_only_for_changed_buckets_and_pruned_with_the_period():
     # Two days later the day's state is forgotten: every bucket becomes a tombstone.
     part.close(now_ms=T0 + 2 * 86_400_000)
     assert dict(part.take_state()) == dict.fromkeys(first)
-    assert part.accounts.ids == {}  # and their ids are reused, not grown
+    assert part.accounts.known() == {}  # and their ids are reused, not grown
     assert part.accounts.id_of(PSEUDO.pseudonym("new", T0)) < len(pseudonyms)
 
 

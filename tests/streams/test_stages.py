@@ -6,6 +6,7 @@ import json
 import zlib
 
 import numpy as np
+import pytest
 
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.stage2 import Stage2Partition
@@ -128,26 +129,61 @@ def test_a_window_recomputed_after_a_crash_is_byte_identical():
     assert first and first == second
 
 
-def test_account_ids_in_a_batch_are_those_of_one_at_a_time():
-    """AccountIds.ids_of (stage 1's batch path) hands out the ids id_of would, in
-    order, with the same rows (pseudonym, bucket), also reusing pruned ids."""
+class _DictIds:
+    """The reference: a dict from pseudonym to id, freed ids reused last-freed first
+    (what AccountIds was before its numpy index)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, int] = {}
+        self.size = 0
+        self.free: list[int] = []
+
+    def id_of(self, p: bytes) -> int:
+        if p not in self.ids:
+            if self.free:
+                self.ids[p] = self.free.pop()
+            else:
+                self.ids[p], self.size = self.size, self.size + 1
+        return self.ids[p]
+
+    def prune(self, live) -> None:
+        freed = sorted(v for v in self.ids.values() if not live[v])
+        self.ids = {k: v for k, v in self.ids.items() if live[v]}
+        self.free += freed[::-1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_account_ids_are_those_of_a_plain_dict(seed):
+    """AccountIds (a numpy prefix index checked byte for byte, and a dict for
+    pseudonyms whose 8-byte prefix another holds) hands out the ids a plain dict
+    would, batch or one at a time, through prunes; the pool forces prefix clashes
+    (many pseudonyms per prefix), so the clash path is taken, not just written."""
     import random
 
     import numpy as np
 
     from privmon.agents.account_ids import AccountIds
+    from privmon.streams.participation_state import BUCKETS
 
-    rng = random.Random(5)
-    one, batch = AccountIds(capacity=4), AccountIds(capacity=4)
-    pool = [bytes(rng.randrange(256) for _ in range(16)) for _ in range(300)]
-    for step in range(40):
-        chunk = [rng.choice(pool) for _ in range(rng.randrange(0, 60))]
-        assert batch.ids_of(chunk) == [one.id_of(p) for p in chunk]
+    rng = random.Random(seed)
+    prefixes = [bytes(rng.randrange(256) for _ in range(8)) for _ in range(40)]
+    pool = [rng.choice(prefixes) + bytes(rng.randrange(256) for _ in range(8))
+            for _ in range(400)]
+    ref, ids = _DictIds(), AccountIds(capacity=4)
+    for step in range(60):
+        chunk = [rng.choice(pool) for _ in range(rng.randrange(0, 80))]
+        if step % 2:
+            got = ids.ids_of(chunk)
+        else:
+            got = [ids.id_of(p) for p in chunk]
+        assert got == [ref.id_of(p) for p in chunk]
         if step % 7 == 6:  # prune the same random half in both
-            live = np.array([rng.random() < 0.5 for _ in range(one.size)])
-            one.prune(live)
-            batch.prune(live)
-        assert one.size == batch.size and one.ids == batch.ids
-        ids = np.arange(one.size)
-        assert one.pseudonyms(ids) == batch.pseudonyms(ids)
-        assert one.buckets(ids).tolist() == batch.buckets(ids).tolist()
+            live = np.array([rng.random() < 0.5 for _ in range(ref.size)])
+            ref.prune(live)
+            ids.prune(live)
+        assert ids.size == ref.size and ids.known() == ref.ids and len(ids) == len(ref.ids)
+        known = np.array(sorted(ref.ids.values()), np.int64)
+        by_id = {v: k for k, v in ref.ids.items()}
+        assert ids.pseudonyms(known) == b"".join(by_id[i] for i in known.tolist())
+        assert ids.buckets(known).tolist() == [by_id[i][0] % BUCKETS for i in known.tolist()]
+    assert ids._clash  # the clash path was exercised
