@@ -6,8 +6,8 @@ that the cap state can be saved per bucket (streams/participation_state.py).
   #   -> the id's stored pseudonym equal to all 16 bytes? -> id (else: the clash dict)
 
 A dict of a million pseudonyms costs ~145 bytes each (the key object, the int and the
-slot); this index costs 16 (the prefix and the id, in two sorted runs like
-privacy/row_index.py), and every id's 16 bytes are kept anyway (``pseudonyms``). Two
+slot); this index costs 16 (the prefix and the id, in privacy/row_index.py's
+SortedRuns), and every id's 16 bytes are kept anyway (``pseudonyms``). Two
 pseudonyms sharing an 8-byte prefix (about one pair in 10^7 at a million accounts)
 cannot both sit in the runs: the later one goes to a small dict, and every lookup
 the runs do not confirm byte for byte asks it, so an account always gets its own id
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from privmon.privacy.row_index import SortedRuns
 from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES
-
-_MIN_DELTA = 4096  # the delta run stays separate until it holds at least this many
 
 
 class AccountIds:
@@ -33,21 +32,16 @@ class AccountIds:
         # id -> pseudonym bytes and state bucket (-1: free)
         self._pseudonyms = np.zeros((capacity, PSEUDONYM_BYTES), np.uint8)
         self._bucket = np.full(capacity, -1, np.int8)
-        # prefix -> id, sorted: a main run and a delta run merged into it as it grows
-        self._keys = np.zeros(0, np.int64)
-        self._ids = np.zeros(0, np.int64)
-        self._delta_keys = np.zeros(0, np.int64)
-        self._delta_ids = np.zeros(0, np.int64)
+        self._runs = SortedRuns()  # prefix -> id
         self._clash: dict[bytes, int] = {}  # pseudonyms whose prefix another one holds
 
     def __len__(self) -> int:
         """Pseudonyms with an id now."""
-        return self._keys.size + self._delta_keys.size + len(self._clash)
+        return len(self._runs) + len(self._clash)
 
     def known(self) -> dict[bytes, int]:
         """Every pseudonym with its id (for tests and checks; O(size))."""
-        ids = np.concatenate([self._ids, self._delta_ids]).tolist()
-        out = {self._pseudonyms[i].tobytes(): i for i in ids}
+        out = {self._pseudonyms[i].tobytes(): i for i in self._runs.values().tolist()}
         out.update(self._clash)
         return out
 
@@ -61,7 +55,7 @@ class AccountIds:
             return []
         rows = _rows(pseudonyms)
         prefix = rows[:, :8].copy().view("<i8").reshape(n)
-        cand = self._lookup(prefix)
+        cand = self._runs.lookup(prefix)  # (not yet checked against all 16 bytes)
         found = cand >= 0
         found[found] = (self._pseudonyms[cand[found]] == rows[found]).all(axis=1)
         out = np.where(found, cand, -1).tolist()
@@ -72,16 +66,6 @@ class AccountIds:
         if fresh:
             self._hand_out(pseudonyms, rows, prefix, cand, fresh, out)
         return out
-
-    def _lookup(self, prefix: np.ndarray) -> np.ndarray:
-        """The id whose prefix each is, or -1 (not yet checked against all 16 bytes)."""
-        cand = np.full(prefix.size, -1, np.int64)
-        for keys, ids in ((self._keys, self._ids), (self._delta_keys, self._delta_ids)):
-            if keys.size:
-                at = np.minimum(np.searchsorted(keys, prefix), keys.size - 1)
-                hit = keys[at] == prefix
-                cand[hit] = ids[at[hit]]
-        return cand
 
     def _hand_out(self, pseudonyms: list[bytes], rows: np.ndarray, prefix: np.ndarray,
                   cand: np.ndarray, fresh: list[int], out: list[int]) -> None:
@@ -116,16 +100,9 @@ class AccountIds:
         ids = np.asarray(new_ids, np.int64)
         self._pseudonyms[ids] = rows[new_rows]
         self._bucket[ids] = rows[new_rows, 0] % BUCKETS  # bucket_of, for each
-        if run_keys:
-            keys = np.asarray(run_keys, np.int64)
-            order = np.argsort(keys, kind="stable")
-            self._delta_keys, self._delta_ids = _merged(
-                self._delta_keys, self._delta_ids, keys[order], np.asarray(run_ids)[order])
-            if self._delta_keys.size >= max(_MIN_DELTA, self._keys.size // 8):
-                self._keys, self._ids = _merged(self._keys, self._ids,
-                                                self._delta_keys, self._delta_ids)
-                self._delta_keys = np.zeros(0, np.int64)
-                self._delta_ids = np.zeros(0, np.int64)
+        keys = np.asarray(run_keys, np.int64)
+        order = np.argsort(keys, kind="stable")
+        self._runs.insert(keys[order], np.asarray(run_ids, np.int64)[order])
 
     def _reserve(self, size: int) -> None:
         while size > self._bucket.size:
@@ -153,10 +130,7 @@ class AccountIds:
         while its bucket is set (``id_of`` sets it, this clears it)."""
         freed = np.flatnonzero((self._bucket[:self.size] >= 0) & ~live)
         if freed.size:
-            keep = live[self._ids]
-            self._keys, self._ids = self._keys[keep], self._ids[keep]
-            keep = live[self._delta_ids]
-            self._delta_keys, self._delta_ids = self._delta_keys[keep], self._delta_ids[keep]
+            self._runs.keep_values(live)
             self._clash = {k: v for k, v in self._clash.items() if live[v]}
             self._bucket[freed] = -1
             self._free += freed[::-1].tolist()
@@ -164,16 +138,8 @@ class AccountIds:
 
 def _rows(pseudonyms: list[bytes]) -> np.ndarray:
     """uint8[n, PSEUDONYM_BYTES]; refuses any other length (the ids index 16 bytes)."""
-    joined = b"".join(pseudonyms)
-    if len(joined) != len(pseudonyms) * PSEUDONYM_BYTES or any(
-            len(p) != PSEUDONYM_BYTES for p in pseudonyms):
+    if any(len(p) != PSEUDONYM_BYTES for p in pseudonyms):
         raise ValueError(f"pseudonyms: expected {PSEUDONYM_BYTES} bytes each, got lengths "
                          f"{sorted({len(p) for p in pseudonyms})}")
-    return np.frombuffer(joined, np.uint8).reshape(len(pseudonyms), PSEUDONYM_BYTES)
+    return np.frombuffer(b"".join(pseudonyms), np.uint8).reshape(-1, PSEUDONYM_BYTES)
 
-
-def _merged(keys: np.ndarray, ids: np.ndarray, new_keys: np.ndarray, new_ids: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``keys`` with sorted ``new_keys`` (none of them in ``keys``) put in place."""
-    at = np.searchsorted(keys, new_keys)
-    return np.insert(keys, at, new_keys), np.insert(ids, at, new_ids)

@@ -288,15 +288,16 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     broker has the records (raises what it refused)."""
     builders: dict[int, object] = {}
     sent: list[asyncio.Future] = []
-    keyed = [i for i, (_, _, part) in enumerate(records) if part is None]
-    by_key = dict(zip(keyed, partitions_for_keys([records[i][0] or b"" for i in keyed],
-                                                 partitions).tolist(), strict=True)
-                  ) if keyed else {}
-    for i, (key, value, part) in enumerate(records):
+    keys: list[bytes] = []  # of the records sent by key, in order
+    for key, _, part in records:
         if part is None:
             if key is None:
                 raise ValueError("send_many: a record without key needs a partition")
-            part = by_key[i]
+            keys.append(key)
+    by_key = iter(partitions_for_keys(keys, partitions).tolist() if keys else ())
+    for key, value, part in records:
+        if part is None:
+            part = next(by_key)
         builder = builders.get(part)
         if builder is None:
             builder = builders[part] = producer.create_batch()

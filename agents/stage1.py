@@ -183,13 +183,12 @@ class Stage1Partition:
                 alone: bool) -> list[tuple[int, DeadLetter]]:
         dead: list[tuple[int, DeadLetter]] = []
         events: list[TelemetryEvent] = []
-        accounts: list[int] = []
+        pseudonyms: list[bytes] = []  # of each event (dense ids for all of them at once)
         offsets: list[int] = []
         messages = accepted = 0
         reasons: list[str] = []
         next_offset = self.next_offset
         singles = self._singles(records, now_ms)
-        later: list[tuple[int, bytes]] = []  # (place in accounts, pseudonym) of the rest
         count_from = self.count_from
         for (offset, key, value), single in zip(records, singles, strict=True):
             next_offset = max(next_offset, offset + 1)
@@ -198,14 +197,14 @@ class Stage1Partition:
                     messages += 1
                     accepted += 1
                 events.append(single[0])
-                accounts.append(single[1])
+                pseudonyms.append(single[1])
                 offsets.append(offset)
                 continue
             raw = value or b""
             try:
-                evs, pseudonyms, letters = self._message(key, raw, now_ms)
+                evs, owners, letters = self._message(key, raw, now_ms)
             except Exception as exc:  # this message only
-                evs, pseudonyms = [], []
+                evs, owners = [], []
                 letters = [dead_letter("internal_error", type(exc).__name__, raw, -1, None,
                                        self.limits)]
             if offset >= self.replay_until:  # (dead letters of an aborted txn are sent again)
@@ -216,15 +215,11 @@ class Stage1Partition:
                 accepted += len(evs)
             if evs:
                 events += evs
-                later += [(len(accounts) + j, p) for j, p in enumerate(pseudonyms)]
-                accounts += [-1] * len(evs)  # (ids below, for the whole batch at once)
+                pseudonyms += owners
                 offsets += [offset] * len(evs)
-        if later:
-            for (at, _), got in zip(later, self.accounts.ids_of([p for _, p in later]),
-                                    strict=True):
-                accounts[at] = got
         if events:
             try:
+                accounts = self.accounts.ids_of(pseudonyms)
                 stream_counts = self._ingest_batch(Batch(events, accounts, offsets))
             except Exception as exc:  # isolated by the worker, see ingest
                 first, last = records[0][0], records[-1][0]
@@ -247,31 +242,24 @@ class Stage1Partition:
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
     def _singles(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int
-                 ) -> list[tuple[TelemetryEvent, int] | None]:
-        """Per record: (event, dense account id) for a single-event message accepted
-        under its own key, or None for the per-message path (everything else, and
-        all of the batch if anything here raises). Decoded in one batch call, and
-        one HMAC per (account, key period) while it stays in the pseudonym cache."""
+                 ) -> list[tuple[TelemetryEvent, bytes] | None]:
+        """Per record: (event, pseudonym) for a one-event message accepted under its
+        own key, or None for the per-message path (everything else, and all of the
+        batch if anything here raises). Decoded in one batch call, and one HMAC per
+        (account, key period) while it stays in the pseudonym cache."""
         try:
             events = decode_singles([v or b"" for _, _, v in records], now_ms=now_ms,
                                     limits=self.limits)
             times = np.fromiter((e.event_time_ms if e is not None else 0 for e in events),
                                 np.int64, len(events))
             periods = self.pseudonymizer.key_indices(times).tolist()
-            pseudonym_of = self._pseudonym
-            taken: list[int] = []
-            pseudonyms: list[bytes] = []
+            out: list[tuple[TelemetryEvent, bytes] | None] = [None] * len(records)
             for i, ((_, key, _), event) in enumerate(zip(records, events, strict=True)):
                 if event is None:
                     continue
                 account = event.account_id.encode()
-                if account != key:  # a key mismatch: the per-message path says so
-                    continue
-                taken.append(i)
-                pseudonyms.append(pseudonym_of(periods[i], account))
-            out: list[tuple[TelemetryEvent, int] | None] = [None] * len(records)
-            for i, account_id in zip(taken, self.accounts.ids_of(pseudonyms), strict=True):
-                out[i] = (events[i], account_id)  # type: ignore[assignment]
+                if account == key:  # (a key mismatch: the per-message path says so)
+                    out[i] = (event, self._pseudonym(periods[i], account))
             return out
         except Exception:  # per message, with its own guard
             return [None] * len(records)

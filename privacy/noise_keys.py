@@ -50,21 +50,24 @@ class WindowNoise:
 
     def context(self, cell: Sequence[str], quantity: str) -> bytes:
         """json.dumps([context, stream, version, window, list(cell), quantity]), compact."""
-        q = encode_basestring_ascii(quantity) if type(quantity) is str else _json(quantity)
-        return f"{self._cell_part(cell)}{q}]".encode()
+        return f"{self._cell_part(cell)}{_quantity_json(quantity)}]".encode()
 
     def stream(self, cell: Sequence[str], quantity: str) -> KeyedStream:
         """The stream of one quantity ("accounts", "events", a metric, "bootstrap:...")."""
         return KeyedStream(self._key, self.context(cell, quantity))
 
     def streams(self, cells: Sequence[Sequence[str]], quantity: str) -> list[KeyedStream]:
-        tail = f"{_json(quantity)}]"
+        tail = f"{_quantity_json(quantity)}]"
         part = self._cell_part
         return [KeyedStream(self._key, f"{part(c)}{tail}".encode()) for c in cells]
 
 
 def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _quantity_json(quantity: str) -> str:
+    return encode_basestring_ascii(quantity) if type(quantity) is str else _json(quantity)
 
 
 def _cell_json(cell: Sequence[str]) -> str:

@@ -46,9 +46,13 @@ class WireError(ValueError):
     mistyped field, or a version this code does not know."""
 
 
+# the wire names of both kinds of partials record
+_PARTIAL_NAMES = {"partition": "p", "stream": "s", "window_start_ms": "w",
+                  "accounts": "a", "events": "e", "columns": "m"}
+
+
 class Partials(msgspec.Struct, frozen=True, tag_field="k", tag="partials",
-               rename={"partition": "p", "stream": "s", "window_start_ms": "w",
-                       "accounts": "a", "events": "e", "columns": "m"}):
+               rename=_PARTIAL_NAMES):
     """One stage-1 partition's totals of ``cells`` in one window, by column."""
 
     partition: int
@@ -103,8 +107,7 @@ class Partials(msgspec.Struct, frozen=True, tag_field="k", tag="partials",
 
 
 class Partial(msgspec.Struct, frozen=True, tag_field="k", tag="partial",
-              rename={"partition": "p", "stream": "s", "window_start_ms": "w",
-                      "accounts": "a", "events": "e", "columns": "m"}):
+              rename=_PARTIAL_NAMES):
     """The per-cell record of earlier versions (read, never written)."""
 
     partition: int

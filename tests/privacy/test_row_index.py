@@ -52,4 +52,4 @@ def test_many_batches_of_repeating_keys_stay_exact():
         keys = np.unique(rng.integers(0, 300_000, 5000))
         rows, _ = index.rows_of(keys)
         assert rows.tolist() == _reference(seen, keys)[0]
-    assert index._keys.size > 0  # the main run was merged into (not only the delta)
+    assert index._runs._keys.size > 0  # the main run was merged into (not only the delta)
