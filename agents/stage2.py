@@ -48,7 +48,7 @@ def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
     """The ledger's record of a release: what was spent and what was published,
     nothing the data held (tests/privacy/test_exact_channels.py)."""
     return LedgerEntry.for_release(policy, window_start_ms=start,
-                                   cells_released=len(rel.records),
+                                   cells_released=len(rel),
                                    partials_partition=partials_partition)
 
 
@@ -221,7 +221,7 @@ class Stage2Partition:
         if policy.public_cells:  # every listed cell of this partition, partials or not
             pending = pending or _Pending(0)
         if pending is None:  # no partials here: nothing to publish, an entry all the same
-            return WindowRelease([])
+            return WindowRelease.empty()
         totals, labels = pending.totals(policy, lambda present: self._listed_here(
             policy, start, present))
         return release_window(

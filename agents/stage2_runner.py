@@ -41,8 +41,7 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
         try:
             rel = part.release(stream, start,
                                lambda c, p=policy: dict(zip(p.dimensions, c, strict=True)))
-            records = [("|".join(r.cell.values()).encode(), r.to_json(), None)
-                       for r in rel.records]
+            records = [(key, value, None) for key, value in rel.encoded()]
             out.append((stream, start, (rel, records)))
         except Exception as exc:  # this window only: quarantined by the caller
             out.append((stream, start, exc))

@@ -43,4 +43,4 @@ class WorkerStats:
         """A released (stream, window, partials partition): only what was published
         counts (tests/privacy/test_exact_channels.py)."""
         self.windows_released += 1
-        self.cells_released += len(rel.records)
+        self.cells_released += len(rel)

@@ -28,6 +28,7 @@ from privmon.privacy.samplers import (
     exp_of_residue,
     gaussian_round,
     laplace_from_block,
+    next_blocks,
 )
 
 _LIMB = np.uint64
@@ -91,7 +92,7 @@ def discrete_laplace(table: LaplaceTable, streams: Sequence[KeyedStream],
     n, size = len(streams) * per_stream, table.block_bytes
     if n == 0:
         return np.zeros(0, np.int64)
-    raw = b"".join([s.block(size * per_stream) for s in streams])
+    raw = next_blocks(streams, size * per_stream)
     units = _units(raw, n, 2 * (table.levels + 1)).reshape(n, 2, table.levels + 1, 2)
     values, redo = _laplace_batch(table).decide(units)
     for i in np.flatnonzero(redo).tolist():  # probability < 2^-80 per draw, in row order
@@ -110,7 +111,8 @@ def discrete_gaussian(table: GaussianTable, streams: Sequence[KeyedStream]) -> n
     size, lap_units = table.block_bytes, 2 * (table.laplace.levels + 1)
     residue_den = table.gamma_den << table.FRACTION_BITS
     while pending:  # one round for every draw not yet accepted
-        raw = b"".join([streams[i].block(size) for i in pending])
+        raw = (next_blocks(streams, size) if len(pending) == len(streams)
+               else b"".join([streams[i].block(size) for i in pending]))
         units = _units(raw, len(pending), size // 16)
         y, redo = lap.decide(units[:, :lap_units].reshape(-1, 2, table.laplace.levels + 1, 2))
         exp_bits, undecided = exp_bounds.decide(units[:, lap_units:-1])

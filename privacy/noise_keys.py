@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 
 from privmon.privacy.keys import DatedKeys
-from privmon.privacy.samplers import KeyedStream
+from privmon.privacy.samplers import KeyedStream, KeyedStreams
 
 ENV = "PRIVMON_NOISE_KEYS"
 _CONTEXT = "privmon.noise/1"
@@ -56,10 +56,11 @@ class WindowNoise:
         """The stream of one quantity ("accounts", "events", a metric, "bootstrap:...")."""
         return KeyedStream(self._key, self.context(cell, quantity))
 
-    def streams(self, cells: Sequence[Sequence[str]], quantity: str) -> list[KeyedStream]:
+    def streams(self, cells: Sequence[Sequence[str]], quantity: str) -> KeyedStreams:
+        """The streams of one quantity of many cells (drawn from in one batch)."""
         tail = f"{_quantity_json(quantity)}]"
         part = self._cell_part
-        return [KeyedStream(self._key, f"{part(c)}{tail}".encode()) for c in cells]
+        return KeyedStreams(self._key, [f"{part(c)}{tail}".encode() for c in cells])
 
 
 def _json(value: object) -> str:

@@ -88,7 +88,7 @@ def spreads(policy: StreamPolicy, accounts: int, *, events_per_account: float,
         ctx = ReleaseContext(events=ev, events_std=noise_for(policy, "events").spread.std,
                              noise=noise, bootstrap_rng=lambda _: np.random.default_rng(0))
         for name, values in m.release(column, ctx).items():
-            v = values[0]
+            v = values.at(0)
             half = v.ci95_half if v.ci95_half is not None else (v.ci95_high - v.ci95_low) / 2
             t = float(true[name][0]) if name in true else v.value
             out[name] = ValueSpread(true=t, std=v.noise_std, half=half)

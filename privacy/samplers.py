@@ -32,6 +32,7 @@ from random.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 from math import isqrt
@@ -103,6 +104,54 @@ class KeyedStream:
     def seed64(self) -> int:
         """64 bits for seeding post-processing randomness (bootstrap of quantiles)."""
         return self.bits(64)
+
+
+class KeyedStreams(Sequence[KeyedStream]):
+    """The streams of many contexts under one key (one quantity of many cells).
+
+    ``first_blocks`` gives every stream's next block at once, as each stream's own
+    ``block`` would, with one hash pair per context and no stream objects; a stream
+    is made only when asked for (a refinement, probability < 2^-80 per draw), and
+    starts where the batch left it. The draws are those of a list of
+    ``KeyedStream(key, context)`` (tests/privacy/test_samplers.py)."""
+
+    def __init__(self, key: bytes, contexts: Sequence[bytes]) -> None:
+        KeyedStream(key, b"")  # the same key check
+        self._key = key
+        self._contexts = contexts
+        self._digests: list[bytes] | None = None
+        self._taken = 0  # blocks every stream has given through first_blocks
+        self._made: dict[int, KeyedStream] = {}
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def __getitem__(self, i: int) -> KeyedStream:  # type: ignore[override]
+        s = self._made.get(i)
+        if s is None:
+            s = self._made[i] = KeyedStream(self._key, self._contexts[i])
+            s._blocks = self._taken
+        return s
+
+    def first_blocks(self, n: int) -> bytes:
+        """The next block of n bytes of every stream, joined in order."""
+        if self._made:  # some stream was handed out: each from its own state
+            return b"".join([self[i].block(n) for i in range(len(self))])
+        if self._digests is None:
+            self._digests = [hashlib.blake2b(c, digest_size=32).digest()
+                             for c in self._contexts]
+        prefix = _XOF_DOMAIN + bytes([len(self._key)]) + self._key
+        counter = self._taken.to_bytes(8, "big")
+        self._taken += 1
+        shake = hashlib.shake_128
+        return b"".join([shake(prefix + d + counter).digest(n) for d in self._digests])
+
+
+def next_blocks(streams: Sequence[KeyedStream], n: int) -> bytes:
+    """The next block of n bytes of each stream, joined (at once for KeyedStreams)."""
+    if isinstance(streams, KeyedStreams):
+        return streams.first_blocks(n)
+    return b"".join([s.block(n) for s in streams])
 
 
 class Threshold:

@@ -19,7 +19,7 @@ output the threshold mechanism already paid for).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -47,7 +47,8 @@ def geometric_tail(alpha: float, m: int) -> float:
     return 1 - alpha ** (1 - m) / (1 + alpha)
 
 
-StreamOf = Callable[[int, str], KeyedStream]  # (cell index, quantity) -> its keyed stream
+# (cell indices, quantity) -> their keyed streams, in that order (one batch)
+StreamsOf = Callable[[Sequence[int], str], Sequence[KeyedStream]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,8 +121,9 @@ class PartitionSelection(SelectionParams):
             return 0.0
         return geometric_tail(self.noise().param, self.threshold - (accounts - (self.k - 1)))
 
-    def decide(self, accounts: np.ndarray, stream_of: StreamOf) -> Decision:
-        released, noisy, noise = self.select(accounts, lambda i: stream_of(i, "accounts"))
+    def decide(self, accounts: np.ndarray, streams_of: StreamsOf) -> Decision:
+        released, noisy, noise = self.select(
+            accounts, lambda i: streams_of([i], "accounts")[0])
         shown = np.flatnonzero(released)
         return Decision(shown=shown, full=shown, noisy_accounts=noisy, noise=noise)
 
@@ -196,8 +198,9 @@ class TruncatedGeometricSelection(SelectionParams):
             released[i] = stream_of(i).bits(64) < self._numerator(int(accounts[i]))
         return released
 
-    def decide(self, accounts: np.ndarray, stream_of: StreamOf) -> Decision:
-        shown = np.flatnonzero(self.select(accounts, lambda i: stream_of(i, "selection")))
+    def decide(self, accounts: np.ndarray, streams_of: StreamsOf) -> Decision:
+        shown = np.flatnonzero(self.select(accounts,
+                                           lambda i: streams_of([i], "selection")[0]))
         return Decision(shown=shown, full=shown, noisy_accounts=None, noise=None)
 
 
@@ -219,10 +222,10 @@ class PublicCells:
         """P(a full record): P(accounts + Z >= k)."""
         return geometric_tail(self.noise().param, self.k - accounts)
 
-    def decide(self, accounts: np.ndarray, stream_of: StreamOf) -> Decision:
+    def decide(self, accounts: np.ndarray, streams_of: StreamsOf) -> Decision:
         noise = self.noise()
         noisy = noise.add(np.asarray(accounts, np.int64),
-                          [stream_of(i, "accounts") for i in range(len(accounts))])
+                          streams_of(range(len(accounts)), "accounts"))
         return Decision(shown=np.arange(len(accounts)), full=np.flatnonzero(noisy >= self.k),
                         noisy_accounts=noisy, noise=noise)
 

@@ -26,8 +26,8 @@ from privmon.privacy.kinds.histogram import HistogramMetric
 from privmon.privacy.kinds.value import ValueMetric
 
 if TYPE_CHECKING:
+    from privmon.privacy.columns import MetricColumn
     from privmon.privacy.mechanisms import IntegerNoise
-    from privmon.privacy.records import MetricValue
     from privmon.privacy.series import Series
 
 
@@ -79,7 +79,7 @@ class MetricKind(Protocol):
     def released_names(self) -> set[str]:
         """Names of the values a release record carries for this metric."""
 
-    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
+    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, MetricColumn]:
         """Released values per name, derived from the noisy column."""
 
     def series(self) -> dict[str, Series]:

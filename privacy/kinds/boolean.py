@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from privmon.privacy.records import MetricValue
+from privmon.privacy.columns import MetricColumn
 from privmon.privacy.series import Series
 
 if TYPE_CHECKING:
@@ -59,13 +59,13 @@ class BooleanMetric:
         return {f"{self.name}.count": Series(self.name, "events"),
                 f"{self.name}.rate": Series(self.name, "ratio")}
 
-    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
+    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, MetricColumn]:
         sd, half = ctx.noise.spread.std, ctx.noise.spread.ci95_half_width
         ev_pos = ctx.events_positive
         rate = np.clip(noisy / ev_pos, 0.0, 1.0)
         rate_sd = np.sqrt(sd**2 + rate**2 * ctx.events_std**2) / ev_pos
         return {
-            f"{self.name}.count": [MetricValue.around(v, sd, half, 0.0) for v in noisy],
-            f"{self.name}.rate": [MetricValue.around(v, s, 1.959963984540054 * s, 0.0, 1.0)
-                                  for v, s in zip(rate, rate_sd, strict=True)],
+            f"{self.name}.count": MetricColumn.around(noisy, sd, half, 0.0),
+            f"{self.name}.rate": MetricColumn.around(rate, rate_sd, 1.959963984540054 * rate_sd,
+                                                     0.0, 1.0),
         }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from privmon.privacy.checks import fail, finite_field_values, real
-from privmon.privacy.records import MetricValue
+from privmon.privacy.columns import MetricColumn
 from privmon.privacy.series import Series, field_unit
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class HistogramMetric:
                 out[self.bucket_name(b)] = Series(f"{self.name}_bucket", "events", bounds)
         return out
 
-    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
+    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, MetricColumn]:
         """Quantiles of the noisy histogram, with intervals from a parametric bootstrap
         (post-processing, seeded from the window's keyed stream: byte-identical when
         recomputed)."""
@@ -125,18 +125,14 @@ class HistogramMetric:
         boot = quantiles_from_histogram(denoised(sims, sd), self.edges, self.quantiles)
         boot_sd = np.nanstd(boot, axis=0)
         lo, hi = nan_percentiles(boot, (2.5, 97.5))
-        out: dict[str, list[MetricValue]] = {}
+        out: dict[str, MetricColumn] = {}
         for j, q in enumerate(self.quantiles):
-            out[self.quantile_name(q)] = [
-                MetricValue(value=float(point[i, j]), noise_std=float(boot_sd[i, j]),
-                            ci95_low=float(lo[i, j]), ci95_high=float(hi[i, j]))
-                for i in range(noisy.shape[0])
-            ]
+            out[self.quantile_name(q)] = MetricColumn.of(point[:, j], boot_sd[:, j],
+                                                         lo[:, j], hi[:, j])
         if self.publish_buckets:
             half = noise.spread.ci95_half_width
             for b in range(self.n_buckets):
-                out[self.bucket_name(b)] = [MetricValue.around(v, sd, half, 0.0)
-                                            for v in noisy[:, b]]
+                out[self.bucket_name(b)] = MetricColumn.around(noisy[:, b], sd, half, 0.0)
         return out
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from privmon.privacy.checks import fail, finite_field_values, real
-from privmon.privacy.records import MetricValue
+from privmon.privacy.columns import MetricColumn
 from privmon.privacy.series import Series, field_unit
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class ValueMetric:
         return {f"{self.name}.sum": Series(f"{self.name}_window", unit, scale=scale),
                 f"{self.name}.mean": Series(f"{self.name}_mean", unit, scale=scale)}
 
-    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, list[MetricValue]]:
+    def release(self, noisy: np.ndarray, ctx: ReleaseContext) -> dict[str, MetricColumn]:
         sd, ev, ev_sd, ev_pos = ctx.noise.spread.std, ctx.events, ctx.events_std, \
             ctx.events_positive
         centre = self.lower_q + self.upper_q
@@ -116,9 +116,9 @@ class ValueMetric:
         # a sum of values in [lower, upper] has the sign of the range
         sum_domain = (0.0 if self.lower >= 0 else -math.inf, 0.0 if self.upper <= 0 else math.inf)
         return {
-            f"{self.name}.sum": [MetricValue.around(v, total_sd, Z95 * total_sd, *sum_domain)
-                                 for v in total],
-            f"{self.name}.mean": [MetricValue.around(v, s, Z95 * s, self.lower, self.upper)
-                                  for v, s in zip(mean, mean_sd, strict=True)],
+            f"{self.name}.sum": MetricColumn.around(total, total_sd, Z95 * total_sd,
+                                                    *sum_domain),
+            f"{self.name}.mean": MetricColumn.around(mean, mean_sd, Z95 * mean_sd,
+                                                     self.lower, self.upper),
         }
 

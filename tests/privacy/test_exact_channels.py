@@ -76,7 +76,28 @@ def test_one_account_alone_in_a_new_cell_changes_no_channel():
 
 
 def test_a_release_carries_nothing_but_its_records():
-    assert [f.name for f in dataclasses.fields(WindowRelease)] == ["records"]
+    """Its fields are the records' own parts, by column: each is read back from the
+    records alone (no field holds anything a record does not publish)."""
+    assert [f.name for f in dataclasses.fields(WindowRelease)] == [
+        "stream", "window_start_ms", "window_end_ms", "dimensions", "cells", "full",
+        "accounts", "metrics", "privacy"]
+    rel, _, _ = _outputs([900, 900, 3, 900], 0)
+    records = rel.records
+    assert len(rel) == len(records) == 3  # the cell under k is held back, uncounted
+    first = records[0]
+    assert (rel.stream, rel.window_start_ms, rel.window_end_ms, rel.privacy) == (
+        first.stream, first.window_start_ms, first.window_end_ms, first.privacy)
+    assert rel.cells == tuple(tuple(r.cell[d] for d in rel.dimensions) for r in records)
+    assert rel.full.tolist() == [not r.under_k for r in records]
+    assert rel.accounts is not None
+    def same(values: list, published: list) -> bool:  # (by repr: a quantile may be NaN)
+        return [repr(v) for v in values] == [repr(v) for v in published]
+
+    assert same(rel.accounts.values(), [r.metrics["accounts"] for r in records])
+    full = [r for r in records if not r.under_k]
+    assert list(rel.metrics) == [n for n in full[0].metrics if n != "accounts"]
+    for name, column in rel.metrics.items():
+        assert same(column.values(), [r.metrics[name] for r in full])
 
 
 def test_the_check_catches_a_ledger_that_counts_cells():

@@ -13,6 +13,7 @@ import pytest
 
 from privmon.privacy import accumulators as acc
 from privmon.privacy.bounding import ContributionTable, sensitivities
+from privmon.privacy.columns import MetricColumn
 from privmon.privacy.kinds import KINDS, BooleanMetric, HistogramMetric, ReleaseContext, ValueMetric
 from privmon.privacy.mechanisms import IntegerNoise
 from privmon.privacy.params import PrivacyBudget
@@ -56,7 +57,8 @@ def test_a_kind_answers_the_protocol_consistently(kind):
     released = m.release(col, ctx)
     assert set(released) == m.released_names()
     assert set(truth) <= m.released_names()
-    assert all(len(v) == 2 and all(isinstance(x, MetricValue) for x in v)
+    assert all(isinstance(v, MetricColumn) and len(v) == 2
+               and all(isinstance(x, MetricValue) for x in v.values())
                for v in released.values())
 
 
@@ -94,8 +96,7 @@ class OverThreshold:
 
     def release(self, noisy, ctx):
         s = ctx.noise.spread
-        return {f"{self.name}.count": [MetricValue.around(v, s.std, s.ci95_half_width)
-                                       for v in noisy]}
+        return {f"{self.name}.count": MetricColumn.around(noisy, s.std, s.ci95_half_width)}
 
 
 def test_a_new_kind_needs_no_edit_outside_its_own_class():

@@ -23,7 +23,7 @@ from privmon.privacy.samplers import GaussianTable, KeyedStream, LaplaceTable, T
 from privmon.privacy.thresholds import bounds
 from tests.privacy import cks_reference
 from tests.privacy.distributions import chi2_against_pmf
-from tests.privacy.keyed import TEST_KEY, streams
+from tests.privacy.keyed import TEST_KEY, batch, streams
 
 FALSE_FAILURE = 1e-4
 
@@ -140,6 +140,32 @@ def test_batch_code_equals_scalar_under_heavy_refinement():
     assert got.tolist() == [samplers.discrete_gaussian(gauss, s) for s in streams(1_000, "gwide")]
     assert chi2_against_pmf(batch_samplers.discrete_laplace(lap, streams(20_000, "wide2")),
                  _laplace_pmf(5.0)) >= FALSE_FAILURE
+
+
+@pytest.mark.parametrize("widen", [False, True])
+def test_a_batch_of_streams_draws_what_its_streams_draw(widen):
+    """KeyedStreams (first blocks hashed at once, streams made only for refinements)
+    gives the draws of a list of KeyedStream, also where ~half the comparisons are
+    undecided and every refinement takes a stream from the batch; and a stream taken
+    from it goes on where the batch left it."""
+    lap, gauss = LaplaceTable(5, 1), GaussianTable(9, 1)
+    if widen:
+        for th in [*lap.bits, lap.tail, *gauss.laplace.bits, gauss.laplace.tail,
+                   *gauss.exp_bits]:
+            th.lo, th.hi = max(0, th.lo - 2**126), min(th.hi + 2**126, 2**128 - 1)
+    assert (batch_samplers.discrete_laplace(lap, batch(2_000, "kb")).tolist()
+            == batch_samplers.discrete_laplace(lap, streams(2_000, "kb")).tolist()
+            == [samplers.discrete_laplace(lap, s) for s in streams(2_000, "kb")])
+    assert (batch_samplers.discrete_laplace(lap, batch(200, "kr"), per_stream=7).tolist()
+            == [v for s in streams(200, "kr") for v in samplers.laplace_row(lap, s, 7)])
+    assert (batch_samplers.discrete_gaussian(gauss, batch(1_000, "kg")).tolist()
+            == [samplers.discrete_gaussian(gauss, s) for s in streams(1_000, "kg")])
+    many, one = batch(3, "kn"), streams(3, "kn")
+    assert many.first_blocks(40) == b"".join(s.block(40) for s in one)
+    assert many[1].bits(64) == one[1].bits(64) and many[1].block(8) == one[1].block(8)
+    assert many.first_blocks(8) == b"".join(s.block(8) for s in one)  # from each one's state
+    with pytest.raises(ValueError, match="noise key"):
+        samplers.KeyedStreams(b"short", [b"x"])
 
 
 class CountingStream(KeyedStream):

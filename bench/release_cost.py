@@ -1,0 +1,127 @@
+"""Benchmark: stage 2's release work for one window of N public cells (no Kafka).
+
+What a worker does between "every stage-1 partition marked the window" and
+"records handed to the producer", for each partials partition: merge the
+partials, draw the noise, build and encode every record (``compute_releases``).
+The configuration is the latency benchmark's (``bench/pipeline.py``: monitoring
+with public cells, a value and a boolean metric, geometric noise), the partials
+come from 4 stage-1 partitions and are routed to 4 stage-2 partitions as the
+worker routes them. The release latency target (p99 < 1 s at 10k cells, < 2 s
+at 100k) needs this well under those figures, since the worker's stage 1 and the
+broker share the same 2 cores.
+
+    python -m bench.release_cost [--cells 10000] [--windows 3] [--profile FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from privmon.agents.stage2 import Stage2Partition
+from privmon.agents.stage2_runner import compute_releases
+from privmon.privacy.noise_keys import NoiseKeys
+from privmon.streams.config import load_config
+from privmon.streams.partials import Partials, decode, mark, route
+
+SOURCES = PARTITIONS = 4
+T0 = 1_800_000_000_000
+
+
+def config_for(cells: int, workdir: Path, window_ms: int = 2000):  # type: ignore[no-untyped-def]
+    from bench.pipeline import LATENCY_TOML
+
+    path = workdir / "latency.toml"
+    path.write_text(LATENCY_TOML.format(prefix="", window_ms=window_ms, grace_ms=1000,
+                                        max_windows=40_000))
+    (workdir / "inventory.toml").write_text("".join(
+        f'[[cells]]\nserver = "s{i:05d}"\nregion = "r{i % 4}"\n' for i in range(cells)))
+    return load_config(path)
+
+
+def partials(policy, cells: int, start: int, rng: np.random.Generator) -> list[Partials]:  # type: ignore[no-untyped-def]
+    """Each stage-1 partition's partials of one window: every cell with events in
+    about 9 of 10 cases per source (the load's 5 home accounts a cell, spread)."""
+    labels = [(f"s{i:05d}", f"r{i % 4}") for i in range(cells)]
+    out = []
+    for source in range(SOURCES):
+        have = np.flatnonzero(rng.random(cells) < 0.9)
+        n = have.size
+        accounts = rng.integers(1, 4, n)
+        events = accounts * rng.integers(1, 10, n)
+        columns: dict[str, list] = {}
+        for m in policy.metrics:
+            columns[m.name] = rng.integers(-events * 10, events * 10 + 1).tolist() \
+                if m.name == "latency" else rng.integers(0, events + 1).tolist()
+        out.append(Partials(partition=source, stream=policy.name, window_start_ms=start,
+                            cells=[labels[i] for i in have.tolist()],
+                            accounts=accounts.tolist(), events=events.tolist(),
+                            columns=columns))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cells", type=int, default=10_000, help="public cells per window")
+    ap.add_argument("--windows", type=int, default=3, help="windows timed (one after another)")
+    ap.add_argument("--profile", help="write a pyinstrument text profile of the timed part here")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config_for(args.cells, Path(tmp))
+    policy = cfg.policy("monitoring")
+    w = policy.window_ms
+    keys = NoiseKeys({0: b"n" * 32})
+    rng = np.random.default_rng(1)
+    parts = [Stage2Partition(policies=(policy,), sources=SOURCES, noise_keys=keys,
+                             released=None, partition=q, partitions=PARTITIONS)
+             for q in range(PARTITIONS)]
+    first = T0 - T0 % w
+    # the first mark's lookback windows are released (and not timed) first
+    for part in parts:
+        for s in range(SOURCES):
+            part.on_record(0, mark(s, policy.name, first))
+    for part in parts:
+        compute_releases(part, part.releasable())
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+        profiler = Profiler()
+    per_window = []
+    for k in range(args.windows):
+        start = first + k * w
+        for block in partials(policy, args.cells, start, rng):
+            for _, value, q in route(block, PARTITIONS):
+                parts[q].on_record(1, decode(value))
+        for part in parts:
+            for s in range(SOURCES):
+                part.on_record(2, mark(s, policy.name, start + w))
+        if profiler is not None:
+            profiler.start()
+        t = time.perf_counter()
+        released = 0
+        for part in parts:
+            for _, _, outcome in compute_releases(part, part.releasable()):
+                assert not isinstance(outcome, Exception), outcome
+                released += len(outcome[1])
+        per_window.append(time.perf_counter() - t)
+        if profiler is not None:
+            profiler.stop()
+        if released != args.cells + 1:  # and the (unlisted) cell
+            raise AssertionError(f"window {k}: {released} records for {args.cells} cells "
+                                 "and (unlisted)")
+        print(f"window {k}: {released} records in {per_window[-1]:.3f} s "
+              f"({per_window[-1] / released * 1e6:.1f} µs a cell)", flush=True)
+    best = min(per_window)
+    print(f"{args.cells} cells: best {best:.3f} s a window, "
+          f"{best / args.cells * 1e6:.1f} µs a cell")
+    if profiler is not None:
+        Path(args.profile).write_text(profiler.output_text(unicode=False, show_all=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
