@@ -286,6 +286,16 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     the partition ``producer.send`` would have chosen, so keyed records land
     where they always did. Inside a transaction like ``send``. Returns once the
     broker has the records (raises what it refused)."""
+    # Wait for the broker's answer: a refused batch (too large, not authorized) must
+    # raise here, before the transaction commits, not vanish in an unread future.
+    await asyncio.gather(*await queue_many(producer, topic, records, partitions))
+
+
+async def queue_many(producer: AIOKafkaProducer, topic: str,
+                     records: list[tuple[bytes | None, bytes, int | None]],
+                     partitions: int) -> list[asyncio.Future]:
+    """``send_many`` without the wait: the batches' futures, which the caller must
+    await before it commits (so that what the broker refused raises first)."""
     builders: dict[int, object] = {}
     sent: list[asyncio.Future] = []
     keys: list[bytes] = []  # of the records sent by key, in order
@@ -308,9 +318,7 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     for part, builder in builders.items():
         if builder.record_count():
             sent.append(await producer.send_batch(builder, topic, partition=part))
-    # Wait for the broker's answer: a refused batch (too large, not authorized) must
-    # raise here, before the transaction commits, not vanish in an unread future.
-    await asyncio.gather(*sent)
+    return sent
 
 
 def watch_rebalances(stage: Stage) -> ConsumerRebalanceListener:

@@ -116,6 +116,29 @@ class _Pending:
         return totals, labels
 
 
+class ListedCells:
+    """The stage-2 partition of every listed cell of a public stream in a window (where
+    Kafka's partitioner puts its partials key): hashed once per window for all the
+    partitions of a worker, which share one of these, and kept for a few windows."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._where: dict[tuple[str, int, int], tuple[StreamPolicy, np.ndarray]] = {}
+
+    def partitions(self, policy: StreamPolicy, start: int, partitions: int) -> np.ndarray:
+        """int[len(policy.released_cells)]: each listed cell's partition."""
+        key = (policy.name, start, partitions)
+        hit = self._where.get(key)
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        where = partitions_for_keys([partial_key(policy.name, start, c)
+                                     for c in policy.released_cells], partitions)
+        self._where[key] = (policy, where)
+        while len(self._where) > self._keep:
+            del self._where[next(iter(self._where))]
+        return where
+
+
 class Stage2Partition:
     def __init__(
         self,
@@ -126,13 +149,16 @@ class Stage2Partition:
         released: set[tuple[str, int]] | None = None,
         partition: int = 0,
         partitions: int = 1,
+        listed: ListedCells | None = None,
     ) -> None:
         """``released``: the (stream, window start) pairs this partition's ledger holds;
         ``partition`` of ``partitions``: which partials partition this is (the public
-        cells it releases are those whose partials key Kafka's partitioner puts here)."""
+        cells it releases are those whose partials key Kafka's partitioner puts here);
+        ``listed``: shared by the partitions of one worker (else one of its own)."""
         if not 0 <= partition < partitions:
             raise ValueError(f"partition: expected 0..{partitions - 1}, got {partition}")
         self.partition, self.partitions = partition, partitions
+        self.listed = listed if listed is not None else ListedCells()
         self.policies = {p.name: p for p in policies}
         self.sources = sources
         self.released = set(released or ())
@@ -234,10 +260,10 @@ class Stage2Partition:
                      ) -> list[tuple[str, ...]]:
         """The listed cells of a public stream without partials here whose partials key
         falls in this partition (where they would have come had they had events)."""
-        missing = [c for c in policy.released_cells if c not in present]
-        where = partitions_for_keys([partial_key(policy.name, start, c) for c in missing],
-                                    self.partitions)
-        return [c for c, q in zip(missing, where.tolist(), strict=True) if q == self.partition]
+        where = self.listed.partitions(policy, start, self.partitions)
+        cells = policy.released_cells
+        return [cells[i] for i in np.flatnonzero(where == self.partition).tolist()
+                if cells[i] not in present]
 
     def commit_offset(self, next_offset: int) -> int:
         """Partials offset to commit: the first record of the oldest pending window."""

@@ -16,10 +16,16 @@ from aiokafka import TopicPartition
 from privmon.agents.kafka_stage import (
     bounded,
     drive,
+    queue_many,
     read_compacted,
-    send_many,
 )
-from privmon.agents.stage2 import Stage2Partition, WindowFailed, completion_record, ledger_entry
+from privmon.agents.stage2 import (
+    ListedCells,
+    Stage2Partition,
+    WindowFailed,
+    completion_record,
+    ledger_entry,
+)
 from privmon.agents.worker_context import WorkerContext
 from privmon.privacy.accountant import LedgerEntry
 from privmon.privacy.params import StreamPolicy
@@ -97,6 +103,7 @@ class Stage2Runner:
         if ctx.on_ledger is not None:
             ctx.on_ledger(entries)
         self.parts, self.next_offsets = {}, {}
+        listed = ListedCells()  # one for all the partitions here
         for tp in self.consumer.assignment():
             committed = await self.consumer.committed(tp)
             start = committed if committed is not None else 0
@@ -107,6 +114,7 @@ class Stage2Runner:
                 released=released.get(tp.partition, set()),
                 partition=tp.partition,
                 partitions=ctx.topic_partitions[ctx.config.topics.partials],
+                listed=listed,
             )
         log.info("stage 2 assigned partials partitions %s", sorted(self.parts))
 
@@ -118,7 +126,8 @@ class Stage2Release:
     2. compute the windows' releases in a thread (noise never runs on the event loop);
     3. per window: its records, its completion record on every aggregate partition
        (privacy/records.py) and its ledger entry; if it raised, a failed ledger
-       entry and the completion records only (quarantined, never retried);
+       entry and the completion records only (quarantined, never retried); queued
+       without waiting, every partition's, then awaited (a refusal raises before 5);
     4. add the partials offsets of every partition stepped;
     5. commit. A crash before 5 aborts it; the recomputation draws the same noise.
     """
@@ -132,24 +141,27 @@ class Stage2Release:
         offsets = {}
         t0 = time.perf_counter()
         windows = 0
+        queued: list[asyncio.Future] = []  # every batch sent, awaited before the commit
         for q, part in r.parts.items():
             ready = part.releasable()
             if not ready:
                 continue
             await r.stage.begin()  # 1
-            for stream, start, outcome in await asyncio.to_thread(  # 2
-                    compute_releases, part, ready):
+            computed = await asyncio.to_thread(compute_releases, part, ready)  # 2
+            for stream, start, outcome in computed:
                 windows += 1
                 policy = part.policies[stream]
                 topic = topics.aggregate(stream)
                 done = self._completion(policy, start, q, ctx.topic_partitions[topic])
                 if isinstance(outcome, Exception):  # 3: this window only, never retried
                     await self._quarantine(policy, start, q, outcome)
-                    await send_many(producer, topic, done, ctx.topic_partitions[topic])
+                    queued += await queue_many(producer, topic, done,
+                                               ctx.topic_partitions[topic])
                     continue
                 rel, records = outcome
                 # the records, then on every partition the completion record after them
-                await send_many(producer, topic, records + done, ctx.topic_partitions[topic])
+                queued += await queue_many(producer, topic, records + done,
+                                           ctx.topic_partitions[topic])
                 entry = ledger_entry(policy, start, q, rel)
                 await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
                                     value=entry.to_json())
@@ -158,6 +170,8 @@ class Stage2Release:
                 ctx.stats.count_release(rel)
             tp = TopicPartition(topics.partials, q)
             offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
+        # the broker has every record: what it refused raises here, before the commit
+        await asyncio.gather(*queued)
         if offsets:
             t1 = time.perf_counter()
             await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s2")),

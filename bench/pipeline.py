@@ -35,12 +35,14 @@ import asyncio
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -430,7 +432,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     import threading
 
     import numpy as np
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
     from privmon.streams.generator import TelemetryGenerator
 
@@ -452,7 +454,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     worker = subprocess.Popen(
         [sys.executable, *under, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap,
          "--config", str(config), "--worker-id", "lat", "--idle-lag-ms", "1000",
-         "--status-every-s", "5"],
+         "--status-every-s", "5", "--log-level", "debug"],  # (debug: the step timings)
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     time.sleep(4)  # topics
     gen = TelemetryGenerator(accounts=cells * 5, seed=3)
@@ -462,7 +464,12 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     stop = threading.Event()
 
     def load() -> None:
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=10, batch_size=1 << 20)
+        # The load shares the 2 cores with the worker and the broker: librdkafka's producer
+        # (confluent-kafka) sends it for ~1/10 of kafka-python's CPU per message, which
+        # took ~3/4 of a core at 20k messages/s (measured), more than the worker itself.
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
         tick = 0.1
         while not stop.is_set():
             t = int(time.time() * 1000)
@@ -470,10 +477,16 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
             for e in gen.events(int(rate * tick), start_ms=t - int(tick * 1000), end_ms=t):
                 by_account.setdefault(e["account_id"], []).append(e)
             for account, own in by_account.items():
-                producer.send(f"{prefix}raw", key=account.encode(),
-                              value=json.dumps({"events": own}).encode())
+                value = json.dumps({"events": own}).encode()
+                while True:
+                    try:
+                        producer.produce(f"{prefix}raw", key=account.encode(), value=value)
+                        break
+                    except BufferError:  # its queue is full: let it send
+                        producer.poll(0.01)
+            producer.poll(0)
             time.sleep(max(0.0, tick - (time.time() * 1000 - t) / 1000))
-        producer.close()
+        producer.flush(30)
 
     loader = threading.Thread(target=load, daemon=True)
     load_from_ms = int(time.time() * 1000)
@@ -537,6 +550,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     if not lat:  # reported as such: a finding, not a crash of the whole run
         return {"windows": 0, "rss_mib": hwm, "seconds": seconds}
     return {"windows": len(lat), "p50_s": float(np.percentile(lat, 50)),
+            "steps": step_timings(log, since=measure_from),
             "p99_s": float(np.percentile(lat, 99)), "max_s": max(lat),
             "cells_released_per_window": int(np.median([released[s] for s in starts])),
             "window_ms": window_ms, "lookback_windows": len(lookback),
@@ -544,6 +558,42 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
             "caught_up": measure_from - began < warmup_s,
             "latencies_s": [round(x, 3) for x in lat],
             "rss_mib": hwm, "first_window": first}
+
+
+_STEP = re.compile(r"^(\S+ \S+) DEBUG privmon\.worker stage (1 closed|2 released) windows: "
+                   r"([\d.]+) s to compute and send, ([\d.]+) s to commit")
+
+
+def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
+    """p50/p99 of the worker's debug step timings logged after ``since`` (epoch s):
+    stage 1's window close and stage 2's release, each its compute-and-send and its
+    commit, i.e. where a window's latency goes."""
+    import numpy as np
+
+    found: dict[str, list[tuple[float, float]]] = {"stage1_close": [], "stage2_release": []}
+    for line in log.read_text(errors="replace").splitlines():
+        m = _STEP.match(line)
+        if m is None:
+            continue
+        at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if at >= since:
+            found["stage1_close" if m.group(2) == "1 closed" else "stage2_release"].append(
+                (float(m.group(3)), float(m.group(4))))
+    out = {}
+    for step, rows in found.items():
+        if rows:
+            work, commit = np.array(rows).T
+            out[step] = {"n": len(rows), "work_p50_s": float(np.percentile(work, 50)),
+                         "work_p99_s": float(np.percentile(work, 99)),
+                         "commit_p50_s": float(np.percentile(commit, 50))}
+    return out
+
+
+def _steps_text(steps: dict[str, dict[str, float]]) -> str:
+    names = {"stage1_close": "stage 1's close", "stage2_release": "stage 2's release"}
+    return "; ".join(f"{names[k]} {v['work_p50_s']:.2f} s p50 / {v['work_p99_s']:.2f} s p99 "
+                     f"to compute and send, {v['commit_p50_s']:.2f} s to commit ({v['n']} steps)"
+                     for k, v in steps.items())
 
 
 # ------------------------------------------------------------------- main
@@ -726,7 +776,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{lat['warmup_s']:.0f} s"
                      f"{'' if lat['caught_up'] else ' (it never caught up)'}: p50 "
                      f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s "
-                     f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB.\n")
+                     f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB."
+                     + (f" Steps: {_steps_text(lat['steps'])}." if lat.get("steps") else "")
+                     + "\n")
     text = "\n".join(lines)
     print(text)
     if args.write:  # newest run first: before the first pipeline table

@@ -10,12 +10,21 @@ worker routes them. The release latency target (p99 < 1 s at 10k cells, < 2 s
 at 100k) needs this well under those figures, since the worker's stage 1 and the
 broker share the same 2 cores.
 
-    python -m bench.release_cost [--cells 10000] [--windows 3] [--profile FILE]
+    python -m bench.release_cost [--cells 10000] [--windows 3] [--baseline REV]
+                                 [--profile FILE]
+
+``--baseline REV`` runs the same windows, one after the other in the same run, on
+the code of git revision REV (extracted to a temporary tree) and prints both.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +37,14 @@ from privmon.privacy.noise_keys import NoiseKeys
 from privmon.streams.config import load_config
 from privmon.streams.partials import Partials, decode, mark, route
 
+try:  # (absent from a baseline revision before it)
+    from privmon.agents.stage2 import ListedCells
+except ImportError:
+    ListedCells = None
+
 SOURCES = PARTITIONS = 4
 T0 = 1_800_000_000_000
+REPO = Path(__file__).resolve().parents[1]
 
 
 def config_for(cells: int, workdir: Path, window_ms: int = 2000):  # type: ignore[no-untyped-def]
@@ -69,15 +84,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells", type=int, default=10_000, help="public cells per window")
     ap.add_argument("--windows", type=int, default=3, help="windows timed (one after another)")
     ap.add_argument("--profile", help="write a pyinstrument text profile of the timed part here")
+    ap.add_argument("--baseline", metavar="REV", help="also time git revision REV, after this")
     args = ap.parse_args(argv)
+    mine = measure(args)
+    print(json.dumps({"tree": "this", **mine}), flush=True)
+    if args.baseline:
+        theirs = in_revision(args.baseline, ["--cells", str(args.cells),
+                                             "--windows", str(args.windows)])
+        print(json.dumps({**theirs, "tree": args.baseline}), flush=True)
+        print(f"{args.cells} cells: {mine['best_s']:.3f} s a window here, "
+              f"{theirs['best_s']:.3f} s at {args.baseline} "
+              f"({theirs['best_s'] / mine['best_s']:.2f}x)")
+    return 0
+
+
+def in_revision(rev: str, argv: list[str]) -> dict:
+    """This benchmark on the code of ``rev``: its last line of JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "privmon"  # imported as privmon from PYTHONPATH=tmp
+        tree.mkdir()
+        archive = Path(tmp) / "tree.tar"
+        subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), rev, "privacy",
+                        "streams", "agents", "bench", "configs"], cwd=REPO, check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tree, filter="data")
+        (tree / "bench" / "release_cost.py").write_text(Path(__file__).read_text())
+        out = subprocess.run([sys.executable, "-m", "bench.release_cost", *argv], cwd=tree,
+                             env={**os.environ, "PYTHONPATH": tmp}, capture_output=True,
+                             text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Times ``args.windows`` windows of ``args.cells`` public cells, one by one."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config_for(args.cells, Path(tmp))
     policy = cfg.policy("monitoring")
     w = policy.window_ms
     keys = NoiseKeys({0: b"n" * 32})
     rng = np.random.default_rng(1)
+    shared = {"listed": ListedCells()} if ListedCells else {}  # as in a worker
     parts = [Stage2Partition(policies=(policy,), sources=SOURCES, noise_keys=keys,
-                             released=None, partition=q, partitions=PARTITIONS)
+                             released=None, partition=q, partitions=PARTITIONS, **shared)
              for q in range(PARTITIONS)]
     first = T0 - T0 % w
     # the first mark's lookback windows are released (and not timed) first
@@ -117,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({per_window[-1] / released * 1e6:.1f} µs a cell)", flush=True)
     best = min(per_window)
     print(f"{args.cells} cells: best {best:.3f} s a window, "
-          f"{best / args.cells * 1e6:.1f} µs a cell")
+          f"{best / args.cells * 1e6:.1f} µs a cell", flush=True)
     if profiler is not None:
         Path(args.profile).write_text(profiler.output_text(unicode=False, show_all=False))
-    return 0
+    return {"cells": args.cells, "best_s": round(best, 4),
+            "windows_s": [round(x, 4) for x in per_window]}
 
 
 if __name__ == "__main__":

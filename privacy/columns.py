@@ -57,11 +57,12 @@ class MetricColumn:
         v = np.asarray(values).astype(np.float64)
         n = v.shape[0]
         h = _column(half, n)
-        raw_low, raw_high = v - h, v + h
-        # Python's max(lo, x) is x only where x > lo (NaN: lo), min(hi, x) likewise
-        low = np.where(raw_low > lo, raw_low, lo)
-        high = np.where(raw_high < hi, raw_high, hi)
-        clipped = (low != raw_low) | (high != raw_high)
+        with np.errstate(over="ignore", invalid="ignore"):  # to inf, as Python's floats
+            raw_low, raw_high = v - h, v + h
+            # Python's max(lo, x) is x only where x > lo (NaN: lo), min(hi, x) likewise
+            low = np.where(raw_low > lo, raw_low, lo)
+            high = np.where(raw_high < hi, raw_high, hi)
+            clipped = (low != raw_low) | (high != raw_high)
         return cls(value=v, noise_std=_column(std, n), low=low, high=high, half=h,
                    clipped=clipped)
 
@@ -90,15 +91,18 @@ class MetricColumn:
                             low=self.low[rows], high=self.high[rows], half=self.half[rows],
                             clipped=self.clipped[rows])
 
-    def json_parts(self) -> list[str]:
-        """Each value's compact JSON, as ``json.dumps(at(i).to_dict())`` writes it."""
+    def json_parts(self, prefix: str = "") -> list[str]:
+        """Each value's compact JSON, as ``json.dumps(at(i).to_dict())`` writes it,
+        after ``prefix`` (a record's ``"name":``)."""
         bits = self.noise_std.view(np.uint64)  # (most stds are one per window; by bits,
         std = (float_json(self.noise_std[:1]) * len(self)  # so 0.0 and -0.0 stay apart)
                if len(self) and (bits == bits[0]).all() else float_json(self.noise_std))
-        halves = float_json(self.half)
-        tails = [f',"ci95_half":{h}}}' if c else "}"
-                 for h, c in zip(halves, self.clipped.tolist(), strict=True)]
-        return [f'{{"value":{v},"noise_std":{s},"ci95_low":{lo},"ci95_high":{hi}{t}'
+        tails = ["}"] * len(self)
+        clipped = np.flatnonzero(self.clipped).tolist()
+        for i, h in zip(clipped, float_json(self.half[clipped]), strict=True):
+            tails[i] = f',"ci95_half":{h}}}'
+        head = prefix + '{"value":'
+        return [f'{head}{v},"noise_std":{s},"ci95_low":{lo},"ci95_high":{hi}{t}'
                 for v, s, lo, hi, t in zip(float_json(self.value), std,
                                            float_json(self.low), float_json(self.high),
                                            tails, strict=True)]

@@ -165,10 +165,9 @@ class WindowRelease:
                 f'"window_end_ms":{int(self.window_end_ms)},"cell":{{')
         privacy = f'}},"privacy":{self.privacy.json_text}'
         dims = [f"{_str_json(d)}:" for d in self.dimensions]
-        accounts = ([f'"accounts":{p}' for p in self.accounts.json_parts()]
+        accounts = (self.accounts.json_parts('"accounts":')
                     if self.accounts is not None else None)
-        columns = [[f"{_str_json(name)}:{p}" for p in col.json_parts()]
-                   for name, col in self.metrics.items()]
+        columns = [col.json_parts(f"{_str_json(name)}:") for name, col in self.metrics.items()]
         full = [",".join(parts) for parts in zip(*columns, strict=True)] if columns else []
         out, k = [], 0
         for j, (cell, is_full) in enumerate(zip(self.cells, self.full.tolist(), strict=True)):

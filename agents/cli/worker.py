@@ -61,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "aside after a few restarts instead of crash-looping; keep it across "
                    "restarts (default: $PRIVMON_CACHE or ~/.cache/privmon, "
                    "worker/<app id>-<worker id>.json; 'none' turns the guard off)")
+    w.add_argument("--log-level", choices=("debug", "info", "warning"), default="info",
+                   help="privmon's log level (default %(default)s); debug adds each step's "
+                   "timings, which follow the input's size: keep such logs as restricted "
+                   "as the raw topic")
     w.set_defaults(func=run)
 
 
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from privmon.agents.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("privmon").setLevel(args.log_level.upper())  # (not the clients' debug)
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's connection chatter
     quiet_retried_kafka_errors()
     config = with_prefix(load_config(args.config), args.topic_prefix)
