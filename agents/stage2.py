@@ -35,10 +35,10 @@ import numpy as np
 
 from privmon.privacy.accountant import LedgerEntry
 from privmon.privacy.accumulators import CellTotals
-from privmon.privacy.noise_keys import NoiseKeys
+from privmon.privacy.noise_keys import NoiseKeys, WindowNoise
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.records import WindowComplete
-from privmon.privacy.release import WindowRelease, release_window
+from privmon.privacy.release import WindowRelease, noise_plan, release_window
 from privmon.streams.partials import Mark, Partials, partial_key
 from privmon.streams.partitioner import partitions_for_keys
 
@@ -159,6 +159,8 @@ class Stage2Partition:
             raise ValueError(f"partition: expected 0..{partitions - 1}, got {partition}")
         self.partition, self.partitions = partition, partitions
         self.listed = listed if listed is not None else ListedCells()
+        # (stream, window start) -> its noise, drawn ahead for the listed cells here
+        self.prepared: dict[tuple[str, int], WindowNoise] = {}
         self.policies = {p.name: p for p in policies}
         self.sources = sources
         self.released = set(released or ())
@@ -246,6 +248,7 @@ class Stage2Partition:
             raise WindowFailed(cause)
         if policy.public_cells:  # every listed cell of this partition, partials or not
             pending = pending or _Pending(0)
+        noise = self.prepared.pop((stream, start), None)
         if pending is None:  # no partials here: nothing to publish, an entry all the same
             return WindowRelease.empty()
         totals, labels = pending.totals(policy, lambda present: self._listed_here(
@@ -253,8 +256,30 @@ class Stage2Partition:
         return release_window(
             totals, policy, window_start_ms=start,
             cell_labels=lambda c: labels_of(labels[c]),
-            noise=self.noise_keys.window(stream, policy.policy_version, start),
+            noise=noise or self.noise_keys.window(stream, policy.policy_version, start),
         )
+
+    def prepare_next(self) -> None:
+        """Draw the noise of each public stream's next window ahead, for the listed
+        cells released here (a draw depends on its context alone: privacy/noise_keys.py),
+        so that its release, once every stage-1 partition marked it, does not wait for
+        it. Public facts only: the inventory, the window, the key."""
+        for stream, policy in self.policies.items():
+            start = self.next_start.get(stream)
+            if not policy.public_cells or start is None:
+                continue
+            w = policy.window_ms
+            start -= start % w
+            for key in [k for k in self.prepared if k[0] == stream and k[1] < start]:
+                del self.prepared[key]  # released (or passed) meanwhile
+            if (stream, start) in self.prepared or (stream, start) in self.released:
+                continue
+            where = self.listed.partitions(policy, start, self.partitions)
+            cells = policy.released_cells
+            noise = self.noise_keys.window(stream, policy.policy_version, start)
+            noise.prepare([cells[i] for i in np.flatnonzero(where == self.partition).tolist()],
+                          noise_plan(policy))
+            self.prepared[(stream, start)] = noise
 
     def _listed_here(self, policy: StreamPolicy, start: int, present: set
                      ) -> list[tuple[str, ...]]:

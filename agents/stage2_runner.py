@@ -54,6 +54,17 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
     return out
 
 
+def prepare_next(parts: list[Stage2Partition]) -> None:
+    """Each partition's next public windows' noise, drawn ahead; a failure only means
+    the release draws it itself (Stage2Partition.prepare_next)."""
+    for part in parts:
+        try:
+            part.prepare_next()
+        except Exception as exc:  # an optimisation: never a reason to stop releasing
+            log.warning("stage 2: drawing the next window's noise ahead failed (%s); the "
+                        "release draws it", type(exc).__name__)
+
+
 class Stage2Runner:
     """Owns stage 2's consumer, partitions and transactional producer."""
 
@@ -140,14 +151,16 @@ class Stage2Release:
         topics, producer = ctx.config.topics, r.stage.producer
         offsets = {}
         t0 = time.perf_counter()
-        windows = 0
+        windows, computing, acked = 0, 0.0, 0.0
         queued: list[asyncio.Future] = []  # every batch sent, awaited before the commit
         for q, part in r.parts.items():
             ready = part.releasable()
             if not ready:
                 continue
             await r.stage.begin()  # 1
+            tc = time.perf_counter()
             computed = await asyncio.to_thread(compute_releases, part, ready)  # 2
+            computing += time.perf_counter() - tc
             for stream, start, outcome in computed:
                 windows += 1
                 policy = part.policies[stream]
@@ -171,7 +184,9 @@ class Stage2Release:
             tp = TopicPartition(topics.partials, q)
             offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
         # the broker has every record: what it refused raises here, before the commit
+        ta = time.perf_counter()
         await asyncio.gather(*queued)
+        acked = time.perf_counter() - ta
         if offsets:
             t1 = time.perf_counter()
             await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s2")),
@@ -180,7 +195,13 @@ class Stage2Release:
             r.done.update(offsets)  # below these: released or ignored
             if windows:  # (debug: timings follow the data's size)
                 log.debug("stage 2 released windows: %.3f s to compute and send, %.3f s to "
-                          "commit", t1 - t0, time.perf_counter() - t1)
+                          "commit (%.3f s computing, %.3f s waiting for acks)", t1 - t0,
+                          time.perf_counter() - t1, computing, acked)
+        # the next windows' noise, after the commit: off the path of this release
+        stepped = [part for q, part in r.parts.items()
+                   if TopicPartition(topics.partials, q) in offsets]
+        if stepped:
+            await asyncio.to_thread(prepare_next, stepped)
 
     def _completion(self, policy: StreamPolicy, start: int, q: int, aggregate_partitions: int
                     ) -> list[tuple[bytes | None, bytes, int | None]]:

@@ -561,7 +561,8 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
 
 
 _STEP = re.compile(r"^(\S+ \S+) DEBUG privmon\.worker stage (1 closed|2 released) windows: "
-                   r"([\d.]+) s to compute and send, ([\d.]+) s to commit")
+                   r"([\d.]+) s to compute and send, ([\d.]+) s to commit"
+                   r"(?: \(([\d.]+) s computing, ([\d.]+) s waiting for acks\))?")
 
 
 def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
@@ -570,7 +571,7 @@ def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
     commit, i.e. where a window's latency goes."""
     import numpy as np
 
-    found: dict[str, list[tuple[float, float]]] = {"stage1_close": [], "stage2_release": []}
+    found: dict[str, list[tuple[float, ...]]] = {"stage1_close": [], "stage2_release": []}
     for line in log.read_text(errors="replace").splitlines():
         m = _STEP.match(line)
         if m is None:
@@ -578,22 +579,33 @@ def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
         at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
         if at >= since:
             found["stage1_close" if m.group(2) == "1 closed" else "stage2_release"].append(
-                (float(m.group(3)), float(m.group(4))))
+                tuple(float(g) for g in m.groups()[2:] if g is not None))
     out = {}
     for step, rows in found.items():
         if rows:
-            work, commit = np.array(rows).T
-            out[step] = {"n": len(rows), "work_p50_s": float(np.percentile(work, 50)),
-                         "work_p99_s": float(np.percentile(work, 99)),
-                         "commit_p50_s": float(np.percentile(commit, 50))}
+            cols = np.array([r[:2] for r in rows]).T
+            out[step] = {"n": len(rows), "work_p50_s": float(np.percentile(cols[0], 50)),
+                         "work_p99_s": float(np.percentile(cols[0], 99)),
+                         "commit_p50_s": float(np.percentile(cols[1], 50))}
+            parts = [r[2:] for r in rows if len(r) == 4]  # stage 2: its compute, its acks
+            if parts:
+                computing, acks = np.array(parts).T
+                out[step].update(compute_p50_s=float(np.percentile(computing, 50)),
+                                 compute_p99_s=float(np.percentile(computing, 99)),
+                                 acks_p50_s=float(np.percentile(acks, 50)))
     return out
 
 
 def _steps_text(steps: dict[str, dict[str, float]]) -> str:
     names = {"stage1_close": "stage 1's close", "stage2_release": "stage 2's release"}
+    def split(v: dict[str, float]) -> str:
+        if "compute_p50_s" not in v:
+            return ""
+        return (f" (of which computing {v['compute_p50_s']:.2f} s p50 / "
+                f"{v['compute_p99_s']:.2f} s p99, waiting for acks {v['acks_p50_s']:.2f} s p50)")
     return "; ".join(f"{names[k]} {v['work_p50_s']:.2f} s p50 / {v['work_p99_s']:.2f} s p99 "
-                     f"to compute and send, {v['commit_p50_s']:.2f} s to commit ({v['n']} steps)"
-                     for k, v in steps.items())
+                     f"to compute and send{split(v)}, {v['commit_p50_s']:.2f} s to commit "
+                     f"({v['n']} steps)" for k, v in steps.items())
 
 
 # ------------------------------------------------------------------- main

@@ -114,13 +114,21 @@ class IntegerNoise:
             raise ValueError(f"add: expected one stream per row, got {len(streams)} streams for "
                              f"values of shape {vals.shape}")
         width = int(np.prod(vals.shape[1:], dtype=np.int64))
+        return vals + self.draws(streams, width).reshape(vals.shape)
+
+    def draws(self, streams: Sequence[KeyedStream], width: int = 1) -> np.ndarray:
+        """The noise ``add`` adds to rows of ``width`` values, one row per stream
+        (int64[len(streams) * width]): a function of the streams alone, never of the
+        values, so it can be drawn before the values exist (privacy/noise_keys.py)."""
         if self.kind == "geometric":
-            noise = batch_samplers.discrete_laplace(self._laplace, streams, width)
-        else:
-            per_draw = streams if width == 1 else [s.child(k) for s in streams
-                                                   for k in range(width)]
-            noise = batch_samplers.discrete_gaussian(self._gaussian, per_draw)
-        return vals + noise.reshape(vals.shape)
+            return batch_samplers.discrete_laplace(self._laplace, streams, width)
+        per_draw = streams if width == 1 else [s.child(k) for s in streams for k in range(width)]
+        return batch_samplers.discrete_gaussian(self._gaussian, per_draw)
+
+    @property
+    def identity(self) -> tuple[str, int, int]:
+        """What fixes the law of a draw: the kind and its exact parameter."""
+        return (self.kind, self._num, self._den)
 
 
 def _round_up(q: Fraction, bits: int = 40) -> Fraction:

@@ -23,9 +23,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from privmon.privacy.keys import DatedKeys
 from privmon.privacy.samplers import KeyedStream, KeyedStreams
+
+if TYPE_CHECKING:
+    from privmon.privacy.mechanisms import IntegerNoise
 
 ENV = "PRIVMON_NOISE_KEYS"
 _CONTEXT = "privmon.noise/1"
@@ -40,6 +46,7 @@ class WindowNoise:
         # every stream of the window (built by parts: ~4 per cell in a window of 10k)
         self._head = _json([_CONTEXT, stream, policy_version, int(window_start_ms)])[:-1]
         self._cells: dict[tuple, str] = {}  # cell -> head and cell JSON (~4 uses each)
+        self._prepared: Prepared = {}  # draws made ahead (prepare)
 
     def _cell_part(self, cell: Sequence[str]) -> str:
         key = tuple(cell)
@@ -61,6 +68,64 @@ class WindowNoise:
         tail = f"{_quantity_json(quantity)}]"
         part = self._cell_part
         return KeyedStreams(self._key, [f"{part(c)}{tail}".encode() for c in cells])
+
+    def cells(self, cells: Sequence[Sequence[str]]) -> CellsNoise:
+        """The streams of a window's cells, their contexts' cell parts built once for
+        every quantity they draw (4 or more per cell), and the draws ``prepare``
+        made ahead for them."""
+        return CellsNoise(self._key, [tuple(c) for c in cells],
+                          [f"{self._head},{_cell_json(c)}," for c in cells], self._prepared)
+
+    def prepare(self, cells: Sequence[Sequence[str]], plan: Plan) -> None:
+        """Draw ahead, for ``cells``, the noise of each (quantity, noise, values per
+        row) of ``plan``: the very draws a release of those cells makes later, since a
+        draw is a function of the key and its context alone, never of a value. For
+        cells known before the data (public cells), so a release need not wait for
+        its noise (agents/stage2.py)."""
+        cells = [tuple(c) for c in cells]
+        row = {c: i for i, c in enumerate(cells)}
+        fresh = CellsNoise(self._key, cells, [f"{self._head},{_cell_json(c)}," for c in cells],
+                           {})
+        everyone = range(len(cells))
+        for quantity, noise, width in plan:
+            draws = noise.draws(fresh.streams(everyone, quantity), width)
+            self._prepared[(quantity, noise.identity, width)] = (
+                row, draws.reshape(len(cells), width))
+
+
+# What a release draws: (quantity, its noise, values per row) (privacy/release.py)
+Plan = Sequence[tuple[str, "IntegerNoise", int]]
+# (quantity, noise identity, width) -> (cell -> row, int64[rows, width] draws)
+Prepared = dict[tuple[str, tuple, int], tuple[dict[tuple, int], np.ndarray]]
+
+
+class CellsNoise:
+    """The noise streams of a fixed list of cells of one window, by position."""
+
+    def __init__(self, key: bytes, cells: list[tuple], parts: list[str],
+                 prepared: Prepared) -> None:
+        self._key, self._cells = key, cells
+        self._parts = parts  # the context of cell i, up to its quantity
+        self._prepared = prepared
+
+    def streams(self, rows: Sequence[int], quantity: str) -> KeyedStreams:
+        """The streams of one quantity of the cells at ``rows``: the streams
+        ``WindowNoise.streams`` gives for those cells."""
+        tail = f"{_quantity_json(quantity)}]"
+        parts = self._parts
+        return KeyedStreams(self._key, [f"{parts[i]}{tail}".encode() for i in rows])
+
+    def draws(self, noise: IntegerNoise, rows: Sequence[int], quantity: str,
+              width: int = 1) -> np.ndarray:
+        """``noise.draws`` of the streams of ``rows`` (int64[len(rows) * width]): drawn
+        ahead by ``WindowNoise.prepare`` if it drew every one of them, else now."""
+        hit = self._prepared.get((quantity, noise.identity, width))
+        if hit is not None:
+            row, draws = hit
+            at = [row.get(self._cells[i], -1) for i in rows]
+            if -1 not in at:
+                return draws[at].reshape(-1)
+        return noise.draws(self.streams(rows, quantity), width)
 
 
 def _json(value: object) -> str:

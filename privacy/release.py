@@ -17,7 +17,7 @@ alone, marked ``under_k`` (deciding on a noisy value is post-processing: free).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
@@ -27,12 +27,11 @@ import numpy as np
 from privmon.privacy.accumulators import CellTotals
 from privmon.privacy.bounding import sensitivities
 from privmon.privacy.columns import MetricColumn
-from privmon.privacy.kinds import ReleaseContext
+from privmon.privacy.kinds import Metric, ReleaseContext
 from privmon.privacy.mechanisms import IntegerNoise
-from privmon.privacy.noise_keys import WindowNoise
+from privmon.privacy.noise_keys import CellsNoise, WindowNoise
 from privmon.privacy.params import Mechanism, StreamPolicy
 from privmon.privacy.records import SCHEMA, PrivacyMetadata, ReleaseRecord
-from privmon.privacy.samplers import KeyedStream
 from privmon.privacy.selection import (
     PartitionSelection,
     PublicCells,
@@ -70,11 +69,15 @@ def selection_rule(policy: StreamPolicy) -> SelectionRule:
     """Which cells of a window get a record, and which in full (the one place that
     tells public cells and the two selection rules apart)."""
     if policy.public_cells:
-        return PublicCells(k=policy.k, epsilon=selection_epsilon(policy),
-                           max_cells=policy.bounds.max_cells)
+        return _public_cells(policy)
     if policy.selection == "truncated_geometric":
         return truncated_selection_for(policy)
     return selection_for(policy)
+
+
+def _public_cells(policy: StreamPolicy) -> PublicCells:
+    return PublicCells(k=policy.k, epsilon=selection_epsilon(policy),
+                       max_cells=policy.bounds.max_cells)
 
 
 def noise_for(policy: StreamPolicy, quantity: str) -> IntegerNoise:
@@ -213,10 +216,8 @@ def release_window(
             key = label_cache[i] = tuple([labels[d] for d in dims])
         return key
 
-    def streams_of(idx: Sequence[int], quantity: str) -> Sequence[KeyedStream]:
-        return noise.streams([cell_key(i) for i in idx], quantity)
-
-    decision = selection_rule(policy).decide(totals.accounts, streams_of)
+    cell_noise = noise.cells([cell_key(i) for i in range(len(cells))])
+    decision = selection_rule(policy).decide(totals.accounts, cell_noise)
     shown, full_idx = decision.shown, decision.full
     if policy.public_cells:  # no other cell can be opened (by construction in stage 1;
         listed = set(policy.released_cells)  # checked again here)
@@ -237,19 +238,18 @@ def release_window(
         stream=policy.name, window_start_ms=window_start_ms,
         window_end_ms=window_start_ms + policy.window_ms, dimensions=dims,
         cells=tuple(cell_key(i) for i in shown.tolist()), full=full, accounts=accounts,
-        metrics=_full_columns(totals, policy, shown[full], cell_key, noise),
+        metrics=_full_columns(totals, policy, shown[full], cell_noise, noise),
         privacy=privacy_metadata(policy))
 
 
 def _full_columns(totals: CellTotals, policy: StreamPolicy, idx: np.ndarray,
-                  cell_key: Callable[[int], tuple[str, ...]], noise: WindowNoise
-                  ) -> dict[str, MetricColumn]:
+                  cell_noise: CellsNoise, noise: WindowNoise) -> dict[str, MetricColumn]:
     """Every metric but the account count, for the cells ``idx`` (in that order)."""
     if idx.size == 0:
         return {}
-    keys = [cell_key(i) for i in idx.tolist()]
+    rows = idx.tolist()
     ev_noise = noise_for(policy, "events")
-    ev = ev_noise.add(totals.events[idx], noise.streams(keys, "events"))
+    ev = np.asarray(totals.events[idx], np.int64) + cell_noise.draws(ev_noise, rows, "events")
     metrics = {"events": MetricColumn.around(ev, ev_noise.spread.std,
                                              ev_noise.spread.ci95_half_width, 0.0)}
 
@@ -258,12 +258,28 @@ def _full_columns(totals: CellTotals, policy: StreamPolicy, idx: np.ndarray,
 
     for m in policy.metrics:
         mnoise = noise_for(policy, m.name)
-        noisy = mnoise.add(totals.columns[m.name][idx], noise.streams(keys, m.name))
+        values = np.asarray(totals.columns[m.name][idx], np.int64)
+        noisy = values + cell_noise.draws(mnoise, rows, m.name, _width(m)).reshape(values.shape)
         # noisy: int64[n] or int64[n, buckets] -> the kind's released values
         metrics.update(m.release(noisy, ReleaseContext(
             events=ev, events_std=ev_noise.spread.std, noise=mnoise,
             bootstrap_rng=bootstrap_rng)))
     return metrics
+
+
+def _width(metric: Metric) -> int:
+    """Values per cell of a metric's noisy column (1, or its buckets)."""
+    return int(np.prod(metric.buckets, dtype=np.int64))
+
+
+def noise_plan(policy: StreamPolicy) -> list[tuple[str, IntegerNoise, int]]:
+    """What ``release_window`` draws per released cell of a public stream: (quantity,
+    noise, values per cell), for ``WindowNoise.prepare`` to draw ahead."""
+    if not policy.public_cells:
+        raise ValueError(f"stream {policy.name!r}: only public cells are known ahead")
+    return [("accounts", _public_cells(policy).noise(), 1),
+            ("events", noise_for(policy, "events"), 1),
+            *((m.name, noise_for(policy, m.name), _width(m)) for m in policy.metrics)]
 
 
 def _str_json(text: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
@@ -47,8 +48,15 @@ def geometric_tail(alpha: float, m: int) -> float:
     return 1 - alpha ** (1 - m) / (1 + alpha)
 
 
-# (cell indices, quantity) -> their keyed streams, in that order (one batch)
-StreamsOf = Callable[[Sequence[int], str], Sequence[KeyedStream]]
+class CellNoise(Protocol):
+    """A window's noise by cell position (privacy/noise_keys.py: CellsNoise)."""
+
+    def streams(self, rows: Sequence[int], quantity: str) -> Sequence[KeyedStream]:
+        """The keyed streams of one quantity of the cells at ``rows``."""
+
+    def draws(self, noise: IntegerNoise, rows: Sequence[int], quantity: str,
+              width: int = 1) -> np.ndarray:
+        """``noise.draws`` of those streams (maybe drawn ahead)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,9 +129,9 @@ class PartitionSelection(SelectionParams):
             return 0.0
         return geometric_tail(self.noise().param, self.threshold - (accounts - (self.k - 1)))
 
-    def decide(self, accounts: np.ndarray, streams_of: StreamsOf) -> Decision:
+    def decide(self, accounts: np.ndarray, cells: CellNoise) -> Decision:
         released, noisy, noise = self.select(
-            accounts, lambda i: streams_of([i], "accounts")[0])
+            accounts, lambda i: cells.streams([i], "accounts")[0])
         shown = np.flatnonzero(released)
         return Decision(shown=shown, full=shown, noisy_accounts=noisy, noise=noise)
 
@@ -198,9 +206,9 @@ class TruncatedGeometricSelection(SelectionParams):
             released[i] = stream_of(i).bits(64) < self._numerator(int(accounts[i]))
         return released
 
-    def decide(self, accounts: np.ndarray, streams_of: StreamsOf) -> Decision:
+    def decide(self, accounts: np.ndarray, cells: CellNoise) -> Decision:
         shown = np.flatnonzero(self.select(accounts,
-                                           lambda i: streams_of([i], "selection")[0]))
+                                           lambda i: cells.streams([i], "selection")[0]))
         return Decision(shown=shown, full=shown, noisy_accounts=None, noise=None)
 
 
@@ -222,10 +230,10 @@ class PublicCells:
         """P(a full record): P(accounts + Z >= k)."""
         return geometric_tail(self.noise().param, self.k - accounts)
 
-    def decide(self, accounts: np.ndarray, streams_of: StreamsOf) -> Decision:
+    def decide(self, accounts: np.ndarray, cells: CellNoise) -> Decision:
         noise = self.noise()
-        noisy = noise.add(np.asarray(accounts, np.int64),
-                          streams_of(range(len(accounts)), "accounts"))
+        noisy = (np.asarray(accounts, np.int64)
+                 + cells.draws(noise, range(len(accounts)), "accounts"))
         return Decision(shown=np.arange(len(accounts)), full=np.flatnonzero(noisy >= self.k),
                         noisy_accounts=noisy, noise=noise)
 

@@ -67,3 +67,19 @@ def test_the_noise_context_is_the_json_of_its_parts(cell, quantity, stream, vers
     assert noise.context(cell, quantity) == expected
     assert noise.stream(cell, quantity).bits(64) == KeyedStream(b"k" * 32, expected).bits(64)
     assert noise.streams([cell], quantity)[0].bits(64) == noise.stream(cell, quantity).bits(64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cells=st.lists(st.lists(st.text(max_size=5), min_size=1, max_size=3), min_size=1,
+                      max_size=6),
+       rows=st.lists(st.integers(0, 5), max_size=8), quantity=st.text(max_size=8))
+def test_a_windows_cells_draw_what_their_streams_draw(cells, rows, quantity):
+    """CellsNoise (the cell parts of the contexts built once a window) gives, for any
+    rows, the streams WindowNoise.streams gives for those cells: the same blocks."""
+    rows = [r % len(cells) for r in rows]
+    noise = WindowNoise(b"k" * 32, "monitoring", "v1", 60_000)
+    ours = noise.cells(cells).streams(rows, quantity)
+    theirs = noise.streams([cells[r] for r in rows], quantity)
+    assert ours.first_blocks(48) == theirs.first_blocks(48)
+    assert [ours[i].bits(64) for i in range(len(rows))] == [
+        KeyedStream(b"k" * 32, noise.context(cells[r], quantity)).bits(64) for r in rows]

@@ -17,6 +17,7 @@ import pytest
 
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.stage2 import Stage2Partition
+from privmon.privacy.mechanisms import IntegerNoise
 from privmon.privacy.params import UNLISTED, StreamPolicy
 from privmon.privacy.window_parts import window_parts
 from privmon.streams.config import load_config
@@ -38,9 +39,10 @@ def _event(account: str, server: str, region: str, t: int) -> tuple[bytes, bytes
     return account.encode(), json.dumps(event).encode()
 
 
-def _windows(policy: StreamPolicy, messages: list[tuple[bytes, bytes]], partitions: int = 1
-             ) -> dict[int, list[dict]]:
-    """Window start -> its records (as dicts), through stage 1 and stage 2."""
+def _windows(policy: StreamPolicy, messages: list[tuple[bytes, bytes]], partitions: int = 1,
+             *, prepared: bool = False) -> dict[int, list[dict]]:
+    """Window start -> its records (as dicts), through stage 1 and stage 2 (``prepared``:
+    each window's noise drawn ahead first, as a worker does after its last release)."""
     stage1 = Stage1Partition(partition=0, policies=(policy,), pseudonymizer=PSEUDO,
                              idle_lag_ms=0)
     stage1.ingest([(i, k, v) for i, (k, v) in enumerate(messages)], now_ms=T0)
@@ -55,6 +57,9 @@ def _windows(policy: StreamPolicy, messages: list[tuple[bytes, bytes]], partitio
     out: dict[int, list[dict]] = {}
     for part in parts:
         for stream, start in part.releasable():
+            if prepared:
+                part.prepare_next()
+                assert (stream, start) in part.prepared
             rel = part.release(stream, start, lambda c: dict(zip(policy.dimensions, c,
                                                                  strict=True)))
             out.setdefault(start, []).extend(r.to_dict() for r in rel.records)
@@ -85,6 +90,27 @@ def test_every_listed_cell_gets_a_record_every_window_and_only_those():
         else:
             assert "events" in r["metrics"] and r["metrics"]["accounts"]["value"] >= MONITORING.k
     assert first["fra-02"].get("under_k") or first["fra-02"]["metrics"]["accounts"]["value"] >= 20
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_noise_drawn_ahead_is_the_noise_a_release_draws(partitions, monkeypatch):
+    """Stage 2 draws a public window's noise before the window closes (its cells are
+    the inventory); the records are the bytes of a release that draws it itself, and
+    the release then draws nothing (every draw was made ahead)."""
+    plain = _windows(MONITORING, _busy_input(), partitions)
+    calls: list[int] = []
+    draws = IntegerNoise.draws
+
+    def counted(self, streams, width=1):
+        calls.append(len(streams))
+        return draws(self, streams, width)
+
+    monkeypatch.setattr(IntegerNoise, "draws", counted)
+    ahead = _windows(MONITORING, _busy_input(), partitions, prepared=True)
+    assert json.dumps(ahead, sort_keys=True) == json.dumps(plain, sort_keys=True)
+    quantities = 2 + len(MONITORING.metrics)  # accounts, events, each metric
+    windows = sum(1 for _ in ahead)
+    assert len(calls) == quantities * windows * partitions  # in prepare_next only
 
 
 def test_partitions_share_the_listed_cells_without_overlap():
