@@ -23,7 +23,9 @@ draws no noise and publishes nothing; its entry charges the window's cost all
 the same (an upper bound). A stream with public cells releases each listed cell
 in the partition its partials key falls in (``partition`` of ``partitions``),
 with zero totals where it had no partials: every listed cell gets a record every
-window.
+window. Their cells being known before the data, the noise of a public stream's
+next window is drawn ahead, after each release (``prepare_next``): the release
+then only adds it.
 """
 
 from __future__ import annotations
