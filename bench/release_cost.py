@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def config_for(cells: int, workdir: Path, window_ms: int = 2000):  # type: ignore[no-untyped-def]
-    from bench.pipeline import LATENCY_TOML
+    from bench.latency import LATENCY_TOML
 
     path = workdir / "latency.toml"
     path.write_text(LATENCY_TOML.format(prefix="", window_ms=window_ms, grace_ms=1000,

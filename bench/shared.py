@@ -1,0 +1,20 @@
+"""What the live benchmarks share: the repository, the bench's keys, a process's peak RSS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = "2026-01-01=" + "42" * 32
+NOISE_KEYS = "2026-01-01=" + "43" * 32  # (a bench key: its releases are not for anyone)
+
+
+def hwm_mib(pid: int) -> float:
+    """Peak resident memory of a running process (VmHWM), MiB; NaN once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
