@@ -286,9 +286,17 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     the partition ``producer.send`` would have chosen, so keyed records land
     where they always did. Inside a transaction like ``send``. Returns once the
     broker has the records (raises what it refused)."""
-    # Wait for the broker's answer: a refused batch (too large, not authorized) must
-    # raise here, before the transaction commits, not vanish in an unread future.
-    await asyncio.gather(*await queue_many(producer, topic, records, partitions))
+    await all_delivered(await queue_many(producer, topic, records, partitions))
+
+
+async def all_delivered(sent: list[asyncio.Future]) -> None:
+    """Wait for the broker's answer to every batch: a refused one (too large, not
+    authorized, fenced) raises here, before the transaction commits, not in an unread
+    future; every answer is read, so the others' errors are not logged as unread."""
+    answers = await asyncio.gather(*sent, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
 
 
 async def queue_many(producer: AIOKafkaProducer, topic: str,

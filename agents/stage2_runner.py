@@ -14,6 +14,7 @@ import time
 from aiokafka import TopicPartition
 
 from privmon.agents.kafka_stage import (
+    all_delivered,
     bounded,
     drive,
     queue_many,
@@ -185,7 +186,7 @@ class Stage2Release:
             offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
         # the broker has every record: what it refused raises here, before the commit
         ta = time.perf_counter()
-        await asyncio.gather(*queued)
+        await all_delivered(queued)
         acked = time.perf_counter() - ta
         if offsets:
             t1 = time.perf_counter()
