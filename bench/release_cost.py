@@ -48,7 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def config_for(cells: int, workdir: Path, window_ms: int = 2000):  # type: ignore[no-untyped-def]
-    from bench.latency import LATENCY_TOML
+    try:
+        from bench.latency import LATENCY_TOML
+    except ImportError:  # a baseline revision before bench/latency.py
+        from bench.pipeline import LATENCY_TOML  # type: ignore[attr-defined,no-redef]
 
     path = workdir / "latency.toml"
     path.write_text(LATENCY_TOML.format(prefix="", window_ms=window_ms, grace_ms=1000,
