@@ -183,10 +183,14 @@ class Stage2Partition:
         if isinstance(record, Mark):
             marks = self.marks.setdefault(record.stream, {})
             marks[record.partition] = max(marks.get(record.partition, 0), record.closed_up_to_ms)
-            if record.stream in self.next_start and self.next_start[record.stream] is None:
+            if (record.stream in self.next_start and self.next_start[record.stream] is None
+                    and record.closed_up_to_ms > 0):
                 # The first mark is a time (the same marks reach every partials partition);
                 # windows before it may have had cells here (a backlog), so every window
-                # of the lookback gets an entry, cells or not.
+                # of the lookback gets an entry, cells or not. A mark at 0 is a stage-1
+                # partition that has closed nothing yet (no progress, no watermark): no
+                # time, or the every-window rule would start from the epoch (10,000
+                # empty windows per partition and stream, seen after a cluster restart).
                 window_ms = self.policies[record.stream].window_ms
                 self.next_start[record.stream] = (record.closed_up_to_ms
                                                   - LOOKBACK_WINDOWS * window_ms)

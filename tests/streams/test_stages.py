@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from privmon.agents.stage1 import Stage1Partition
-from privmon.agents.stage2 import Stage2Partition
+from privmon.agents.stage2 import LOOKBACK_WINDOWS, Stage2Partition
 from privmon.streams.config import load_config
-from privmon.streams.partials import decode
+from privmon.streams.partials import decode, mark
 from privmon.streams.pseudonym import Pseudonymizer
 from tests.integration.pipeline_harness import FAST, known_input
 from tests.privacy.keyed import KEYS
@@ -68,6 +68,28 @@ def test_no_release_until_every_partition_marked():
     for offset, record in enumerate(stage1[0].close(now_ms=T0 + 60_000)[1]):
         lagging.on_record(offset, record)
     assert lagging.releasable() == []
+
+
+def test_a_partition_that_closed_nothing_sets_no_time_for_stage_2():
+    """A stage-1 partition with no progress and no watermark yet (after a restart,
+    before its first fetch) marks every stream at 0 when another partition closes.
+    Stage 2 must not take that for its first mark: the every-window rule would start
+    at the epoch and release MAX_CATCHUP_WINDOWS empty windows per stream first."""
+    fresh = Stage1Partition(partition=1, policies=POLICIES, pseudonymizer=PSEUDO,
+                            idle_lag_ms=0)
+    _, zero_marks = fresh.close(now_ms=T0, caught_up=False)
+    assert {m.closed_up_to_ms for m in zero_marks} == {0}
+    stage2 = Stage2Partition(policies=POLICIES, sources=2, noise_keys=KEYS)
+    for m in zero_marks:
+        stage2.on_record(0, m)
+    for source in (0, 1):
+        for policy in POLICIES:
+            stage2.on_record(1, mark(source, policy.name, T0))
+    ready = stage2.releasable()
+    for policy in POLICIES:  # the lookback before the first real mark, and no more
+        starts = [s for name, s in ready if name == policy.name]
+        assert starts == list(range(T0 - LOOKBACK_WINDOWS * policy.window_ms, T0,
+                                    policy.window_ms))
 
 
 def test_late_events_are_counted_and_replayed_ones_skipped():
