@@ -159,7 +159,8 @@ class WindowRelease:
 
     def encoded(self) -> list[tuple[bytes, bytes]]:
         """(key "label|label", ``record.to_json()``) per record, written from the columns:
-        the same bytes (tests/privacy/test_columns.py), ~10x faster for 10k cells."""
+        the same bytes (tests/privacy/test_columns.py) without making the records (10k
+        cells: 0.08 s, against 0.14 s to make the records and 0.17 s to encode them)."""
         if not self.cells:
             return []
         assert self.privacy is not None
