@@ -286,7 +286,7 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     the partition ``producer.send`` would have chosen, so keyed records land
     where they always did. Inside a transaction like ``send``. Returns once the
     broker has the records (raises what it refused)."""
-    await all_delivered(await queue_many(producer, topic, records, partitions))
+    await all_delivered(await _queue_batches(producer, topic, records, partitions))
 
 
 async def all_delivered(sent: list[asyncio.Future]) -> None:
@@ -299,11 +299,12 @@ async def all_delivered(sent: list[asyncio.Future]) -> None:
             raise answer
 
 
-async def queue_many(producer: AIOKafkaProducer, topic: str,
-                     records: list[tuple[bytes | None, bytes, int | None]],
-                     partitions: int) -> list[asyncio.Future]:
-    """``send_many`` without the wait: the batches' futures, which the caller must
-    await before it commits (so that what the broker refused raises first)."""
+async def _queue_batches(producer: AIOKafkaProducer, topic: str,
+                         records: list[tuple[bytes | None, bytes, int | None]],
+                         partitions: int) -> list[asyncio.Future]:
+    """``send_many`` without the wait: the batches' futures. Private: a caller that
+    queued on past a fencing would find no transaction on its next send (a fatal
+    IllegalOperation, seen in the fencing test), so every caller waits at once."""
     builders: dict[int, object] = {}
     sent: list[asyncio.Future] = []
     keys: list[bytes] = []  # of the records sent by key, in order

@@ -14,11 +14,10 @@ import time
 from aiokafka import TopicPartition
 
 from privmon.agents.kafka_stage import (
-    all_delivered,
     bounded,
     drive,
-    queue_many,
     read_compacted,
+    send_many,
 )
 from privmon.agents.stage2 import (
     ListedCells,
@@ -138,8 +137,9 @@ class Stage2Release:
     2. compute the windows' releases in a thread (noise never runs on the event loop);
     3. per window: its records, its completion record on every aggregate partition
        (privacy/records.py) and its ledger entry; if it raised, a failed ledger
-       entry and the completion records only (quarantined, never retried); queued
-       without waiting, every partition's, then awaited (a refusal raises before 5);
+       entry and the completion records only (quarantined, never retried); each
+       window's records acked before the next are sent (a refusal raises at once:
+       queued past a fencing, the next send found no transaction and was fatal);
     4. add the partials offsets of every partition stepped;
     5. commit. A crash before 5 aborts it; the recomputation draws the same noise.
     """
@@ -152,8 +152,7 @@ class Stage2Release:
         topics, producer = ctx.config.topics, r.stage.producer
         offsets = {}
         t0 = time.perf_counter()
-        windows, computing, acked = 0, 0.0, 0.0
-        queued: list[asyncio.Future] = []  # every batch sent, awaited before the commit
+        windows, computing = 0, 0.0
         for q, part in r.parts.items():
             ready = part.releasable()
             if not ready:
@@ -169,13 +168,11 @@ class Stage2Release:
                 done = self._completion(policy, start, q, ctx.topic_partitions[topic])
                 if isinstance(outcome, Exception):  # 3: this window only, never retried
                     await self._quarantine(policy, start, q, outcome)
-                    queued += await queue_many(producer, topic, done,
-                                               ctx.topic_partitions[topic])
+                    await send_many(producer, topic, done, ctx.topic_partitions[topic])
                     continue
                 rel, records = outcome
                 # the records, then on every partition the completion record after them
-                queued += await queue_many(producer, topic, records + done,
-                                           ctx.topic_partitions[topic])
+                await send_many(producer, topic, records + done, ctx.topic_partitions[topic])
                 entry = ledger_entry(policy, start, q, rel)
                 await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
                                     value=entry.to_json())
@@ -184,10 +181,6 @@ class Stage2Release:
                 ctx.stats.count_release(rel)
             tp = TopicPartition(topics.partials, q)
             offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
-        # the broker has every record: what it refused raises here, before the commit
-        ta = time.perf_counter()
-        await all_delivered(queued)
-        acked = time.perf_counter() - ta
         if offsets:
             t1 = time.perf_counter()
             await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s2")),
@@ -196,8 +189,8 @@ class Stage2Release:
             r.done.update(offsets)  # below these: released or ignored
             if windows:  # (debug: timings follow the data's size)
                 log.debug("stage 2 released windows: %.3f s to compute and send, %.3f s to "
-                          "commit (%.3f s computing, %.3f s waiting for acks)", t1 - t0,
-                          time.perf_counter() - t1, computing, acked)
+                          "commit (%.3f s computing)", t1 - t0, time.perf_counter() - t1,
+                          computing)
         # the next windows' noise, after the commit: off the path of this release
         stepped = [part for q, part in r.parts.items()
                    if TopicPartition(topics.partials, q) in offsets]

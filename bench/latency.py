@@ -205,7 +205,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
 
 _STEP = re.compile(r"^(\S+ \S+) DEBUG privmon\.worker stage (1 closed|2 released) windows: "
                    r"([\d.]+) s to compute and send, ([\d.]+) s to commit"
-                   r"(?: \(([\d.]+) s computing, ([\d.]+) s waiting for acks\))?")
+                   r"(?: \(([\d.]+) s computing\))?")
 
 
 def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
@@ -230,12 +230,10 @@ def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
             out[step] = {"n": len(rows), "work_p50_s": float(np.percentile(cols[0], 50)),
                          "work_p99_s": float(np.percentile(cols[0], 99)),
                          "commit_p50_s": float(np.percentile(cols[1], 50))}
-            parts = [r[2:] for r in rows if len(r) == 4]  # stage 2: its compute, its acks
-            if parts:
-                computing, acks = np.array(parts).T
+            computing = [r[2] for r in rows if len(r) == 3]  # stage 2's time computing
+            if computing:
                 out[step].update(compute_p50_s=float(np.percentile(computing, 50)),
-                                 compute_p99_s=float(np.percentile(computing, 99)),
-                                 acks_p50_s=float(np.percentile(acks, 50)))
+                                 compute_p99_s=float(np.percentile(computing, 99)))
     return out
 
 
@@ -245,7 +243,7 @@ def _steps_text(steps: dict[str, dict[str, float]]) -> str:
         if "compute_p50_s" not in v:
             return ""
         return (f" (of which computing {v['compute_p50_s']:.2f} s p50 / "
-                f"{v['compute_p99_s']:.2f} s p99, waiting for acks {v['acks_p50_s']:.2f} s p50)")
+                f"{v['compute_p99_s']:.2f} s p99)")
     return "; ".join(f"{names[k]} {v['work_p50_s']:.2f} s p50 / {v['work_p99_s']:.2f} s p99 "
                      f"to compute and send{split(v)}, {v['commit_p50_s']:.2f} s to commit "
                      f"({v['n']} steps)" for k, v in steps.items())

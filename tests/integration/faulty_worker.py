@@ -71,12 +71,11 @@ if FAIL_STREAM:
 if DIE_BEFORE_COMMIT:
     _file, _, _times = DIE_BEFORE_COMMIT.rpartition(":")
     counter, times = Path(_file), int(_times)
-    _queue_many, _commit = stage2_runner.queue_many, kafka_stage.Stage.commit
+    _send_many, _commit = stage2_runner.send_many, kafka_stage.Stage.commit
     released_in_txn: set[int] = set()
 
-    async def _noting_queue_many(producer, topic, records, partitions):
-        # (stage 2 awaits every batch before it commits: the broker has them by then)
-        futures = await _queue_many(producer, topic, records, partitions)
+    async def _noting_send_many(producer, topic, records, partitions):
+        await _send_many(producer, topic, records, partitions)  # returns once the broker has them
         # Only a transaction that sent a cell's release record counts: one with only
         # completion records (a window whose cells were all suppressed) leaves no
         # aborted copy of a cell to compare.
@@ -84,7 +83,6 @@ if DIE_BEFORE_COMMIT:
                 json.loads(value).get("schema") == records_schema.SCHEMA
                 for _key, value, _part in records):
             released_in_txn.add(id(producer))
-        return futures
 
     async def _dying_commit(self):
         if self.name == "s2" and id(self.producer) in released_in_txn:
@@ -95,7 +93,7 @@ if DIE_BEFORE_COMMIT:
             released_in_txn.discard(id(self.producer))
         await _commit(self)
 
-    stage2_runner.queue_many = _noting_queue_many
+    stage2_runner.send_many = _noting_send_many
     kafka_stage.Stage.commit = _dying_commit
 
 if FRESH_NOISE:

@@ -279,7 +279,9 @@ def test_a_first_mark_from_an_ancient_event_time_does_not_flood_the_ledger():
     from privmon.agents.stage2 import MAX_CATCHUP_WINDOWS, MAX_WINDOWS_PER_STEP
 
     part = Stage2Partition(policies=(POLICY,), sources=1, noise_keys=KEYS)
-    part.on_record(0, Mark(0, POLICY.name, 0))  # e.g. an event of 1970 in a backlog
+    # e.g. an event of 1970 in a backlog: its window's end (a mark at 0 closed nothing,
+    # and sets no time: test_stages.py)
+    part.on_record(0, Mark(0, POLICY.name, W))
     part.on_record(1, Mark(0, POLICY.name, T0 + 100_000 * W))
     ready = part.releasable()
     assert len(ready) == MAX_WINDOWS_PER_STEP
