@@ -286,25 +286,6 @@ async def send_many(producer: AIOKafkaProducer, topic: str,
     the partition ``producer.send`` would have chosen, so keyed records land
     where they always did. Inside a transaction like ``send``. Returns once the
     broker has the records (raises what it refused)."""
-    await all_delivered(await _queue_batches(producer, topic, records, partitions))
-
-
-async def all_delivered(sent: list[asyncio.Future]) -> None:
-    """Wait for the broker's answer to every batch: a refused one (too large, not
-    authorized, fenced) raises here, before the transaction commits, not in an unread
-    future; every answer is read, so the others' errors are not logged as unread."""
-    answers = await asyncio.gather(*sent, return_exceptions=True)
-    for answer in answers:
-        if isinstance(answer, BaseException):
-            raise answer
-
-
-async def _queue_batches(producer: AIOKafkaProducer, topic: str,
-                         records: list[tuple[bytes | None, bytes, int | None]],
-                         partitions: int) -> list[asyncio.Future]:
-    """``send_many`` without the wait: the batches' futures. Private: a caller that
-    queued on past a fencing would find no transaction on its next send (a fatal
-    IllegalOperation, seen in the fencing test), so every caller waits at once."""
     builders: dict[int, object] = {}
     sent: list[asyncio.Future] = []
     keys: list[bytes] = []  # of the records sent by key, in order
@@ -327,7 +308,14 @@ async def _queue_batches(producer: AIOKafkaProducer, topic: str,
     for part, builder in builders.items():
         if builder.record_count():
             sent.append(await producer.send_batch(builder, topic, partition=part))
-    return sent
+    # Wait for the broker's answer: a refused batch (too large, not authorized, fenced)
+    # must raise here, before the transaction commits, not vanish in an unread future;
+    # every answer is read, so the others' errors are not logged as unread. (Each caller
+    # waits at once: one that sent on past a fencing found no transaction, fatally.)
+    answers = await asyncio.gather(*sent, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
 
 
 def watch_rebalances(stage: Stage) -> ConsumerRebalanceListener:

@@ -52,8 +52,12 @@ class WindowNoise:
         key = tuple(cell)
         part = self._cells.get(key)
         if part is None:
-            part = self._cells[key] = f"{self._head},{_cell_json(cell)},"
+            part = self._cells[key] = self._context_head(cell)
         return part
+
+    def _context_head(self, cell: Sequence[str]) -> str:
+        """The context of a cell's quantities, up to the quantity."""
+        return f"{self._head},{_cell_json(cell)},"
 
     def context(self, cell: Sequence[str], quantity: str) -> bytes:
         """json.dumps([context, stream, version, window, list(cell), quantity]), compact."""
@@ -74,7 +78,7 @@ class WindowNoise:
         every quantity they draw (4 or more per cell), and the draws ``prepare``
         made ahead for them."""
         return CellsNoise(self._key, [tuple(c) for c in cells],
-                          [f"{self._head},{_cell_json(c)}," for c in cells], self._prepared)
+                          [self._context_head(c) for c in cells], self._prepared)
 
     def prepare(self, cells: Sequence[Sequence[str]], plan: Plan) -> None:
         """Draw ahead, for ``cells``, the noise of each (quantity, noise, values per
@@ -84,8 +88,7 @@ class WindowNoise:
         its noise (agents/stage2.py)."""
         cells = [tuple(c) for c in cells]
         row = {c: i for i, c in enumerate(cells)}
-        fresh = CellsNoise(self._key, cells, [f"{self._head},{_cell_json(c)}," for c in cells],
-                           {})
+        fresh = CellsNoise(self._key, cells, [self._context_head(c) for c in cells], {})
         everyone = range(len(cells))
         for quantity, noise, width in plan:
             draws = noise.draws(fresh.streams(everyone, quantity), width)

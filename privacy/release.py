@@ -207,22 +207,15 @@ def release_window(
     (totals, policy, noise key): recomputing it gives the same bytes.
     """
     dims = policy.dimensions
-    cells = totals.cells.tolist()
-    label_cache: dict[int, tuple[str, ...]] = {}
-
-    def cell_key(i: int) -> tuple[str, ...]:  # the cell's identity in the noise context
-        key = label_cache.get(i)
-        if key is None:
-            labels = cell_labels(cells[i])
-            key = label_cache[i] = tuple([labels[d] for d in dims])
-        return key
-
-    cell_noise = noise.cells([cell_key(i) for i in range(len(cells))])
+    # each cell's labels in dimension order: its identity in the noise context and record
+    keys = [tuple([labels[d] for d in dims]) for labels in map(cell_labels,
+                                                                totals.cells.tolist())]
+    cell_noise = noise.cells(keys)
     decision = selection_rule(policy).decide(totals.accounts, cell_noise)
     shown, full_idx = decision.shown, decision.full
     if policy.public_cells:  # no other cell can be opened (by construction in stage 1;
         listed = set(policy.released_cells)  # checked again here)
-        keep = np.array([cell_key(i) in listed for i in shown.tolist()], bool)
+        keep = np.array([keys[i] in listed for i in shown.tolist()], bool)
         shown, full_idx = shown[keep], np.intersect1d(full_idx, shown[keep])
     if shown.size == 0:
         return WindowRelease.empty()
@@ -238,7 +231,7 @@ def release_window(
     return WindowRelease(
         stream=policy.name, window_start_ms=window_start_ms,
         window_end_ms=window_start_ms + policy.window_ms, dimensions=dims,
-        cells=tuple(cell_key(i) for i in shown.tolist()), full=full, accounts=accounts,
+        cells=tuple(keys[i] for i in shown.tolist()), full=full, accounts=accounts,
         metrics=_full_columns(totals, policy, shown[full], cell_noise, noise),
         privacy=privacy_metadata(policy))
 
