@@ -17,10 +17,14 @@ this against a plain dict, with forced clashes).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from privmon.privacy.row_index import SortedRuns
 from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES
+
+RAW_ID_CACHE = 1 << 16  # (key period, raw id) entries (~10 MiB at most); cleared whole when full
 
 
 class AccountIds:
@@ -70,6 +74,18 @@ class AccountIds:
     def _hand_out(self, pseudonyms: list[bytes], rows: np.ndarray, prefix: np.ndarray,
                   cand: np.ndarray, fresh: list[int], out: list[int]) -> None:
         """Ids for the pseudonyms at ``fresh`` (unknown before this batch), in order."""
+        at = np.asarray(fresh, np.int64)
+        if (cand[at] < 0).all() and np.unique(prefix[at]).size == at.size:
+            # (the usual case, at once: distinct new pseudonyms whose prefixes are free)
+            reuse = min(at.size, len(self._free))
+            ids = np.concatenate([np.asarray(self._free[::-1][:reuse], np.int64),
+                                  np.arange(self.size, self.size + at.size - reuse)])
+            del self._free[len(self._free) - reuse:]
+            self.size += at.size - reuse
+            for i, got in zip(fresh, ids.tolist(), strict=True):
+                out[i] = got
+            self._store(ids, rows[at], prefix[at], ids)
+            return
         new: dict[bytes, int] = {}  # (a pseudonym twice in the batch: one id)
         taken: set[int] = set()  # prefixes the runs get from this batch
         run_keys: list[int] = []
@@ -96,13 +112,18 @@ class AccountIds:
                     run_keys.append(key)
                     run_ids.append(got)
             out[i] = got
+        self._store(np.asarray(new_ids, np.int64), rows[new_rows],
+                    np.asarray(run_keys, np.int64), np.asarray(run_ids, np.int64))
+
+    def _store(self, ids: np.ndarray, rows: np.ndarray, run_keys: np.ndarray,
+               run_ids: np.ndarray) -> None:
+        """New ids' pseudonym rows and buckets; their prefixes (those not clashing) into
+        the runs."""
         self._reserve(self.size)
-        ids = np.asarray(new_ids, np.int64)
-        self._pseudonyms[ids] = rows[new_rows]
-        self._bucket[ids] = rows[new_rows, 0] % BUCKETS  # bucket_of, for each
-        keys = np.asarray(run_keys, np.int64)
-        order = np.argsort(keys, kind="stable")
-        self._runs.insert(keys[order], np.asarray(run_ids, np.int64)[order])
+        self._pseudonyms[ids] = rows
+        self._bucket[ids] = rows[:, 0] % BUCKETS  # bucket_of, for each
+        order = np.argsort(run_keys, kind="stable")
+        self._runs.insert(run_keys[order], run_ids[order])
 
     def _reserve(self, size: int) -> None:
         while size > self._bucket.size:
@@ -125,15 +146,81 @@ class AccountIds:
         ids = np.argsort(of_id, kind="stable")  # free ids (-1) first
         return ids, np.searchsorted(of_id[ids], np.arange(BUCKETS + 1))
 
-    def prune(self, live: np.ndarray) -> None:
+    def prune(self, live: np.ndarray) -> int:
         """Forget every id not in ``live`` (a mask over ``size`` ids); an id is in use
-        while its bucket is set (``id_of`` sets it, this clears it)."""
+        while its bucket is set (``id_of`` sets it, this clears it). Returns how many
+        ids were freed (to be handed out again, to other pseudonyms)."""
         freed = np.flatnonzero((self._bucket[:self.size] >= 0) & ~live)
         if freed.size:
             self._runs.keep_values(live)
             self._clash = {k: v for k, v in self._clash.items() if live[v]}
             self._bucket[freed] = -1
             self._free += freed[::-1].tolist()
+        return int(freed.size)
+
+
+class Pseudonyms(Protocol):
+    def pseudonym_under(self, key_index: int, account_id: bytes) -> bytes: ...
+
+
+class RawIds:
+    """(key period, raw account id) -> the id ``AccountIds`` gives its pseudonym.
+
+    Stage 1's per-event lookup: one dict probe per event, and one HMAC plus one
+    ``AccountIds`` lookup per (account, key period) while it stays cached. Bounded
+    (cleared whole when full); raw ids are trusted-zone data, like the raw messages
+    they come from, and never saved. An id ``AccountIds.prune`` frees may be handed
+    to another pseudonym later, so ``forget`` drops the entries of freed ids
+    (tests/streams/test_stages.py checks this against pseudonym lookups)."""
+
+    def __init__(self, ids: AccountIds, pseudonymizer: Pseudonyms,
+                 capacity: int = RAW_ID_CACHE) -> None:
+        self.accounts = ids
+        self.pseudonymizer = pseudonymizer
+        self.capacity = capacity
+        self._by_period: dict[int, dict[bytes, int]] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def ids(self, periods: np.ndarray, accounts: list[bytes]) -> list[int]:
+        """The id of each UTF-8 account id under the key period beside it."""
+        if not accounts:
+            return []
+        first = int(periods[0])
+        if not (periods == first).all():  # (rare: a batch across a key rotation)
+            out: list[int] = []
+            for p in np.unique(periods).tolist():
+                at = np.flatnonzero(periods == p).tolist()
+                out += zip(at, self.ids(periods[at], [accounts[i] for i in at]), strict=True)
+            return [i for _, i in sorted(out)]
+        cache = self._by_period.get(first)
+        got = list(map(cache.get, accounts)) if cache is not None else [None] * len(accounts)
+        if None not in got:
+            return got  # type: ignore[return-value]
+        new = list(dict.fromkeys(a for a, i in zip(accounts, got, strict=True) if i is None))
+        if self._size + len(new) > self.capacity:
+            self._by_period.clear()
+            self._size = 0
+        pseudonym = self.pseudonymizer.pseudonym_under
+        fresh = dict(zip(new, self.accounts.ids_of([pseudonym(first, a) for a in new]),
+                         strict=True))
+        self._by_period.setdefault(first, {}).update(fresh)
+        self._size += len(fresh)
+        return [fresh[a] if i is None else i for a, i in zip(accounts, got, strict=True)]
+
+    def forget(self, live: np.ndarray) -> None:
+        """Drop the entries of ids not in ``live`` (a mask over ``AccountIds.size``)."""
+        self._size = 0
+        for p, cache in list(self._by_period.items()):
+            ids = np.fromiter(cache.values(), np.int64, len(cache))
+            keep = live[ids] if ids.size else ids.astype(bool)
+            if not keep.all():
+                cache = self._by_period[p] = {a: i for (a, i), k in
+                                              zip(cache.items(), keep.tolist(), strict=True)
+                                              if k}
+            self._size += len(cache)
 
 
 def _rows(pseudonyms: list[bytes]) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from privmon.agents.account_ids import AccountIds
+from privmon.agents.account_ids import AccountIds, RawIds
 from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
 from privmon.agents.stage1_columns import Batch, OpenWindow
 from privmon.privacy import accumulators as acc
@@ -53,8 +53,6 @@ from privmon.streams.schema import (
     key_mismatch,
 )
 from privmon.streams.windows import Watermark, WindowSpec
-
-PSEUDONYM_CACHE = 1 << 16  # entries (~20 MiB at most); cleared whole when full
 
 
 class Inflight(Protocol):
@@ -109,8 +107,8 @@ class Stage1Partition:
         # Pseudonym -> dense id (bounding and the cap work on ints); pruned with the
         # participation state at period boundaries (see close).
         self.accounts = AccountIds()
-        # (key period, raw account id) -> pseudonym (_pseudonym): bounded, never saved.
-        self._pseudonyms: dict[tuple[int, bytes], bytes] = {}
+        # (key period, raw account id) -> dense id: bounded, never saved.
+        self.raw_ids = RawIds(self.accounts, pseudonymizer)
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
         self._restore(participation)
         self.rng = np.random.default_rng()
@@ -182,45 +180,50 @@ class Stage1Partition:
     def _ingest(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int, *,
                 alone: bool) -> list[tuple[int, DeadLetter]]:
         dead: list[tuple[int, DeadLetter]] = []
-        events: list[TelemetryEvent] = []
-        pseudonyms: list[bytes] = []  # of each event (dense ids for all of them at once)
-        offsets: list[int] = []
-        messages = accepted = 0
-        reasons: list[str] = []
-        next_offset = self.next_offset
-        singles = self._singles(records, now_ms)
+        singles, single_ids = self._singles(records, now_ms)
         count_from = self.count_from
-        for (offset, key, value), single in zip(records, singles, strict=True):
-            next_offset = max(next_offset, offset + 1)
-            if single is not None:  # one accepted event under its own key
+        reasons: list[str] = []
+        if records and None not in singles:  # every message one event under its own key
+            events: list[TelemetryEvent] = singles  # type: ignore[assignment]
+            ids, offsets = single_ids, [r[0] for r in records]
+            messages = accepted = len(offsets) if min(offsets) >= count_from else sum(
+                1 for o in offsets if o >= count_from)
+            next_offset = max(self.next_offset, max(offsets) + 1)
+        else:
+            events, ids, offsets = [], [], []
+            messages = accepted = 0
+            next_offset = self.next_offset
+            for (offset, key, value), single, single_id in zip(records, singles, single_ids,
+                                                               strict=True):
+                next_offset = max(next_offset, offset + 1)
+                if single is not None:  # one accepted event under its own key
+                    if offset >= count_from:
+                        messages += 1
+                        accepted += 1
+                    events.append(single)
+                    ids.append(single_id)
+                    offsets.append(offset)
+                    continue
+                raw = value or b""
+                try:
+                    evs, owners, letters = self._message(key, raw, now_ms)
+                except Exception as exc:  # this message only
+                    evs, owners = [], []
+                    letters = [dead_letter("internal_error", type(exc).__name__, raw, -1,
+                                           None, self.limits)]
+                if offset >= self.replay_until:  # (dead letters of an aborted txn: again)
+                    dead.extend((offset, d) for d in letters)
                 if offset >= count_from:
                     messages += 1
-                    accepted += 1
-                events.append(single[0])
-                pseudonyms.append(single[1])
-                offsets.append(offset)
-                continue
-            raw = value or b""
-            try:
-                evs, owners, letters = self._message(key, raw, now_ms)
-            except Exception as exc:  # this message only
-                evs, owners = [], []
-                letters = [dead_letter("internal_error", type(exc).__name__, raw, -1, None,
-                                       self.limits)]
-            if offset >= self.replay_until:  # (dead letters of an aborted txn are sent again)
-                dead.extend((offset, d) for d in letters)
-            if offset >= self.count_from:
-                messages += 1
-                reasons += [d.reason for d in letters]
-                accepted += len(evs)
-            if evs:
-                events += evs
-                pseudonyms += owners
-                offsets += [offset] * len(evs)
+                    reasons += [d.reason for d in letters]
+                    accepted += len(evs)
+                if evs:
+                    events += evs
+                    ids += owners
+                    offsets += [offset] * len(evs)
         if events:
             try:
-                accounts = self.accounts.ids_of(pseudonyms)
-                stream_counts = self._ingest_batch(Batch(events, accounts, offsets))
+                stream_counts = self._ingest_batch(Batch(events, ids, offsets))
             except Exception as exc:  # isolated by the worker, see ingest
                 first, last = records[0][0], records[-1][0]
                 failed = MessageFailed if alone or len(records) == 1 else BatchFailed
@@ -242,31 +245,46 @@ class Stage1Partition:
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
     def _singles(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int
-                 ) -> list[tuple[TelemetryEvent, bytes] | None]:
-        """Per record: (event, pseudonym) for a one-event message accepted under its
-        own key, or None for the per-message path (everything else, and all of the
-        batch if anything here raises). Decoded in one batch call, and one HMAC per
-        (account, key period) while it stays in the pseudonym cache."""
+                 ) -> tuple[list[TelemetryEvent | None], list[int]]:
+        """Per record: the event of a one-event message accepted under its own key, and
+        its account's dense id; None (and -1) for the per-message path (everything
+        else, and all of the batch if anything here raises). Decoded in one batch
+        call; one HMAC per (account, key period) while it stays in ``raw_ids``."""
+        n = len(records)
         try:
-            events = decode_singles([v or b"" for _, _, v in records], now_ms=now_ms,
+            events = decode_singles([r[2] or b"" for r in records], now_ms=now_ms,
                                     limits=self.limits)
-            times = np.fromiter((e.event_time_ms if e is not None else 0 for e in events),
-                                np.int64, len(events))
-            periods = self.pseudonymizer.key_indices(times).tolist()
-            out: list[tuple[TelemetryEvent, bytes] | None] = [None] * len(records)
-            for i, ((_, key, _), event) in enumerate(zip(records, events, strict=True)):
-                if event is None:
-                    continue
-                account = event.account_id.encode()
-                if account == key:  # (a key mismatch: the per-message path says so)
-                    out[i] = (event, self._pseudonym(periods[i], account))
-            return out
+            take = range(n) if None not in events else [
+                i for i, e in enumerate(events) if e is not None]
+            got = [events[i] for i in take]
+            accounts = [e.account_id for e in got]  # type: ignore[union-attr]
+            keys = [records[i][1] for i in take]
+            joined = "\0".join(accounts)
+            # Every key is its event's account id, compared all at once: with no NUL in
+            # the ids (as many NULs as separators), equal joins mean equal parts.
+            if not (None not in keys and joined.count("\0") == len(accounts) - 1
+                    and b"\0".join(keys) == joined.encode()):  # type: ignore[arg-type]
+                mine = [j for j, (a, k) in enumerate(zip(accounts, keys, strict=True))
+                        if a.encode() == k]  # (a key mismatch: the per-message path says so)
+                for j in sorted(set(range(len(take))) - set(mine)):
+                    events[take[j]] = None
+                take, got, keys = [take[j] for j in mine], [got[j] for j in mine], \
+                    [keys[j] for j in mine]
+            times = np.fromiter((e.event_time_ms for e in got), np.int64,  # type: ignore[union-attr]
+                                len(got))
+            found = self.raw_ids.ids(self.pseudonymizer.key_indices(times), keys)  # type: ignore[arg-type]
+            if len(take) == n:
+                return events, found
+            ids = [-1] * n
+            for i, got_id in zip(take, found, strict=True):
+                ids[i] = got_id
+            return events, ids
         except Exception:  # per message, with its own guard
-            return [None] * len(records)
+            return [None] * n, [-1] * n
 
     def _message(self, key: bytes | None, raw: bytes, now_ms: int
-                 ) -> tuple[list[TelemetryEvent], list[bytes], list[DeadLetter]]:
-        """One message: its accepted events, their pseudonyms, its dead letters."""
+                 ) -> tuple[list[TelemetryEvent], list[int], list[DeadLetter]]:
+        """One message: its accepted events, their accounts' dense ids, its dead letters."""
         decoded = decode_message(raw, now_ms=now_ms, limits=self.limits)
         evs, letters = decoded.events, decoded.dead
         if not evs:
@@ -280,7 +298,10 @@ class Stage1Partition:
             evs = [e for e in evs if e.account_id == owner]
             if not evs:
                 return [], [], letters
-        return evs, self._pseudonyms_of(evs), letters
+        times = np.fromiter((e.event_time_ms for e in evs), np.int64, len(evs))
+        account = evs[0].account_id.encode()  # (one account per message)
+        return evs, self.raw_ids.ids(self.pseudonymizer.key_indices(times),
+                                     [account] * len(evs)), letters
 
     def _key_mismatches(self, raw: bytes, decoded: Decoded, owner: str | None
                         ) -> list[DeadLetter]:
@@ -293,28 +314,6 @@ class Stage1Partition:
             span = spans[index] if index >= 0 else None
             out.append(key_mismatch(raw, index, span, self.limits))
         return out
-
-    def _pseudonym(self, key_index: int, account: bytes) -> bytes:
-        """The pseudonym of a UTF-8 account id under key ``key_index``: one HMAC per
-        (key period, account) while it stays in the bounded cache (cleared whole
-        when full; trusted zone, like the raw messages themselves, never saved)."""
-        ref = (key_index, account)
-        pseudonym = self._pseudonyms.get(ref)
-        if pseudonym is None:
-            if len(self._pseudonyms) >= PSEUDONYM_CACHE:
-                self._pseudonyms.clear()
-            pseudonym = self._pseudonyms[ref] = self.pseudonymizer.pseudonym_under(*ref)
-        return pseudonym
-
-    def _pseudonyms_of(self, evs: list[TelemetryEvent]) -> list[bytes]:
-        """The events' pseudonyms (one account per message)."""
-        p = self.pseudonymizer
-        times = [e.event_time_ms for e in evs]
-        lo, hi = p.key_index(min(times)), p.key_index(max(times))
-        if lo == hi:  # one key period: one pseudonym for the message
-            return [self._pseudonym(lo, evs[0].account_id.encode())] * len(evs)
-        return [self._pseudonym(p.key_index(t), e.account_id.encode())
-                for e, t in zip(evs, times, strict=True)]
 
     def _ingest_batch(self, batch: Batch) -> dict[str, dict[str, int]]:
         """Window, cap and bound a batch of accepted events; return its per-stream
@@ -418,7 +417,8 @@ class Stage1Partition:
         live = np.zeros(self.accounts.size, bool)
         for limiter in self.limiters.values():
             live |= limiter.has_state(self.accounts.size)
-        self.accounts.prune(live)
+        if self.accounts.prune(live):
+            self.raw_ids.forget(live)
 
     # ------------------------------------------------- participation state
     def take_state(self) -> list[tuple[bytes, bytes | None]]:
