@@ -212,6 +212,11 @@ async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyn
                 if stage.rebuild:
                     await rebuild()
                 await step(await consumer.getmany(timeout_ms=200))
+                # A getmany served from aiokafka's buffer and a step that sent nothing
+                # never suspend: yield once, so that its fetcher task can ask the broker
+                # for the partitions just drained while this worker computes the next
+                # batch, instead of only once every buffer is empty.
+                await asyncio.sleep(0)
             except Exception as exc:
                 # A rebalance during the step aborted its transaction (the listener set
                 # rebuild): whatever the step's sends then raised, replay from committed

@@ -66,6 +66,7 @@ async def _limit(bootstrap: str, topic: str, expect: int) -> dict:
             first = time.perf_counter()
         for msgs in batch.values():
             n += decode_all([m.value for m in msgs], now)
+        await asyncio.sleep(0)  # let the fetcher ask for drained partitions (as the worker)
     last = time.perf_counter()
     await consumer.stop()
     return {"events": n, "seconds": last - (first or last)}
@@ -193,8 +194,8 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: s
 
 
 def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir: Path,
-                tag: str, partitions: int, *, input_after_join: Callable[[], object] | None = None
-                ) -> dict:
+                tag: str, partitions: int, *, input_after_join: Callable[[], object] | None = None,
+                profile: Path | None = None) -> dict:
     """`privmon worker` processes until every raw partition is read to its end.
 
     Done = the workers' trusted status files (every 0.25 s) report lag 0 for all
@@ -202,7 +203,8 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
     (events re-read after a rebalance count again in "accepted": the re-read
     fraction is (accepted - expect) / expect). With ``input_after_join`` the
     topic starts empty: it is called (in a thread) once every worker holds raw
-    partitions, and writes the input while they run."""
+    partitions, and writes the input while they run. With ``profile`` (a directory)
+    each worker runs under pyinstrument and its profile (main thread) goes there."""
     import threading
 
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
@@ -213,8 +215,11 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
         logs.append(log)
         # Progress is an exact count: only the trusted status file has it.
         trusted.append(workdir / f"privmon-{tag}-w{w}.status.json")
+        profiler = [] if profile is None else [
+            "-m", "pyinstrument", "-r", "text", "-o", str(profile / f"privmon-{tag}-w{w}.txt")]
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap,
+            [sys.executable, *profiler, "-m", "privmon.agents.cli", "worker",
+             "--bootstrap", bootstrap,
              "--config", str(config), "--worker-id", f"bench{w}", "--status-every-s", "0.25",
              "--trusted-status", str(trusted[-1])],
             cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
@@ -403,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated: which inputs to run (single, envelope)")
     p.add_argument("--latency-only", action="store_true", help="only the release-latency run")
     p.add_argument("--write", action="store_true", help="append the tables to bench/RESULTS.md")
+    p.add_argument("--profile-workers", type=Path, metavar="DIR",
+                   help="run the throughput rows' workers under pyinstrument (slower: not "
+                        "for figures) and write their profiles to DIR")
     args = p.parse_args(argv)
 
     from privmon.streams.localkafka.cluster import LocalKafka
@@ -443,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             for workers in (1, 2) if mode == "envelope" else (1,):
                 cfg = bench_config(workdir, topic, f"{mode}{workers}.")
                 r[f"privmon{workers}"] = run_privmon(bootstrap, cfg, events, workers, workdir,
-                                                     f"{mode}{workers}", args.partitions)
+                                                     f"{mode}{workers}", args.partitions,
+                                                     profile=args.profile_workers)
                 print(f"bench: {mode} privmon x{workers}: {r[f'privmon{workers}']}",
                       file=sys.stderr, flush=True)
             if mode == "envelope":  # the second worker joins before the input starts
