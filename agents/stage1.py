@@ -25,13 +25,14 @@ again, which only drops more).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
 
 from privmon.agents.account_ids import AccountIds, RawIds
 from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
-from privmon.agents.stage1_columns import Batch, OpenWindow
+from privmon.agents.stage1_columns import Batch, DimCodes, OpenWindow
 from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.participation import DenseParticipationLimiter, open_recent
@@ -53,6 +54,8 @@ from privmon.streams.schema import (
     key_mismatch,
 )
 from privmon.streams.windows import Watermark, WindowSpec
+
+_ACCOUNT, _TIME = attrgetter("account_id"), attrgetter("event_time_ms")
 
 
 class Inflight(Protocol):
@@ -109,6 +112,8 @@ class Stage1Partition:
         self.accounts = AccountIds()
         # (key period, raw account id) -> dense id: bounded, never saved.
         self.raw_ids = RawIds(self.accounts, pseudonymizer)
+        # Per dimension, a code per value seen (bounded, never saved): cells by dict probe.
+        self.dim_codes = DimCodes()
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
         self._restore(participation)
         self.rng = np.random.default_rng()
@@ -185,12 +190,18 @@ class Stage1Partition:
         reasons: list[str] = []
         if records and None not in singles:  # every message one event under its own key
             events: list[TelemetryEvent] = singles  # type: ignore[assignment]
-            ids, offsets = single_ids, [r[0] for r in records]
+            offsets = [r[0] for r in records]
+            ids: list[int] | np.ndarray = single_ids
             messages = accepted = len(offsets) if min(offsets) >= count_from else sum(
                 1 for o in offsets if o >= count_from)
             next_offset = max(self.next_offset, max(offsets) + 1)
+            owners: list[bytes] = []
+            sizes: list[int] = []
         else:
-            events, ids, offsets = [], [], []
+            # Per message with accepted events: its offset, its event count, its
+            # account's id (-1: found after the loop, for all such messages at once) and
+            # its UTF-8 account id (every accepted event carries the message key).
+            events, offsets, sizes, ids, owners = [], [], [], [], []
             messages = accepted = 0
             next_offset = self.next_offset
             for (offset, key, value), single, single_id in zip(records, singles, single_ids,
@@ -201,14 +212,16 @@ class Stage1Partition:
                         messages += 1
                         accepted += 1
                     events.append(single)
-                    ids.append(single_id)
                     offsets.append(offset)
+                    sizes.append(1)
+                    ids.append(single_id)
+                    owners.append(b"")
                     continue
                 raw = value or b""
                 try:
-                    evs, owners, letters = self._message(key, raw, now_ms)
+                    evs, owner, letters = self._message(key, raw, now_ms)
                 except Exception as exc:  # this message only
-                    evs, owners = [], []
+                    evs, owner = [], b""
                     letters = [dead_letter("internal_error", type(exc).__name__, raw, -1,
                                            None, self.limits)]
                 if offset >= self.replay_until:  # (dead letters of an aborted txn: again)
@@ -219,11 +232,19 @@ class Stage1Partition:
                     accepted += len(evs)
                 if evs:
                     events += evs
-                    ids += owners
-                    offsets += [offset] * len(evs)
+                    offsets.append(offset)
+                    sizes.append(len(evs))
+                    ids.append(-1)
+                    owners.append(owner)
         if events:
-            try:
-                stream_counts = self._ingest_batch(Batch(events, ids, offsets))
+            try:  # (a failure in finding ids is isolated like one in the batch work)
+                time = np.fromiter(map(_TIME, events), np.int64, len(events))
+                if sizes:  # per message -> per event
+                    ids = self._message_ids(np.array(ids, np.int64),
+                                            np.array(sizes, np.int64), owners, time)
+                    offsets = np.repeat(np.array(offsets, np.int64), sizes)  # type: ignore[assignment]
+                stream_counts = self._ingest_batch(
+                    Batch(events, ids, offsets, self.dim_codes, time=time))
             except Exception as exc:  # isolated by the worker, see ingest
                 first, last = records[0][0], records[-1][0]
                 failed = MessageFailed if alone or len(records) == 1 else BatchFailed
@@ -235,6 +256,26 @@ class Stage1Partition:
         self.next_offset = next_offset
         self._count(messages=messages, accepted=accepted, reasons=reasons)
         return dead
+
+    def _message_ids(self, ids: np.ndarray, sizes: np.ndarray, owners: list[bytes],
+                     time: np.ndarray) -> np.ndarray:
+        """Per event, its account's dense id: ``ids`` per message where known (-1: not
+        yet), ``sizes`` its event count, ``owners`` its UTF-8 account id, ``time`` per
+        event. One lookup per message whose events share a key period (the rule: a
+        client's message spans seconds, a key period days), per event otherwise."""
+        unknown = np.flatnonzero(ids < 0)
+        if unknown.size == 0:
+            return np.repeat(ids, sizes)
+        periods = self.pseudonymizer.key_indices(time)
+        first = periods[np.cumsum(sizes) - sizes]  # each message's first event's period
+        per_event = np.repeat(ids, sizes)
+        if (periods == np.repeat(first, sizes)).all():
+            ids[unknown] = self.raw_ids.ids(first[unknown], [owners[i] for i in unknown])
+            return np.repeat(ids, sizes)
+        at = np.flatnonzero(per_event < 0)  # (rare: a message across a key rotation)
+        owner_of = np.repeat(np.arange(len(owners)), sizes)[at].tolist()
+        per_event[at] = self.raw_ids.ids(periods[at], [owners[i] for i in owner_of])
+        return per_event
 
     def _count(self, *, messages: int, accepted: int, reasons: list[str]) -> None:
         """Add what a run of messages came to (once it went through)."""
@@ -257,7 +298,7 @@ class Stage1Partition:
             take = range(n) if None not in events else [
                 i for i, e in enumerate(events) if e is not None]
             got = [events[i] for i in take]
-            accounts = [e.account_id for e in got]  # type: ignore[union-attr]
+            accounts = list(map(_ACCOUNT, got))
             keys = [records[i][1] for i in take]
             joined = "\0".join(accounts)
             # Every key is its event's account id, compared all at once: with no NUL in
@@ -270,8 +311,7 @@ class Stage1Partition:
                     events[take[j]] = None
                 take, got, keys = [take[j] for j in mine], [got[j] for j in mine], \
                     [keys[j] for j in mine]
-            times = np.fromiter((e.event_time_ms for e in got), np.int64,  # type: ignore[union-attr]
-                                len(got))
+            times = np.fromiter(map(_TIME, got), np.int64, len(got))
             found = self.raw_ids.ids(self.pseudonymizer.key_indices(times), keys)  # type: ignore[arg-type]
             if len(take) == n:
                 return events, found
@@ -283,25 +323,23 @@ class Stage1Partition:
             return [None] * n, [-1] * n
 
     def _message(self, key: bytes | None, raw: bytes, now_ms: int
-                 ) -> tuple[list[TelemetryEvent], list[int], list[DeadLetter]]:
-        """One message: its accepted events, their accounts' dense ids, its dead letters."""
+                 ) -> tuple[list[TelemetryEvent], bytes, list[DeadLetter]]:
+        """One message: its accepted events, their account id (UTF-8: the message key's,
+        which every accepted event carries), its dead letters."""
         decoded = decode_message(raw, now_ms=now_ms, limits=self.limits)
         evs, letters = decoded.events, decoded.dead
         if not evs:
-            return [], [], letters
+            return [], b"", letters
         try:
             owner = key.decode() if key is not None else None
         except UnicodeDecodeError:
             owner = None
-        if any(e.account_id != owner for e in evs):
+        if list(map(_ACCOUNT, evs)).count(owner) != len(evs):
             letters = letters + self._key_mismatches(raw, decoded, owner)
             evs = [e for e in evs if e.account_id == owner]
             if not evs:
-                return [], [], letters
-        times = np.fromiter((e.event_time_ms for e in evs), np.int64, len(evs))
-        account = evs[0].account_id.encode()  # (one account per message)
-        return evs, self.raw_ids.ids(self.pseudonymizer.key_indices(times),
-                                     [account] * len(evs)), letters
+                return [], b"", letters
+        return evs, key, letters  # type: ignore[return-value]  (owner is not None: key isn't)
 
     def _key_mismatches(self, raw: bytes, decoded: Decoded, owner: str | None
                         ) -> list[DeadLetter]:

@@ -4,13 +4,20 @@ and an open window's contribution table with its dense cell ids."""
 from __future__ import annotations
 
 from operator import attrgetter
+from typing import get_args
 
+import msgspec
 import numpy as np
-import pandas as pd
 
 from privmon.privacy.bounding import ContributionTable
 from privmon.privacy.params import StreamPolicy
 from privmon.streams.schema import TelemetryEvent
+
+_TIME = attrgetter("event_time_ms")
+# The numpy type of each numeric field of TelemetryEvent (metrics' fields, but hour_utc).
+_NUMPY = {bool: np.bool_, int: np.int64, float: np.float64}
+_DTYPES = {f.name: _NUMPY[base] for f in msgspec.structs.fields(TelemetryEvent)
+           if (base := get_args(f.type)[0] if get_args(f.type) else f.type) in _NUMPY}
 
 
 class OpenWindow:
@@ -32,18 +39,55 @@ class OpenWindow:
         return out
 
 
+# Per dimension, at most this many values keep their codes from one batch to the next
+# (a dimension holding more at a batch's start starts afresh: hostile input with
+# ever new values costs memory up to this, and one batch's own values).
+DIM_CODES_MAX = 1 << 16
+# Combined cell codes are re-numbered densely before their product could pass this.
+_COMBINED_MAX = 1 << 62
+
+
+class _Codes(dict[str, int]):
+    """Value -> code, in order of first sight: a new value gets the next code."""
+
+    def __missing__(self, value: str) -> int:
+        code = self[value] = len(self)
+        return code
+
+
+class DimCodes:
+    """A code per value of each dimension, kept across batches, so that coding a
+    batch's column is one dict probe per event (no factorize of a fresh array of
+    strings). Trusted-zone working state of one stage-1 partition, never saved."""
+
+    def __init__(self, limit: int = DIM_CODES_MAX) -> None:
+        self.limit = limit
+        self._codes: dict[str, _Codes] = {}
+
+    def table(self, dim: str) -> _Codes:
+        """The codes of ``dim`` (afresh if it outgrew the limit: call once per batch)."""
+        codes = self._codes.get(dim)
+        if codes is None or len(codes) > self.limit:
+            codes = self._codes[dim] = _Codes()
+        return codes
+
+
 class Batch:
     """The accepted events of one ``ingest`` call, as columns (built lazily)."""
 
-    def __init__(self, events: list[TelemetryEvent], accounts: list[int],
-                 offsets: list[int]) -> None:
+    def __init__(self, events: list[TelemetryEvent], accounts: list[int] | np.ndarray,
+                 offsets: list[int] | np.ndarray, dim_codes: DimCodes | None = None, *,
+                 time: np.ndarray | None = None) -> None:
+        """``time``: the events' event_time_ms, if the caller has it already."""
         self.events = events
         self.n = len(events)
         self.account = np.asarray(accounts, np.int64)
         self.offset = np.asarray(offsets, np.int64)
-        self.time = np.fromiter((e.event_time_ms for e in events), np.int64, self.n)
+        self.time = time if time is not None else np.fromiter(map(_TIME, events), np.int64,
+                                                               self.n)
+        self.dim_codes = dim_codes if dim_codes is not None else DimCodes()
         self._columns: dict[str, np.ndarray] = {}
-        self._dims: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._dims: dict[str, tuple[np.ndarray, int]] = {}
         self._codes: dict[tuple[str, ...], tuple[np.ndarray, list[tuple[str, ...]]]] = {}
 
     def column(self, field: str) -> np.ndarray:
@@ -51,28 +95,38 @@ class Batch:
         if col is None:
             if field == "hour_utc":
                 col = (self.time // 3_600_000) % 24
-            else:
-                col = np.array(list(map(attrgetter(field), self.events)))
+            else:  # (typed: np.array of a list would look at every element for its type)
+                col = np.fromiter(map(attrgetter(field), self.events), _DTYPES[field], self.n)
             self._columns[field] = col
         return col
 
-    def _dim(self, dim: str) -> tuple[np.ndarray, np.ndarray]:
+    def _dim(self, dim: str) -> tuple[np.ndarray, int]:
+        """Per event the code of its value of ``dim``, and how many codes there are."""
         got = self._dims.get(dim)
         if got is None:
-            got = self._dims[dim] = pd.factorize(
-                np.fromiter(map(attrgetter(dim), self.events), object, self.n))
+            table = self.dim_codes.table(dim)
+            codes = np.fromiter(map(table.__getitem__, map(attrgetter(dim), self.events)),
+                                np.int64, self.n)
+            got = (codes, len(table))
+            self._dims[dim] = got
         return got
 
     def cell_codes(self, dims: tuple[str, ...]) -> tuple[np.ndarray, list[tuple[str, ...]]]:
         """Per event a batch-local code of its cell, and the label of each code."""
         got = self._codes.get(dims)
         if got is None:
-            per_dim = [self._dim(d) for d in dims]
             combined = np.zeros(self.n, np.int64)
-            for codes, uniques in per_dim:
-                combined = combined * len(uniques) + codes
+            size = 1
+            for d in dims:
+                codes, count = self._dim(d)
+                if size * count >= _COMBINED_MAX:  # (dense again: at most n codes)
+                    uniq, inverse = np.unique(combined, return_inverse=True)
+                    combined, size = inverse.reshape(-1).astype(np.int64), len(uniq)
+                combined = combined * count + codes
+                size *= count
             cells, first = np.unique(combined, return_index=True)
             codes = np.searchsorted(cells, combined)
-            labels = [tuple(str(u[c[i]]) for c, u in per_dim) for i in first.tolist()]
+            events = self.events
+            labels = [tuple(str(getattr(events[i], d)) for d in dims) for i in first.tolist()]
             got = self._codes[dims] = (codes, labels)
         return got

@@ -68,6 +68,11 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 # Deeper than this is ``too_deep`` (telemetry needs 3; unknown fields get room).
 MAX_DEPTH = 100
 NUMPY_FROM_BYTES = 1024  # _facts: from this size numpy's compares are the faster way
+# decode_singles tries a message as an envelope of one event only up to this size: the
+# longest fields the schema allows make a compact one under 2 KiB of UTF-8 (the test
+# says so), and counting the keys of every large envelope cost the envelope path ~8%.
+# A longer message is left to the per-message path, which decides any message alone.
+ONE_EVENT_ENVELOPE_MAX_BYTES = 4096
 _TYPE_RE = re.compile(r"^Expected `[^`]+`, got `")
 _MAX_DETAIL = 300
 
@@ -154,7 +159,8 @@ def _singles(values: Sequence[bytes], now_ms: int,
         # only if it has exactly 1 + 10 ``":`` per event, so any other count is left to
         # the per-message path before decoding (a count is ~50x cheaper than a decode of
         # the larger envelopes that would be decoded twice otherwise)
-        if (one_event_envelopes and raw.count(b'":') == 1 + len(_FIELDS)
+        if (one_event_envelopes and len(raw) <= ONE_EVENT_ENVELOPE_MAX_BYTES
+                and raw.count(b'":') == 1 + len(_FIELDS)
                 and _is_envelope(raw)):
             try:
                 events = envelope(raw).events

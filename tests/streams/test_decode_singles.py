@@ -80,6 +80,24 @@ def test_envelopes_of_one_event_are_taken_like_bare_events():
                           limits=InputLimits(max_envelope_events=0)) == [None]
 
 
+def test_one_event_envelopes_up_to_the_size_cutoff_are_taken_and_longer_ones_left():
+    # The longest fields the schema allows, in 4-byte UTF-8 characters: the size the
+    # cutoff must cover for every compact envelope of one event.
+    wide = "\U0001F600"
+    longest = good(account_id=wide * 128, server=wide * 64, region=wide * 64,
+                   client_version=wide * 64, platform=wide * 64,
+                   latency_ms=599_999.123456789, bytes=999_999_999_999,
+                   session_s=604_799.123456789, event_time_ms=NOW - 1)
+    compact = json.dumps({"events": [longest]}, ensure_ascii=False,
+                         separators=(",", ":")).encode()
+    assert len(compact) <= decode.ONE_EVENT_ENVELOPE_MAX_BYTES
+    assert _agrees([compact]) == 1
+    # Padded past the cutoff it is the per-message path's: None here, accepted there.
+    padded = compact[:-1] + b" " * decode.ONE_EVENT_ENVELOPE_MAX_BYTES + b"}"
+    assert decode_singles([padded], now_ms=NOW) == [None]
+    assert len(decode_message(padded, now_ms=NOW).events) == 1
+
+
 @SETTINGS
 @given(st.lists(message, max_size=6), st.lists(message, max_size=6))
 def test_generated_envelopes_of_one_agree_with_the_per_message_decoder(texts, more):

@@ -297,3 +297,99 @@ def test_a_batch_of_single_events_is_read_as_the_per_message_path_reads_it(seed,
     batch, alone = run(True), run(False)
     assert batch == alone
     assert {r for _, r, _ in batch[0]} >= {"key_mismatch"}  # the mix reached both paths
+
+
+def _rows_by_pseudonym(part: Stage1Partition) -> set[tuple[str, int, bytes]]:
+    """(stream, window start, pseudonym) of every row of every open window's table."""
+    out = set()
+    for (stream, start), window in part.open.items():
+        ids = window.table._account[:len(window.table)].astype(np.int64)
+        got = part.accounts.pseudonyms(ids)
+        out |= {(stream, start, got[i * 16:(i + 1) * 16]) for i in range(ids.size)}
+    return out
+
+
+def _envelopes_across_a_rotation(seed: int):
+    """Envelopes of one account each, many with events on both sides of a key rotation."""
+    import random
+
+    rng = random.Random(seed)
+    rotation = T0 + 6_000
+    events = [json.loads(e) for _, value in known_input(T0, 3).messages
+              for e in [json.dumps(x) for x in json.loads(value)["events"]]]
+    records, expected = [], set()
+    pz = Pseudonymizer({0: b"a" * 32, rotation: b"b" * 32})
+    for offset in range(300):
+        account = f"acct-{rng.randrange(40)}"
+        evs = [dict(rng.choice(events), account_id=account,
+                    event_time_ms=rotation + rng.randrange(-3_000, 3_000))
+               for _ in range(rng.randrange(1, 6))]
+        value = json.dumps(evs[0] if len(evs) == 1 and rng.random() < 0.5
+                           else {"events": evs}).encode()
+        records.append((offset, account.encode(), value))
+        for e in evs:
+            for policy in POLICIES:
+                start = e["event_time_ms"] - e["event_time_ms"] % policy.window_ms
+                expected.add((policy.name, start,
+                              pz.pseudonym(account, e["event_time_ms"])))
+    return pz, records, expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_event_counts_under_its_own_key_periods_pseudonym(seed, monkeypatch):
+    """Stage 1 finds the ids of a batch's larger messages once per (message, key
+    period): every event's row is under the pseudonym of its own account and key
+    period, also where one envelope spans a key rotation. Negative control: ids taken
+    per message from its first event's period alone put the later events under the
+    wrong pseudonym, and the same comparison finds it."""
+    pz, records, expected = _envelopes_across_a_rotation(seed)
+
+    def rows(naive: bool) -> set[tuple[str, int, bytes]]:
+        part = Stage1Partition(partition=0, policies=POLICIES, pseudonymizer=pz,
+                               idle_lag_ms=2000)
+        with monkeypatch.context() as m:
+            if naive:
+                def first_period_only(self, ids, sizes, owners, time):
+                    first = self.pseudonymizer.key_indices(time)[np.cumsum(sizes) - sizes]
+                    found = self.raw_ids.ids(first, owners)
+                    return np.repeat(np.where(ids < 0, found, ids), sizes)
+                m.setattr(Stage1Partition, "_message_ids", first_period_only)
+            for i in range(0, len(records), 50):
+                assert part.ingest(records[i:i + 50], now_ms=T0 + 10_000) == []
+        return _rows_by_pseudonym(part)
+
+    assert rows(naive=False) == expected
+    assert rows(naive=True) != expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("small", [False, True])
+def test_cell_codes_label_every_event_with_its_own_cell(seed, small, monkeypatch):
+    """A batch's cell codes (values coded by the partition's DimCodes, kept across
+    batches and started afresh past their limit) group exactly the events with equal
+    dimension values, and label each group with those values; ``small`` also forces
+    the combined codes to be re-numbered between dimensions."""
+    import random
+
+    import privmon.agents.stage1_columns as columns
+    from privmon.agents.stage1_columns import Batch, DimCodes
+    from privmon.streams.schema import TelemetryEvent
+
+    if small:
+        monkeypatch.setattr(columns, "_COMBINED_MAX", 16)
+    rng = random.Random(seed)
+    codes_kept = DimCodes(limit=5)
+    dims = ("server", "region", "client_version", "platform")
+    for _ in range(12):
+        events = [TelemetryEvent(account_id="a", server=f"s{rng.randrange(9)}",
+                                 region=rng.choice(["eu", "us", "ap"]),
+                                 client_version=f"v{rng.randrange(4)}",
+                                 platform=rng.choice(["linux", "mac"]), latency_ms=1.0,
+                                 bytes=1, error=False, session_s=1.0, event_time_ms=T0)
+                  for _ in range(rng.randrange(1, 80))]
+        batch = Batch(events, [0] * len(events), list(range(len(events))), codes_kept)
+        for chosen in (dims, dims[:2], ("platform", "server")):
+            codes, labels = batch.cell_codes(chosen)
+            want = [tuple(getattr(e, d) for d in chosen) for e in events]
+            assert [labels[c] for c in codes.tolist()] == want
+            assert len(labels) == len(set(want))  # one code per distinct cell
