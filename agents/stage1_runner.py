@@ -101,15 +101,19 @@ class Stage1Runner:
 
     async def step(self, batch: dict) -> None:
         now = self.ctx.clock()
+        stats = self.ctx.stats
         for tp, records in batch.items():
             part = self.parts.get(tp.partition)
             if part is None:
                 continue
+            if not stats.first_read_s:
+                stats.first_read_s = time.time()
             try:
                 dead = part.ingest(list(map(_RECORD, records)), now_ms=now)
             except IsolationNeeded as failure:
                 self._isolate(failure)
                 return
+            stats.last_ingest_s = time.time()
             if dead:
                 await self.stage.begin()
                 await send_dead_letters(self.ctx, self.stage.producer, tp, dead)
@@ -136,15 +140,22 @@ class Stage1Runner:
         ctx, consumer = self.ctx, self.consumer
         await self.stage.abort()
         self.stage.rebuild = False
+        # The assignment this rebuild is for, taken when the flag is cleared: one that
+        # arrives during the reads below sets the flag again, and the rebuild after this
+        # one is for it. None yet (a worker's first rebuild, before it joined the
+        # group): nothing to read, and the assignment's own rebuild is the only one.
+        owned = set(consumer.assignment())
+        self._retire_counts()
+        self.parts, self.lag = {}, {}
+        if not owned:
+            return
         topics = ctx.config.topics
         progress = await read_compacted(ctx.bootstrap, topics.progress,
                                         ctx.topic_partitions[topics.progress], ctx.kafka_options)
-        assigned = sorted(tp.partition for tp in consumer.assignment())
+        assigned = sorted(tp.partition for tp in owned)
         state = await read_latest(ctx.bootstrap, topics.participation, assigned,
                                   ctx.kafka_options)
-        self._retire_counts()
-        self.parts, self.lag = {}, {}
-        for tp in consumer.assignment():
+        for tp in owned & consumer.assignment():  # (what went meanwhile: rebuilt again)
             committed = await consumer.committed(tp)
             start = committed if committed is not None else 0
             consumer.seek(tp, start)

@@ -104,6 +104,12 @@ class Stage2Runner:
         ctx = self.ctx
         await self.stage.abort()
         self.stage.rebuild = False
+        # The assignment this rebuild is for (as in stage 1's rebuild): none yet, nothing
+        # to read; one that arrives meanwhile sets the flag again.
+        owned = set(self.consumer.assignment())
+        self.parts, self.next_offsets = {}, {}
+        if not owned:
+            return
         topic = ctx.config.topics.ledger
         ledger = await read_compacted(ctx.bootstrap, topic, ctx.topic_partitions[topic],
                                       ctx.kafka_options)
@@ -113,9 +119,8 @@ class Stage2Runner:
             released.setdefault(entry.partials_partition, set()).add(entry.key)
         if ctx.on_ledger is not None:
             ctx.on_ledger(entries)
-        self.parts, self.next_offsets = {}, {}
         listed = ListedCells()  # one for all the partitions here
-        for tp in self.consumer.assignment():
+        for tp in owned & self.consumer.assignment():  # (what went meanwhile: rebuilt again)
             committed = await self.consumer.committed(tp)
             start = committed if committed is not None else 0
             self.consumer.seek(tp, start)

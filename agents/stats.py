@@ -31,6 +31,12 @@ class WorkerStats:
     closes_failed: int = 0  # stage-1 window closes that raised (quarantined by stage 2)
     partials_undecodable: int = 0  # partials-topic records stage 2 could not read
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # reason -> letters sent
+    # Wall-clock seconds (time.time()) when stage 1 first took raw records to ingest
+    # (start-up done: partitions assigned, committed state read), and when its latest
+    # ingest returned: what bench/pipeline.py times a run by (0: not yet).
+    # Trusted only, like the counts: they follow the input's arrival.
+    first_read_s: float = 0.0
+    last_ingest_s: float = 0.0
 
     PUBLIC = ("windows_released", "cells_released", "batches_isolated", "windows_failed",
               "closes_failed", "partials_undecodable")
