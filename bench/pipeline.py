@@ -18,7 +18,10 @@ other, each in its own process (peak RSS = that process's VmHWM):
             capacity: bounding, aggregation, selection, noise, release), 1 and
             (envelopes) 2 workers.
 
-events/s is events / (last event processed - first message read). Then a live
+events/s is events / (last event processed - first message read): for the limits,
+in their own loop; for privmon, by the workers' own stamps (first raw records
+ingested, start-up done, to the last ingest; agents/stats.py), where a status
+line every 0.25 s, refreshed at each close, missed up to ~1 s of the start. Then a live
 run measures release latency: --latency-rate events/s over --latency-cells
 public cells with --latency-window-ms windows (2 s), and over
 --latency-cells-large cells with --latency-window-ms-large windows (10 s: a
@@ -207,8 +210,11 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
     each worker runs under pyinstrument and its profile (main thread) goes there."""
     import threading
 
+    # (a PYTHONPATH given first: a tree to run instead of the installed one, as for a
+    # baseline; bench/ab_worker.py)
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
+                                                       str(REPO)]))}
     procs, logs, trusted = [], [], []
     for w in range(workers):
         log = workdir / f"privmon-{tag}-w{w}.log"
@@ -224,6 +230,7 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
              "--trusted-status", str(trusted[-1])],
             cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT))
     hwm = [0.0] * workers
+    stamps: list[tuple[float, float]] = [(0.0, 0.0)] * workers  # (first read, last ingest)
     per = [0] * workers  # accepted per worker
     per_first: list[float | None] = [None] * workers
     per_last: list[float | None] = [None] * workers
@@ -244,6 +251,8 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
                     accepted += status["accepted"]
                     lag.update(status.get("raw_lag", {}))
                     owners.append(bool(status.get("raw_lag")))
+                    stamps[w] = (status.get("first_read_s", 0.0),
+                                 status.get("last_ingest_s", 0.0))
                     if status["accepted"] > per[w]:
                         per[w] = status["accepted"]
                         per_first[w] = per_first[w] or now
@@ -268,9 +277,19 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
             p.terminate()
         for p in procs:
             p.wait(timeout=60)
-    # 'first' is the first status line with accepted > 0 (<= 0.25 s after the first read).
-    seconds = last - first
+    # The workers' own clock: first raw records got to the last ingest returned (the
+    # status lines are 0.25 s apart, and stage 1 refreshes its counts every close).
+    # Before the stamps existed (a baseline tree): first status with accepted > 0 to
+    # the one that showed all of it.
+    seconds_status = last - first
+    if all(a and b for a, b in stamps):
+        seconds = max(b for _, b in stamps) - min(a for a, _ in stamps)
+        per_first = [a for a, _ in stamps]  # type: ignore[misc]
+        per_last = [b for _, b in stamps]  # type: ignore[misc]
+    else:
+        seconds = seconds_status
     return {"events": expect, "accepted": accepted, "seconds": seconds,
+            "seconds_status": seconds_status,
             "rss_mib": max(hwm), "reread": (accepted - expect) / expect,
             "per_worker_events_s": [n / ((b - a) or float("nan")) if a and b else 0.0
                                     for n, a, b in zip(per, per_first, per_last, strict=True)],
@@ -319,16 +338,34 @@ def encode_input(events: int, envelope: int, seed: int = 7) -> list[tuple[bytes,
 
 
 def send_input(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
-    """Write the messages to ``topic``; the seconds it took."""
-    from kafka import KafkaProducer
+    """Write the messages to ``topic``; the seconds it took. With librdkafka
+    (confluent-kafka): kafka-python's producer took ~47 s for 500k messages here,
+    most of a run's set-up. Partitioned by murmur2, as Kafka's Java client and
+    kafka-python do (streams/partitioner.py), so every run places keys alike."""
+    from confluent_kafka import KafkaException, Producer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20,
-                             max_request_size=8 << 20, acks=1)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                         "batch.size": 1 << 20, "message.max.bytes": 8 << 20, "acks": 1,
+                         "partitioner": "murmur2_random",
+                         "queue.buffering.max.messages": 1_000_000})
+    failed: list[str] = []
+
+    def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
+        if err is not None:
+            failed.append(str(err))
+
     t0 = time.perf_counter()
     for key, value in messages:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120) or failed:
+        raise KafkaException(f"bench input to {topic}: {len(failed)} failed "
+                             f"({failed[:1]}), or not all delivered in 120 s")
     return time.perf_counter() - t0
 
 

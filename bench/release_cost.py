@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -107,13 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 def in_revision(rev: str, argv: list[str]) -> dict:
     """This benchmark on the code of ``rev``: its last line of JSON."""
     with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "privmon"  # imported as privmon from PYTHONPATH=tmp
-        tree.mkdir()
-        archive = Path(tmp) / "tree.tar"
-        subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), rev, "privacy",
-                        "streams", "agents", "bench", "configs"], cwd=REPO, check=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(tree, filter="data")
+        from bench.shared import extract_revision  # (here: a baseline's bench may lack it)
+
+        tree = extract_revision(rev, Path(tmp)) / "privmon"  # privmon from PYTHONPATH=tmp
         (tree / "bench" / "release_cost.py").write_text(Path(__file__).read_text())
         out = subprocess.run([sys.executable, "-m", "bench.release_cost", *argv], cwd=tree,
                              env={**os.environ, "PYTHONPATH": tmp}, capture_output=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,3 +20,16 @@ def hwm_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def extract_revision(rev: str, into: Path) -> Path:
+    """The code of git revision ``rev`` as ``into/privmon`` (with PYTHONPATH=into it is
+    imported instead of the installed tree); returns ``into``."""
+    tree = into / "privmon"
+    tree.mkdir(parents=True)
+    archive = into / "tree.tar"
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), rev, "privacy",
+                    "streams", "agents", "bench", "configs"], cwd=REPO, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return into
