@@ -25,7 +25,7 @@ again, which only drops more).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Protocol
 
 import numpy as np
@@ -56,6 +56,7 @@ from privmon.streams.schema import (
 from privmon.streams.windows import Watermark, WindowSpec
 
 _ACCOUNT, _TIME = attrgetter("account_id"), attrgetter("event_time_ms")
+_KEY, _VALUE = itemgetter(1), itemgetter(2)  # of a raw (offset, key, value) record
 
 
 class Inflight(Protocol):
@@ -293,13 +294,16 @@ class Stage1Partition:
         call; one HMAC per (account, key period) while it stays in ``raw_ids``."""
         n = len(records)
         try:
-            events = decode_singles([r[2] or b"" for r in records], now_ms=now_ms,
+            values = list(map(_VALUE, records))
+            if None in values:
+                values = [v or b"" for v in values]
+            events = decode_singles(values, now_ms=now_ms,  # type: ignore[arg-type]
                                     limits=self.limits)
             take = range(n) if None not in events else [
                 i for i, e in enumerate(events) if e is not None]
             got = [events[i] for i in take]
             accounts = list(map(_ACCOUNT, got))
-            keys = [records[i][1] for i in take]
+            keys = list(map(_KEY, records)) if len(take) == n else [records[i][1] for i in take]
             joined = "\0".join(accounts)
             # Every key is its event's account id, compared all at once: with no NUL in
             # the ids (as many NULs as separators), equal joins mean equal parts.
