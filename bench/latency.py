@@ -88,7 +88,8 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     (workdir / f"{prefix}inventory.toml").write_text("".join(
         f'[[cells]]\nserver = "s{i:05d}"\nregion = "r{i % 4}"\n' for i in range(cells)))
     env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
+                                                       str(REPO)]))}  # (as bench.pipeline)
     log = workdir / f"privmon-{prefix}latency.log"
     # BENCH_PROFILE=<file>: the worker runs under pyinstrument, its text profile to <file>
     # (stopped by SIGINT, so the profile is written), to find where release time goes.
