@@ -105,10 +105,11 @@ class Stage2Runner:
         await self.stage.abort()
         self.stage.rebuild = False
         # The assignment this rebuild is for (as in stage 1's rebuild): none yet, nothing
-        # to read; one that arrives meanwhile sets the flag again.
+        # to read (but the ledger, for /metrics); one that arrives meanwhile sets the flag
+        # again.
         owned = set(self.consumer.assignment())
         self.parts, self.next_offsets = {}, {}
-        if not owned:
+        if not owned and ctx.on_ledger is None:
             return
         topic = ctx.config.topics.ledger
         ledger = await read_compacted(ctx.bootstrap, topic, ctx.topic_partitions[topic],

@@ -571,8 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             per_worker = ", ".join(f"{v:,.0f}" for v in x["per_worker_events_s"])
             lines.append(f"\n{'2 workers' if k == 'privmon2' else '2 workers joined first'}: "
                          f"re-read {x['reread']:.1%} of the input; per worker "
-                         f"{per_worker} events/s (its events over its own first-to-last "
-                         "status)" + (f"; the input took {x['produce_s']:.1f} s to write"
+                         f"{per_worker} events/s (its events over its own first to "
+                         "last ingest)" + (f"; the input took {x['produce_s']:.1f} s to write"
                                       if "produce_s" in x else "") + ".")
     lines += [latency_text(lat, cells, args.latency_rate) for cells, lat in lats]
     text = "\n".join(lines)
