@@ -269,11 +269,11 @@ class Stage1Partition:
             return np.repeat(ids, sizes)
         periods = self.pseudonymizer.key_indices(time)
         first = periods[np.cumsum(sizes) - sizes]  # each message's first event's period
-        per_event = np.repeat(ids, sizes)
         if (periods == np.repeat(first, sizes)).all():
             ids[unknown] = self.raw_ids.ids(first[unknown], [owners[i] for i in unknown])
             return np.repeat(ids, sizes)
-        at = np.flatnonzero(per_event < 0)  # (rare: a message across a key rotation)
+        per_event = np.repeat(ids, sizes)  # (rare: a message across a key rotation)
+        at = np.flatnonzero(per_event < 0)
         owner_of = np.repeat(np.arange(len(owners)), sizes)[at].tolist()
         per_event[at] = self.raw_ids.ids(periods[at], [owners[i] for i in owner_of])
         return per_event

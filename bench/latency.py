@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.shared import KEYS, NOISE_KEYS, REPO, hwm_mib
+from bench.shared import REPO, hwm_mib, worker_env
 
 LATENCY_TOML = """
 policy_version = "bench-latency"
@@ -87,9 +87,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     # full release work whatever the noise does.
     (workdir / f"{prefix}inventory.toml").write_text("".join(
         f'[[cells]]\nserver = "s{i:05d}"\nregion = "r{i % 4}"\n' for i in range(cells)))
-    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
-           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
-                                                       str(REPO)]))}  # (as bench.pipeline)
+    env = worker_env()
     log = workdir / f"privmon-{prefix}latency.log"
     # BENCH_PROFILE=<file>: the worker runs under pyinstrument, its text profile to <file>
     # (stopped by SIGINT, so the profile is written), to find where release time goes.

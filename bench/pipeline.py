@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.latency import latency_text, run_latency
-from bench.shared import KEYS, NOISE_KEYS, REPO, hwm_mib
+from bench.shared import KEYS, REPO, hwm_mib, worker_env
 
 
 # --------------------------------------------------------------- measured parts
@@ -198,7 +198,7 @@ def run_faust(bootstrap: str, topic: str, expect: int, workdir: Path, *, mode: s
 
 def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir: Path,
                 tag: str, partitions: int, *, input_after_join: Callable[[], object] | None = None,
-                profile: Path | None = None) -> dict:
+                profile: Path | None = None, tree: Path | None = None) -> dict:
     """`privmon worker` processes until every raw partition is read to its end.
 
     Done = the workers' trusted status files (every 0.25 s) report lag 0 for all
@@ -207,14 +207,11 @@ def run_privmon(bootstrap: str, config: Path, expect: int, workers: int, workdir
     fraction is (accepted - expect) / expect). With ``input_after_join`` the
     topic starts empty: it is called (in a thread) once every worker holds raw
     partitions, and writes the input while they run. With ``profile`` (a directory)
-    each worker runs under pyinstrument and its profile (main thread) goes there."""
+    each worker runs under pyinstrument and its profile (main thread) goes there. With
+    ``tree`` (bench.shared.extract_revision's) the workers run that revision's code."""
     import threading
 
-    # (a PYTHONPATH given first: a tree to run instead of the installed one, as for a
-    # baseline; bench/ab_worker.py)
-    env = {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
-           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"),
-                                                       str(REPO)]))}
+    env = worker_env(tree)
     procs, logs, trusted = [], [], []
     for w in range(workers):
         log = workdir / f"privmon-{tag}-w{w}.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -20,6 +21,15 @@ def hwm_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def worker_env(tree: Path | None = None) -> dict[str, str]:
+    """The environment of a bench's `privmon worker`: the bench's keys, and privmon
+    imported from ``tree`` (a directory holding ``privmon/``, as extract_revision
+    makes), else from a PYTHONPATH given to the bench, else from this checkout."""
+    path = [str(tree) if tree else None, os.environ.get("PYTHONPATH"), str(REPO)]
+    return {**os.environ, "PRIVMON_PSEUDONYM_KEYS": KEYS, "PRIVMON_NOISE_KEYS": NOISE_KEYS,
+            "PYTHONPATH": os.pathsep.join(filter(None, path))}
 
 
 def extract_revision(rev: str, into: Path) -> Path:
