@@ -62,10 +62,13 @@ from privmon.streams.kafka_client import KafkaOptions
 from privmon.streams.pseudonym import Pseudonymizer
 from privmon.streams.topics import ensure_topics
 
+BOTH_STAGES = frozenset({1, 2})
+
 
 class Worker:
-    """Both stages of one worker (agents/stage1_runner.py, agents/stage2_runner.py),
-    and the deletion of released partials; ``run`` gathers them and nothing else."""
+    """The stages of one worker (agents/stage1_runner.py, agents/stage2_runner.py;
+    both, or one of them), and with stage 2 the deletion of released partials;
+    ``run`` gathers them and nothing else."""
 
     def __init__(
         self,
@@ -81,9 +84,17 @@ class Worker:
         clock: Callable[[], int] = now_ms,
         kafka_options: KafkaOptions | None = None,
         crash_file: Path | None = None,
+        stages: frozenset[int] = BOTH_STAGES,
     ) -> None:
         """``crash_file``: where the crash guard notes the messages in flight
-        (agents/crashguard.py); None: no guard."""
+        (agents/crashguard.py); None: no guard. ``stages``: which stages this process
+        runs ({1, 2}; {1} and {2} in two processes give stage 2's release a core of its
+        own, the same worker id in both: each stage has its own group membership and
+        transactional id)."""
+        if not stages or not stages <= BOTH_STAGES:
+            raise ValueError(f"stages: expected a non-empty subset of {{1, 2}}, got "
+                             f"{sorted(stages)}")
+        self.stages = stages
         self.config = config
         self.partitions = partitions  # of the topics this worker creates
         self.stats = WorkerStats()
@@ -110,9 +121,15 @@ class Worker:
             ensure_topics, ctx.bootstrap, self.config, partitions=self.partitions,
             options=ctx.kafka_options,
         )
-        self._stage1 = Stage1Runner(ctx)
+        tasks = []
+        if 1 in self.stages:
+            self._stage1 = Stage1Runner(ctx)
+            tasks.append(self._stage1.run(stop))
+        if 2 not in self.stages:
+            await asyncio.gather(*tasks)
+            return
         stage2 = Stage2Runner(ctx, sources=ctx.topic_partitions[self.config.topics.raw])
-        tasks = [self._stage1.run(stop), stage2.run(stop)]
+        tasks.append(stage2.run(stop))
         keep = self.config.retention
         if keep.delete_released_partials:
             tasks.append(delete_released_partials(ctx.bootstrap, ctx.kafka_options,

@@ -70,8 +70,10 @@ max_delta = 0.5
 
 def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, seconds: float,
                 window_ms: int = 2000, grace_ms: int = 1000, prefix: str = "lat.",
-                warmup_s: float = 120) -> dict:
-    """Live load over ``cells`` cells; per window, ledger visible - (end + grace)."""
+                warmup_s: float = 120, stages: str = "both") -> dict:
+    """Live load over ``cells`` cells; per window, ledger visible - (end + grace).
+    ``stages``: "both" (one worker process) or "split" (stage 1 and stage 2 in a
+    process each, ``privmon worker --stages``)."""
     import threading
 
     import numpy as np
@@ -92,12 +94,19 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     # BENCH_PROFILE=<file>: the worker runs under pyinstrument, its text profile to <file>
     # (stopped by SIGINT, so the profile is written), to find where release time goes.
     profile = os.environ.get("BENCH_PROFILE")
-    under = ["-m", "pyinstrument", "-r", "text", "-o", f"{profile}.{cells}"] if profile else []
-    worker = subprocess.Popen(
-        [sys.executable, *under, "-m", "privmon.agents.cli", "worker", "--bootstrap", bootstrap,
-         "--config", str(config), "--worker-id", "lat", "--idle-lag-ms", "1000",
-         "--status-every-s", "5", "--log-level", "debug"],  # (debug: the step timings)
-        cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    # stages "both": one worker process; "split": '--stages 1' and '--stages 2', two
+    # processes of one worker (the release then has a core of its own), logging to one file.
+    workers = []
+    out = open(log, "wb")
+    for stage in ("both",) if stages == "both" else ("1", "2"):
+        under = (["-m", "pyinstrument", "-r", "text", "-o", f"{profile}.{cells}.{stage}"]
+                 if profile else [])
+        workers.append(subprocess.Popen(
+            [sys.executable, *under, "-m", "privmon.agents.cli", "worker", "--bootstrap",
+             bootstrap, "--config", str(config), "--worker-id", "lat", "--stages", stage,
+             "--idle-lag-ms", "1000", "--status-every-s", "5",
+             "--log-level", "debug"],  # (debug: the step timings)
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
     time.sleep(4)  # topics
     gen = TelemetryGenerator(accounts=cells * 5, seed=3)
     gen.servers = [(f"s{i:05d}", f"r{i % 4}") for i in range(cells)]
@@ -140,7 +149,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
                              enable_auto_commit=False)
     deadline = time.monotonic() + 120
     while f"{prefix}ledger" not in consumer.topics():  # the worker creates it
-        if worker.poll() is not None or time.monotonic() > deadline:
+        if any(w.poll() is not None for w in workers) or time.monotonic() > deadline:
             raise RuntimeError(f"the latency worker created no ledger topic; see {log}")
         time.sleep(0.5)
     tps = [TopicPartition(f"{prefix}ledger", p)
@@ -173,10 +182,13 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
         if measure_from is None and time.time() >= began + warmup_s:
             measure_from = time.time()  # never caught up: measured all the same
             end = measure_from + seconds
-        hwm = max(hwm, hwm_mib(worker.pid))
+        hwm = max(hwm, sum(hwm_mib(w.pid) for w in workers))
     stop.set()
-    worker.send_signal(signal.SIGINT) if profile else worker.terminate()
-    worker.wait(timeout=120)
+    for w in workers:
+        w.send_signal(signal.SIGINT) if profile else w.terminate()
+    for w in workers:
+        w.wait(timeout=120)
+    out.close()
     consumer.close()
     first = min(visible) if visible else 0
     # Windows that ended before the load began are stage 2's lookback (every window of
@@ -199,7 +211,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
             "warmup_s": round(measure_from - began, 1),
             "caught_up": measure_from - began < warmup_s,
             "latencies_s": [round(x, 3) for x in lat],
-            "rss_mib": hwm, "first_window": first}
+            "rss_mib": hwm, "first_window": first, "stages": stages}
 
 
 _STEP = re.compile(r"^(\S+ \S+) DEBUG privmon\.worker stage (1 closed|2 released) windows: "
@@ -263,8 +275,11 @@ def latency_text(lat: dict, cells: int, rate: float) -> str:
             f"{lat['window_ms'] / 1000:g} s windows, "
             f"1 s grace, {lat['windows']} windows after a warm-up of "
             f"{lat['warmup_s']:.0f} s"
-            f"{'' if lat['caught_up'] else ' (it never caught up)'}: p50 "
+            f"{'' if lat['caught_up'] else ' (it never caught up)'}"
+            f"{', stage 1 and stage 2 in a process each' if lat.get('stages') == 'split' else ''}"
+            f": p50 "
             f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s "
-            f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB."
+            f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB"
+            f"{' (the two peaks added)' if lat.get('stages') == 'split' else ''}."
             + (f" Steps: {_steps_text(lat['steps'])}." if lat.get("steps") else "")
             + "\n")

@@ -433,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-window-ms-large", type=int, default=10_000,
                    help="the window of the --latency-cells-large run")
     p.add_argument("--latency-rate", type=float, default=20_000)
+    p.add_argument("--latency-stages", choices=("both", "split"), default="split",
+                   help="the latency runs' worker: one process for both stages, or "
+                   "'privmon worker --stages 1' and '--stages 2' as two processes "
+                   "(default %(default)s, as the README recommends where release latency matters)")
     p.add_argument("--latency-seconds", type=float, default=60)
     p.add_argument("--latency-warmup-s", type=float, default=240,
                    help="at most this long before measuring: a fresh pipeline first "
@@ -516,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             15 * window_ms / 1000),
                                                 window_ms=window_ms,
                                                 warmup_s=args.latency_warmup_s,
+                                                stages=args.latency_stages,
                                                 prefix=f"lat{cells}.")))
                 print(f"bench: latency, {cells:,} cells: {lats[-1][1]}", file=sys.stderr,
                       flush=True)

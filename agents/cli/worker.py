@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_deployment_options(w)
     w.add_argument("--worker-id", default="w1",
                    help="stable id of this worker; a restarted worker must reuse it")
+    w.add_argument("--stages", choices=("both", "1", "2"), default="both",
+                   help="which stages this process runs (default both). Under live load "
+                   "a release shares the process with stage 1's ingest; for release "
+                   "latency, run '--stages 1' and '--stages 2' as two processes with the "
+                   "same --worker-id (bench/RESULTS.md has the figures)")
     w.add_argument("--partitions", type=int, default=4,
                    help="partitions of topics this worker creates (default 4)")
     w.add_argument("--idle-lag-ms", type=int, default=5000,
@@ -69,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from privmon.agents.worker import Worker
+    from privmon.agents.worker import BOTH_STAGES, Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("privmon").setLevel(args.log_level.upper())  # (not the clients' debug)
@@ -82,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     for keys in (pseudonymizer.keys, noise_keys.keys):  # storage limitation: fail closed
         keys.refuse_expired(now_ms=now, keep_ms=config.retention.raw_ms)
     options = kafka_options(args)
+    stages = BOTH_STAGES if args.stages == "both" else frozenset({int(args.stages)})
     crash_file = args.crash_file
-    if crash_file is None:
+    if 1 not in stages:  # (the guard notes raw messages in flight: stage 1's)
+        crash_file = None
+    elif crash_file is None:
         cache = Path(os.environ.get("PRIVMON_CACHE") or Path.home() / ".cache" / "privmon")
         crash_file = cache / "worker" / f"{config.app_id}-{args.worker_id}.json"
     elif str(crash_file) == "none":
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                     pseudonymizer=pseudonymizer, noise_keys=noise_keys,
                     partitions=args.partitions,
                     idle_lag_ms=args.idle_lag_ms, kafka_options=options,
-                    crash_file=crash_file)
+                    crash_file=crash_file, stages=stages)
 
     metrics = None
     if args.metrics_port is not None:

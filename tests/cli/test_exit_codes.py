@@ -24,7 +24,8 @@ def _privmon(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
                                      ["report", "capacity", "--days", "1"],
                                      ["alerts", "--duration-s", "5"],
                                      ["generate", "--duration-s", "5"],
-                                     ["worker"]])
+                                     ["worker"], ["worker", "--stages", "1"],
+                                     ["worker", "--stages", "2"]])
 def test_an_unreachable_broker_says_how_to_point_at_one(command):
     keys = {"PRIVMON_PSEUDONYM_KEYS": "2026-01-01=" + "5a" * 32,
             "PRIVMON_NOISE_KEYS": "2026-01-01=" + "6b" * 32}  # (the worker checks them first)
@@ -113,3 +114,20 @@ def test_errors_aiokafka_retries_itself_are_not_shown_others_are():
     assert f.filter(record("aiokafka.consumer.group_coordinator",
                            TopicAuthorizationFailedError()))  # not retried: shown
     assert f.filter(record("privmon.worker", GroupCoordinatorNotAvailableError()))
+
+
+def test_a_worker_runs_stage_1_stage_2_or_both_and_nothing_else():
+    from privmon.agents.worker import Worker
+    from privmon.privacy.noise_keys import NoiseKeys
+    from privmon.streams.config import load_config
+    from privmon.streams.pseudonym import Pseudonymizer
+
+    made = dict(config=load_config(), bootstrap=NOWHERE, worker_id="w1",
+                pseudonymizer=Pseudonymizer({0: b"k" * 32}), noise_keys=NoiseKeys({0: b"n" * 32}))
+    for stages in ({1}, {2}, {1, 2}):
+        assert Worker(**made, stages=frozenset(stages)).stages == stages
+    for stages in (set(), {3}, {1, 3}):
+        with pytest.raises(ValueError, match=r"stages: expected a non-empty subset of \{1, 2\}"):
+            Worker(**made, stages=frozenset(stages))
+    out = _privmon("worker", "--stages", "3")
+    assert out.returncode == 2 and "invalid choice: '3'" in out.stderr

@@ -179,14 +179,19 @@ def test_idle_topic_still_releases_its_last_window(bootstrap, tmp_path):
         stop_worker(worker)
 
 
-def test_two_workers_release_the_same_cells_as_one(bootstrap, tmp_path):
+def test_two_workers_and_split_stages_release_the_same_cells_as_one(bootstrap, tmp_path):
+    """One worker; two workers; one worker as two processes (``--stages 1`` and
+    ``--stages 2``, the same worker id): the same partials, each cell once."""
     start = first_window_after(int(time.time() * 1000), lead_ms=6000)
     truth = known_input(start, 2)
     results = {}
-    for label, worker_ids in (("one", ["w1"]), ("two", ["w1", "w2"])):
+    stage2_status = ("--trusted-status", str(tmp_path / "split-s2.status.json"))
+    for label, processes in (("one", [("w1", ())]), ("two", [("w1", ()), ("w2", ())]),
+                             ("split", [("w1", ("--stages", "1")),
+                                        ("w1", ("--stages", "2", *stage2_status))])):
         setup = make_setup(tmp_path, bootstrap, f"scale-{label}")
         log = tmp_path / f"{label}.log"
-        workers = [start_worker(setup, wid, log) for wid in worker_ids]
+        workers = [start_worker(setup, wid, log, extra) for wid, extra in processes]
         try:
             produce(bootstrap, setup.raw, truth.messages)
             wait_for(all_released(setup, truth), timeout_s=90,
@@ -197,7 +202,12 @@ def test_two_workers_release_the_same_cells_as_one(bootstrap, tmp_path):
         _check_against_truth(setup, truth)
         _check_exact_partials(setup, truth)
         results[label] = partial_sums(setup)
-    assert results["one"] == results["two"]
+        if label == "split":  # each process ran its own stage only
+            assert trusted_status(log)["accepted"] == sum(truth.events.values())
+            assert trusted_status(log)["windows_released"] == 0
+            s2 = json.loads((tmp_path / "split-s2.status.json").read_text())
+            assert s2["accepted"] == 0 and s2["windows_released"] > 0
+    assert results["one"] == results["two"] == results["split"]
 
 
 def test_sigkill_at_any_point_releases_each_cell_once_and_loses_nothing(bootstrap, tmp_path):
