@@ -241,9 +241,7 @@ class Stage2Partition:
                     ready.add(key)
         return sorted(ready, key=lambda k: (k[1], k[0]))
 
-    def release(
-        self, stream: str, start: int, labels_of: Callable[[tuple[str, ...]], dict[str, str]]
-    ) -> WindowRelease:
+    def release(self, stream: str, start: int) -> WindowRelease:
         """Threshold, noise and release one window (the caller commits it)."""
         policy = self.policies[stream]
         pending = self.pending.pop((stream, start), None)
@@ -261,7 +259,7 @@ class Stage2Partition:
             policy, start, present))
         return release_window(
             totals, policy, window_start_ms=start,
-            cell_labels=lambda c: labels_of(labels[c]),
+            cell_keys=labels,
             noise=noise or self.noise_keys.window(stream, policy.policy_version, start),
         )
 

@@ -43,10 +43,8 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
     in a worker thread per step (most windows have no cells here)."""
     out: list[tuple[str, int, Released | Exception]] = []
     for stream, start in ready:
-        policy = part.policies[stream]
         try:
-            rel = part.release(stream, start,
-                               lambda c, p=policy: dict(zip(p.dimensions, c, strict=True)))
+            rel = part.release(stream, start)
             records = [(key, value, None) for key, value in rel.encoded()]
             out.append((stream, start, (rel, records)))
         except Exception as exc:  # this window only: quarantined by the caller

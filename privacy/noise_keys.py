@@ -21,7 +21,7 @@ else; a policy version is part of the context, so a new policy draws anew.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING
 
@@ -75,10 +75,10 @@ class WindowNoise:
 
     def cells(self, cells: Sequence[Sequence[str]]) -> CellsNoise:
         """The streams of a window's cells, their contexts' cell parts built once for
-        every quantity they draw (4 or more per cell), and the draws ``prepare``
-        made ahead for them."""
-        return CellsNoise(self._key, [tuple(c) for c in cells],
-                          [self._context_head(c) for c in cells], self._prepared)
+        every quantity they draw (4 or more per cell) and only if one is drawn now, and
+        the draws ``prepare`` made ahead for them."""
+        return CellsNoise(self._key, [tuple(c) for c in cells], self._context_head,
+                          self._prepared)
 
     def prepare(self, cells: Sequence[Sequence[str]], plan: Plan) -> None:
         """Draw ahead, for ``cells``, the noise of each (quantity, noise, values per
@@ -88,7 +88,7 @@ class WindowNoise:
         its noise (agents/stage2.py)."""
         cells = [tuple(c) for c in cells]
         row = {c: i for i, c in enumerate(cells)}
-        fresh = CellsNoise(self._key, cells, [self._context_head(c) for c in cells], {})
+        fresh = CellsNoise(self._key, cells, self._context_head, {})
         everyone = range(len(cells))
         for quantity, noise, width in plan:
             draws = noise.draws(fresh.streams(everyone, quantity), width)
@@ -105,15 +105,19 @@ Prepared = dict[tuple[str, tuple, int], tuple[dict[tuple, int], np.ndarray]]
 class CellsNoise:
     """The noise streams of a fixed list of cells of one window, by position."""
 
-    def __init__(self, key: bytes, cells: list[tuple], parts: list[str],
+    def __init__(self, key: bytes, cells: list[tuple], head: Callable[[tuple], str],
                  prepared: Prepared) -> None:
         self._key, self._cells = key, cells
-        self._parts = parts  # the context of cell i, up to its quantity
+        self._head = head  # cell -> its context up to the quantity
+        self._parts: list[str] | None = None  # (built at the first draw not made ahead)
         self._prepared = prepared
+        self._rows: list[tuple[dict, np.ndarray]] = []  # (prepared row map, row of cell i)
 
     def streams(self, rows: Sequence[int], quantity: str) -> KeyedStreams:
         """The streams of one quantity of the cells at ``rows``: the streams
         ``WindowNoise.streams`` gives for those cells."""
+        if self._parts is None:
+            self._parts = list(map(self._head, self._cells))
         tail = f"{_quantity_json(quantity)}]"
         parts = self._parts
         return KeyedStreams(self._key, [f"{parts[i]}{tail}".encode() for i in rows])
@@ -125,8 +129,16 @@ class CellsNoise:
         hit = self._prepared.get((quantity, noise.identity, width))
         if hit is not None:
             row, draws = hit
-            at = [row.get(self._cells[i], -1) for i in rows]
-            if -1 not in at:
+            # each cell's row in the draws made ahead (-1: none), once per row map (a
+            # prepare's quantities share theirs)
+            of_cell = next((at for known, at in self._rows if known is row), None)
+            if of_cell is None:
+                get = row.get
+                of_cell = np.fromiter((get(c, -1) for c in self._cells), np.int64,
+                                      len(self._cells))
+                self._rows.append((row, of_cell))
+            at = of_cell[np.asarray(rows, np.int64)]
+            if (at >= 0).all():
                 return draws[at].reshape(-1)
         return noise.draws(self.streams(rows, quantity), width)
 

@@ -17,7 +17,7 @@ alone, marked ``under_k`` (deciding on a noisy value is post-processing: free).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
@@ -197,19 +197,28 @@ def release_window(
     policy: StreamPolicy,
     *,
     window_start_ms: int,
-    cell_labels: Callable[[int], Mapping[str, str]],
+    cell_labels: Callable[[int], Mapping[str, str]] | None = None,
+    cell_keys: Sequence[tuple[str, ...]] | None = None,
     noise: WindowNoise,
 ) -> WindowRelease:
     """Release one window's cells: k floor + DP selection, then noise every metric.
 
-    ``cell_labels`` maps a cell id to its dimension values; ``noise`` gives the
-    keyed stream of each (cell, quantity), so the release is a pure function of
-    (totals, policy, noise key): recomputing it gives the same bytes.
+    ``cell_labels`` maps a cell id to its dimension values, or ``cell_keys`` gives
+    them in dimension order, by cell id (stage 2 has them so: no dict per cell);
+    ``noise`` gives the keyed stream of each (cell, quantity), so the release is a
+    pure function of (totals, policy, noise key): recomputing it gives the same bytes.
     """
     dims = policy.dimensions
     # each cell's labels in dimension order: its identity in the noise context and record
-    keys = [tuple([labels[d] for d in dims]) for labels in map(cell_labels,
-                                                                totals.cells.tolist())]
+    if (cell_labels is None) == (cell_keys is None):
+        raise TypeError("release_window: expected cell_labels or cell_keys, not both "
+                        "or neither")
+    if cell_keys is not None:
+        keys = [tuple(cell_keys[c]) for c in totals.cells.tolist()]
+    else:
+        assert cell_labels is not None
+        keys = [tuple([labels[d] for d in dims]) for labels in map(cell_labels,
+                                                                    totals.cells.tolist())]
     cell_noise = noise.cells(keys)
     decision = selection_rule(policy).decide(totals.accounts, cell_noise)
     shown, full_idx = decision.shown, decision.full

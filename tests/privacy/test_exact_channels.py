@@ -132,8 +132,7 @@ def _published(extra_cell: bool, publish) -> list[bytes]:
     out = []
     while ready := part.releasable():
         for stream, start in ready:
-            rel = part.release(stream, start,
-                               lambda c: dict(zip(POLICY.dimensions, c, strict=True)))
+            rel = part.release(stream, start)
             out.append(publish(start, rel))
     return out
 

@@ -60,8 +60,7 @@ def _windows(policy: StreamPolicy, messages: list[tuple[bytes, bytes]], partitio
             if prepared:
                 part.prepare_next()
                 assert (stream, start) in part.prepared
-            rel = part.release(stream, start, lambda c: dict(zip(policy.dimensions, c,
-                                                                 strict=True)))
+            rel = part.release(stream, start)
             out.setdefault(start, []).extend(r.to_dict() for r in rel.records)
     return out
 

@@ -58,9 +58,8 @@ def test_a_window_whose_close_raises_is_quarantined_by_stage_2(monkeypatch):
         stage2.on_record(i, decode(record.encode()))  # through the wire format
     ready = [k for k in stage2.releasable() if k[0] == "monitoring" and k[1] >= T0]
     assert ready == [("monitoring", T0), ("monitoring", T0 + W), ("monitoring", T0 + 2 * W)]
-    labels = lambda c: dict(zip(MONITORING.dimensions, c, strict=True))  # noqa: E731
-    assert isinstance(stage2.release("monitoring", T0, labels), WindowRelease)
+    assert isinstance(stage2.release("monitoring", T0), WindowRelease)
     with pytest.raises(WindowFailed, match="stage 1: ArithmeticError"):
-        stage2.release("monitoring", T0 + W, labels)
-    assert isinstance(stage2.release("monitoring", T0 + 2 * W, labels), WindowRelease)
+        stage2.release("monitoring", T0 + W)
+    assert isinstance(stage2.release("monitoring", T0 + 2 * W), WindowRelease)
     assert ("monitoring", T0 + W) in stage2.released  # never retried
