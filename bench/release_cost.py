@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"tree": "this", **mine}), flush=True)
     if args.baseline:
         theirs = in_revision(args.baseline, ["--cells", str(args.cells),
-                                             "--windows", str(args.windows)])
+                                             "--windows", str(args.windows),
+                                             *(["--prepared"] if args.prepared else [])])
         print(json.dumps({**theirs, "tree": args.baseline}), flush=True)
         print(f"{args.cells} cells: {mine['best_s']:.3f} s a window here, "
               f"{theirs['best_s']:.3f} s at {args.baseline} "
