@@ -16,20 +16,33 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from privmon.privacy.records import MetricValue
 
 _SPECIAL = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_ENCODER = msgspec.json.Encoder()
 
 
 def float_json(values: np.ndarray) -> list[str]:
-    """Each float as ``json.dumps`` writes it (repr; NaN, Infinity, -Infinity)."""
-    texts = list(map(float.__repr__, values.tolist()))
-    if not np.isfinite(values).all():
-        for i in np.flatnonzero(~np.isfinite(values)).tolist():
-            v = float(values[i])
-            texts[i] = "NaN" if v != v else _SPECIAL[v]
+    """Each float as ``json.dumps`` writes it (repr; NaN, Infinity, -Infinity).
+
+    msgspec's C encoder writes a list of floats ~3x faster than ``repr`` one by one,
+    with the same shortest round-trip digits; the two notations differ only where
+    repr switches to an exponent (below 1e-4, from 1e16) and for NaN and the
+    infinities (msgspec: null), and those values alone take repr's path
+    (tests/privacy/test_columns.py compares the two on millions of values)."""
+    floats = values.tolist()
+    if not floats:
+        return []
+    texts = _ENCODER.encode(floats).decode()[1:-1].split(",")
+    with np.errstate(invalid="ignore"):
+        size = np.abs(values)
+        plain = ((size >= 1e-4) & (size < 1e16)) | (values == 0)
+    for i in np.flatnonzero(~plain).tolist():
+        v = floats[i]
+        texts[i] = "NaN" if v != v else _SPECIAL.get(v) or repr(v)
     return texts
 
 

@@ -64,6 +64,20 @@ def test_values_with_intervals_of_their_own_encode_as_json_writes_them(rows):
     assert all(column.at(i).ci95_half is None for i in range(len(rows)))
 
 
+def test_float_json_is_repr_for_any_float64():
+    """float_json takes msgspec's digits inside [1e-4, 1e16) and repr's outside: equal to
+    repr (json.dumps) on random bit patterns (every exponent), on values of every
+    magnitude near the notation's edges, and on rounded decimals. Deterministic seeds."""
+    rng = np.random.default_rng(16)
+    bits = rng.integers(0, 2**64 - 1, 400_000, dtype=np.uint64, endpoint=True).view(np.float64)
+    edges = np.array([1e-4, 1e16], np.float64)
+    near = np.array([np.nextafter(e, d) for e in edges for d in (0.0, np.inf)])
+    scaled = rng.normal(0, 1, 200_000) * 10.0 ** rng.integers(-8, 20, 200_000)
+    values = np.concatenate([bits, edges, -edges, near, -near, scaled,
+                             np.round(rng.normal(0, 1e6, 100_000), 3)])
+    assert float_json(values) == [json.dumps(v) for v in values.tolist()]
+
+
 def test_float_json_keeps_zero_signs_and_specials():
     values = np.array([0.0, -0.0, math.nan, math.inf, -math.inf, 1e300, 5e-324, 0.1])
     assert float_json(values) == [json.dumps(float(v)) for v in values]
