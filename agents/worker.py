@@ -125,14 +125,12 @@ class Worker:
         if 1 in self.stages:
             self._stage1 = Stage1Runner(ctx)
             tasks.append(self._stage1.run(stop))
-        if 2 not in self.stages:
-            await asyncio.gather(*tasks)
-            return
-        stage2 = Stage2Runner(ctx, sources=ctx.topic_partitions[self.config.topics.raw])
-        tasks.append(stage2.run(stop))
-        keep = self.config.retention
-        if keep.delete_released_partials:
-            tasks.append(delete_released_partials(ctx.bootstrap, ctx.kafka_options,
-                                                  stage2.done, stop,
-                                                  every_s=keep.delete_every_s))
+        if 2 in self.stages:
+            stage2 = Stage2Runner(ctx, sources=ctx.topic_partitions[self.config.topics.raw])
+            tasks.append(stage2.run(stop))
+            keep = self.config.retention
+            if keep.delete_released_partials:
+                tasks.append(delete_released_partials(ctx.bootstrap, ctx.kafka_options,
+                                                      stage2.done, stop,
+                                                      every_s=keep.delete_every_s))
         await asyncio.gather(*tasks)
