@@ -30,8 +30,10 @@ then only adds it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from operator import attrgetter
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,7 +43,7 @@ from privmon.privacy.noise_keys import NoiseKeys, WindowNoise
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.records import WindowComplete
 from privmon.privacy.release import WindowRelease, noise_plan, release_window
-from privmon.streams.partials import Mark, Partials, partial_key
+from privmon.streams.partials import Mark, Partials, partial_keys
 from privmon.streams.partitioner import partitions_for_keys
 
 
@@ -90,32 +92,45 @@ class _Pending:
     def add(self, p: Partials) -> None:
         self.blocks.append(p)
 
-    def totals(self, policy: StreamPolicy, also: Callable[[set], Sequence[tuple[str, ...]]]
-               = lambda present: ()) -> tuple[CellTotals, list[tuple[str, ...]]]:
+    def totals(self, policy: StreamPolicy, listed: Listed | None = None
+               ) -> tuple[CellTotals, list[tuple[str, ...]]]:
         """The exact sums per cell (int64, by numpy), cells sorted, with zero rows for
-        the cells ``also(present cells)`` names (a public stream's listed cells)."""
+        the ``listed`` cells without partials (a public stream's, here)."""
         rows = [c for b in self.blocks for c in b.cells]  # one per (block, cell)
-        present = set(rows)
-        labels = sorted(present.union(also(present)))
-        index = {c: i for i, c in enumerate(labels)}
-        at = np.fromiter((index[c] for c in rows), np.int64, len(rows))
+        at_rows = list(map(listed.index.get, rows)) if listed is not None else [None]
+        if None not in at_rows:  # (every row a listed cell here: sorted ahead, prepare_next)
+            labels = listed.labels  # type: ignore[union-attr]
+        else:
+            labels = sorted(set(rows).union(listed.labels if listed is not None else ()))
+            index = {c: i for i, c in enumerate(labels)}
+            at_rows = list(map(index.__getitem__, rows))
+        at = np.array(at_rows, np.int64)
         n = len(labels)
 
-        def summed(values: list, width: tuple[int, ...]) -> np.ndarray:
+        def summed(column: Callable[[Partials], list], width: tuple[int, ...]) -> np.ndarray:
             out = np.zeros((n, *width), np.int64)
-            if values:
-                np.add.at(out, at, np.asarray(values, np.int64).reshape(len(rows), *width))
+            if rows:  # each block's column converted at once, not value by value
+                np.add.at(out, at, np.concatenate([
+                    np.asarray(column(b), np.int64).reshape(len(b.cells), *width)
+                    for b in self.blocks]))
             return out
 
-        columns = {m.name: summed([v for b in self.blocks for v in b.columns[m.name]],
-                                  m.buckets) for m in policy.metrics}
+        columns = {m.name: summed(lambda b, name=m.name: b.columns[name], m.buckets)
+                   for m in policy.metrics}
         totals = CellTotals(
             cells=np.arange(n, dtype=np.int64),
-            accounts=summed([a for b in self.blocks for a in b.accounts], ()),
-            events=summed([e for b in self.blocks for e in b.events], ()),
+            accounts=summed(attrgetter("accounts"), ()),
+            events=summed(attrgetter("events"), ()),
             columns=MappingProxyType(columns),
         )
         return totals, labels
+
+
+class Listed(NamedTuple):
+    """The listed cells of a public stream that one partition releases in a window."""
+
+    labels: list[tuple[str, ...]]  # sorted
+    index: dict[tuple[str, ...], int]  # label -> its position in labels
 
 
 class ListedCells:
@@ -126,6 +141,24 @@ class ListedCells:
     def __init__(self, keep: int = 8) -> None:
         self._keep = keep
         self._where: dict[tuple[str, int, int], tuple[StreamPolicy, np.ndarray]] = {}
+        self._here: dict[tuple[str, int, int, int], tuple[StreamPolicy, Listed]] = {}
+
+    def here(self, policy: StreamPolicy, start: int, partitions: int, partition: int
+             ) -> Listed:
+        """The listed cells whose partials key falls in ``partition``, sorted (as a
+        release orders its cells), kept for a few windows like their partitions."""
+        key = (policy.name, start, partitions, partition)
+        hit = self._here.get(key)
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        where = self.partitions(policy, start, partitions)
+        cells = policy.released_cells
+        labels = sorted(cells[i] for i in np.flatnonzero(where == partition).tolist())
+        listed = Listed(labels, {c: i for i, c in enumerate(labels)})
+        self._here[key] = (policy, listed)
+        while len(self._here) > self._keep * max(1, partitions):
+            del self._here[next(iter(self._here))]
+        return listed
 
     def partitions(self, policy: StreamPolicy, start: int, partitions: int) -> np.ndarray:
         """int[len(policy.released_cells)]: each listed cell's partition."""
@@ -133,8 +166,8 @@ class ListedCells:
         hit = self._where.get(key)
         if hit is not None and hit[0] is policy:
             return hit[1]
-        where = partitions_for_keys([partial_key(policy.name, start, c)
-                                     for c in policy.released_cells], partitions)
+        where = partitions_for_keys(partial_keys(policy.name, start, policy.released_cells),
+                                    partitions)
         self._where[key] = (policy, where)
         while len(self._where) > self._keep:
             del self._where[next(iter(self._where))]
@@ -255,8 +288,9 @@ class Stage2Partition:
         noise = self.prepared.pop((stream, start), None)
         if pending is None:  # no partials here: nothing to publish, an entry all the same
             return WindowRelease.empty()
-        totals, labels = pending.totals(policy, lambda present: self._listed_here(
-            policy, start, present))
+        listed = (self.listed.here(policy, start, self.partitions, self.partition)
+                  if policy.public_cells else None)
+        totals, labels = pending.totals(policy, listed)
         return release_window(
             totals, policy, window_start_ms=start,
             cell_keys=labels,
@@ -278,21 +312,10 @@ class Stage2Partition:
                 del self.prepared[key]  # released (or passed) meanwhile
             if (stream, start) in self.prepared or (stream, start) in self.released:
                 continue
-            where = self.listed.partitions(policy, start, self.partitions)
-            cells = policy.released_cells
+            listed = self.listed.here(policy, start, self.partitions, self.partition)
             noise = self.noise_keys.window(stream, policy.policy_version, start)
-            noise.prepare([cells[i] for i in np.flatnonzero(where == self.partition).tolist()],
-                          noise_plan(policy))
+            noise.prepare(listed.labels, noise_plan(policy))
             self.prepared[(stream, start)] = noise
-
-    def _listed_here(self, policy: StreamPolicy, start: int, present: set
-                     ) -> list[tuple[str, ...]]:
-        """The listed cells of a public stream without partials here whose partials key
-        falls in this partition (where they would have come had they had events)."""
-        where = self.listed.partitions(policy, start, self.partitions)
-        cells = policy.released_cells
-        return [cells[i] for i in np.flatnonzero(where == self.partition).tolist()
-                if cells[i] not in present]
 
     def commit_offset(self, next_offset: int) -> int:
         """Partials offset to commit: the first record of the oldest pending window."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING
 
@@ -133,9 +134,12 @@ class CellsNoise:
             # prepare's quantities share theirs)
             of_cell = next((at for known, at in self._rows if known is row), None)
             if of_cell is None:
-                get = row.get
-                of_cell = np.fromiter((get(c, -1) for c in self._cells), np.int64,
-                                      len(self._cells))
+                if len(row) == len(self._cells) and list(row) == self._cells:
+                    of_cell = np.arange(len(self._cells))  # (the cells drawn for, in order)
+                else:
+                    get = row.get
+                    of_cell = np.fromiter(map(get, self._cells, repeat(-1)), np.int64,
+                                          len(self._cells))
                 self._rows.append((row, of_cell))
             at = of_cell[np.asarray(rows, np.int64)]
             if (at >= 0).all():

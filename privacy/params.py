@@ -265,6 +265,15 @@ class StreamPolicy:
         return (UNLISTED,) * len(self.dimensions)
 
     @property
+    def released_set(self) -> frozenset[tuple[str, ...]]:
+        """``released_cells`` as a set (made once)."""
+        cached = self.__dict__.get("_released_cache")
+        if cached is None:
+            cached = frozenset(self.released_cells)
+            object.__setattr__(self, "_released_cache", cached)
+        return cached
+
+    @property
     def _public_set(self) -> frozenset[tuple[str, ...]]:
         cached = self.__dict__.get("_public_cache")
         if cached is None:

@@ -223,8 +223,9 @@ def release_window(
     decision = selection_rule(policy).decide(totals.accounts, cell_noise)
     shown, full_idx = decision.shown, decision.full
     if policy.public_cells:  # no other cell can be opened (by construction in stage 1;
-        listed = set(policy.released_cells)  # checked again here)
-        keep = np.array([keys[i] in listed for i in shown.tolist()], bool)
+        listed = policy.released_set  # checked again here)
+        keep = np.fromiter(map(listed.__contains__, map(keys.__getitem__, shown.tolist())),
+                           bool, shown.size)
         shown, full_idx = shown[keep], np.intersect1d(full_idx, shown[keep])
     if shown.size == 0:
         return WindowRelease.empty()

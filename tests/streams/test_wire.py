@@ -5,7 +5,17 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from privmon.streams.partials import Mark, Partial, Partials, WireError, decode, mark, route
+from privmon.streams.partials import (
+    Mark,
+    Partial,
+    Partials,
+    WireError,
+    decode,
+    mark,
+    partial_key,
+    partial_keys,
+    route,
+)
 from privmon.streams.partitioner import partitions_for_keys
 from privmon.streams.progress import Progress
 
@@ -90,3 +100,14 @@ def test_progress_round_trips_and_refuses_other_versions():
         Progress.decode(b'{"closed":{},"next_offset":0,"v":9}')
     with pytest.raises(WireError, match="progress record: Expected `int`"):
         Progress.decode(b'{"closed":{"a":"x"},"next_offset":0}')
+
+
+@pytest.mark.parametrize("cells", [
+    [("fra-01", "eu"), ("s|x", ""), ("é", "\u2028"), ("", "")],
+    [("one",)],
+    [(), ()],  # a stream without dimensions: no separator after the window
+    [],
+])
+def test_partial_keys_are_partial_key_of_each_cell(cells):
+    assert partial_keys("monitoring", 1764000000000, cells) == [
+        partial_key("monitoring", 1764000000000, c) for c in cells]
