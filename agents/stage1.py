@@ -404,8 +404,8 @@ class Stage1Partition:
         window.first_offset = min(window.first_offset, first)
         used, local = np.unique(codes[idx], return_inverse=True)
         # public cells: an unlisted one counts in the stream's UNLISTED cell, never its own
-        cells = window.cell_ids([policy.cell_label(labels[c])
-                                 for c in used.tolist()])[local.reshape(-1)]
+        cells = window.cell_ids(policy.cell_labels(
+            list(map(labels.__getitem__, used.tolist()))))[local.reshape(-1)]
         window.table.add(batch.account[idx], cells,
                          {f: batch.column(f)[idx] for f in fields})
 

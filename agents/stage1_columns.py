@@ -28,15 +28,18 @@ class OpenWindow:
         self.first_offset = first_offset
 
     def cell_ids(self, labels: list[tuple[str, ...]]) -> np.ndarray:
-        """Dense ids of cell labels in this window (new labels get the next ids)."""
-        out = np.empty(len(labels), np.int64)
-        for i, label in enumerate(labels):
-            cell = self.cells.get(label)
-            if cell is None:
-                cell = self.cells[label] = len(self.labels)
-                self.labels.append(label)
-            out[i] = cell
-        return out
+        """Dense ids of cell labels in this window (new labels get the next ids, in
+        order of first sight)."""
+        got = list(map(self.cells.get, labels))
+        if None in got:
+            for i, label in enumerate(labels):
+                if got[i] is None:
+                    cell = self.cells.get(label)  # (a new label twice in ``labels``)
+                    if cell is None:
+                        cell = self.cells[label] = len(self.labels)
+                        self.labels.append(label)
+                    got[i] = cell
+        return np.array(got, np.int64)
 
 
 # Per dimension, at most this many values keep their codes from one batch to the next
@@ -48,10 +51,16 @@ _COMBINED_MAX = 1 << 62
 
 
 class _Codes(dict[str, int]):
-    """Value -> code, in order of first sight: a new value gets the next code."""
+    """Value -> code, in order of first sight: a new value gets the next code; and
+    each code's value as a cell label (``labels[code]``, the value's str)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[str] = []
 
     def __missing__(self, value: str) -> int:
         code = self[value] = len(self)
+        self.labels.append(str(value))
         return code
 
 
@@ -87,7 +96,7 @@ class Batch:
                                                                self.n)
         self.dim_codes = dim_codes if dim_codes is not None else DimCodes()
         self._columns: dict[str, np.ndarray] = {}
-        self._dims: dict[str, tuple[np.ndarray, int]] = {}
+        self._dims: dict[str, tuple[np.ndarray, _Codes]] = {}
         self._codes: dict[tuple[str, ...], tuple[np.ndarray, list[tuple[str, ...]]]] = {}
 
     def column(self, field: str) -> np.ndarray:
@@ -100,14 +109,14 @@ class Batch:
             self._columns[field] = col
         return col
 
-    def _dim(self, dim: str) -> tuple[np.ndarray, int]:
-        """Per event the code of its value of ``dim``, and how many codes there are."""
+    def _dim(self, dim: str) -> tuple[np.ndarray, _Codes]:
+        """Per event the code of its value of ``dim``, and the codes (as of this batch)."""
         got = self._dims.get(dim)
         if got is None:
             table = self.dim_codes.table(dim)
             codes = np.fromiter(map(table.__getitem__, map(attrgetter(dim), self.events)),
                                 np.int64, self.n)
-            got = (codes, len(table))
+            got = (codes, table)
             self._dims[dim] = got
         return got
 
@@ -118,7 +127,8 @@ class Batch:
             combined = np.zeros(self.n, np.int64)
             size = 1
             for d in dims:
-                codes, count = self._dim(d)
+                codes, table = self._dim(d)
+                count = len(table)
                 if size * count >= _COMBINED_MAX:  # (dense again: at most n codes)
                     uniq, inverse = np.unique(combined, return_inverse=True)
                     combined, size = inverse.reshape(-1).astype(np.int64), len(uniq)
@@ -126,7 +136,9 @@ class Batch:
                 size *= count
             cells, first = np.unique(combined, return_index=True)
             codes = np.searchsorted(cells, combined)
-            events = self.events
-            labels = [tuple(str(getattr(events[i], d)) for d in dims) for i in first.tolist()]
+            # each cell's label from its events' codes, dimension by dimension
+            by_dim = [list(map(table.labels.__getitem__, dim_codes[first].tolist()))
+                      for dim_codes, table in map(self._dim, dims)]
+            labels = list(zip(*by_dim, strict=True)) if dims else [()] * len(first)
             got = self._codes[dims] = (codes, labels)
         return got

@@ -258,11 +258,12 @@ class StreamPolicy:
             return ()
         return (*self.public_cells, (UNLISTED,) * len(self.dimensions))
 
-    def cell_label(self, label: tuple[str, ...]) -> tuple[str, ...]:
-        """The cell an event's dimension values count in (UNLISTED where not public)."""
-        if not self.public_cells or label in self._public_set:
-            return label
-        return (UNLISTED,) * len(self.dimensions)
+    def cell_labels(self, labels: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        """The cell each event's dimension values count in (UNLISTED where not public)."""
+        if not self.public_cells:
+            return labels
+        public, unlisted = self._public_set, (UNLISTED,) * len(self.dimensions)
+        return [label if label in public else unlisted for label in labels]
 
     @property
     def released_set(self) -> frozenset[tuple[str, ...]]:
