@@ -45,6 +45,8 @@ class CrashGuard:
         self.path = path
         self.deaths: dict[tuple[int, int, int], int] = {}  # (partition, first, last) -> n
         self._inflight = False
+        self._fd: int | None = None  # the note, open for writing in place
+        self._size = 0  # of the longest note written: a shorter one is padded to it
 
     def load(self, quarantine: Quarantine) -> None:
         """At start: count a death for what was in flight, and quarantine accordingly."""
@@ -86,9 +88,20 @@ class CrashGuard:
                        if k[0] != partition or k[2] >= offset}
 
     def _write(self, inflight: list[int] | None) -> None:
+        """The note, written in place by one ``pwrite`` (twice per batch: a new file
+        and a rename each time cost ~6% of stage 1's time on small batches). Once the
+        call returns the kernel holds the bytes, whatever becomes of this process; a
+        killed process's write to a file stops between pages only, so a note within
+        one page (4 KiB; a note is ~50 bytes a death) is the old one or the new one,
+        and anything else is read as unreadable (a warning; no guard that once). A
+        shorter note is padded with spaces, which JSON ignores. (What a power cut
+        leaves is not the guard's concern: it is for deaths of the process.)"""
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"inflight": inflight,
-                                   "deaths": [[*k, n] for k, n in self.deaths.items()]}))
-        os.replace(tmp, self.path)  # atomic: a death mid-write leaves the old note
+        data = json.dumps({"inflight": inflight,
+                           "deaths": [[*k, n] for k, n in self.deaths.items()]}).encode()
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+            self._size = os.fstat(self._fd).st_size
+        os.pwrite(self._fd, data.ljust(self._size, b" "), 0)
+        self._size = max(self._size, len(data))
