@@ -410,9 +410,10 @@ class Stage1Partition:
                          {f: batch.column(f)[idx] for f in fields})
 
     # ------------------------------------------------------------- close
-    def due(self, *, now_ms: int, caught_up: bool = True) -> bool:
-        """Whether ``close`` would close a window now (else it would change nothing)."""
-        wm = self.watermark.value(now_ms, caught_up=caught_up)
+    def due(self, *, now_ms: int, caught_up: bool = True, ahead_ms: int = 0) -> bool:
+        """Whether ``close`` would close a window now (else it would change nothing);
+        with ``ahead_ms``, whether it would once the watermark is that much further."""
+        wm = self.watermark.value(now_ms, caught_up=caught_up) + ahead_ms
         return any(self.specs[p.name].closed_up_to(wm) > self.closed[p.name]
                    for p in self.policies)
 

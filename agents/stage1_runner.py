@@ -33,6 +33,10 @@ from privmon.streams.progress import Progress
 
 log = logging.getLogger("privmon.worker")
 _RECORD = attrgetter("offset", "key", "value")  # ConsumerRecord -> what ingest takes
+# A close of some partitions waits for the others whose watermarks are this close to
+# closing too (event time), for this long at most (wall clock): see _wait_for_others.
+CLOSE_TOGETHER_MS = 500
+CLOSE_WAIT_S = 0.3
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Stage1Runner:
         self._retired = Stage1Counts()  # counts of dropped partition states
         self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
         self._last_close = 0.0
+        self._waiting_since: float | None = None  # holding a close since (_wait_for_others)
 
     async def run(self, stop: asyncio.Event) -> None:
         await drive(self.stage, self.consumer, self.ctx.config.topics.raw, stop,
@@ -188,13 +193,33 @@ class Stage1Runner:
 
     async def close(self, now: int) -> None:
         """Close every window that can close, in one transaction (only when one can:
-        no transaction, and no marks, otherwise)."""
+        no transaction, and no marks, otherwise), after the partitions about to
+        close the same windows, if they come soon (``_wait_for_others``)."""
         if not self.parts:
             return
         caught_up = await self._caught_up()
-        if any(part.due(now_ms=now, caught_up=caught_up[p]) for p, part in self.parts.items()):
+        due = {p for p, part in self.parts.items()
+               if part.due(now_ms=now, caught_up=caught_up[p])}
+        if due and not self._wait_for_others(due, now, caught_up):
             await Stage1Close(self, now, caught_up).run()
+            self._waiting_since = None
         self.refresh_stats()
+
+    def _wait_for_others(self, due: set[int], now: int, caught_up: dict[int, bool]) -> bool:
+        """Whether to hold the close of the ``due`` partitions for others whose
+        watermarks are within CLOSE_TOGETHER_MS of closing too, for CLOSE_WAIT_S at most.
+
+        Stage 2 releases a window once every partition closed it, so closing the first
+        ones early gains nothing, and two closes back to back cost the second one's
+        wait for the first's whole transaction (at 100k cells a window, ~0.6 s)."""
+        soon = [p for p, part in self.parts.items() if p not in due and part.due(
+            now_ms=now, caught_up=caught_up[p], ahead_ms=CLOSE_TOGETHER_MS)]
+        if not soon:
+            return False
+        t = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = t
+        return t - self._waiting_since < CLOSE_WAIT_S
 
     def counts(self) -> Stage1Counts:
         total = Stage1Counts()
