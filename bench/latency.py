@@ -70,10 +70,11 @@ max_delta = 0.5
 
 def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, seconds: float,
                 window_ms: int = 2000, grace_ms: int = 1000, prefix: str = "lat.",
-                warmup_s: float = 120, stages: str = "both") -> dict:
+                warmup_s: float = 120, stages: str = "both", workers: int = 1) -> dict:
     """Live load over ``cells`` cells; per window, ledger visible - (end + grace).
-    ``stages``: "both" (one worker process) or "split" (stage 1 and stage 2 in a
-    process each, ``privmon worker --stages``)."""
+    ``stages``: "both" (one process per worker) or "split" (stage 1 and stage 2 in a
+    process each, ``privmon worker --stages``); ``workers``: how many workers (of one
+    group: the raw and partials partitions are shared out among them)."""
     import threading
 
     import numpy as np
@@ -96,14 +97,16 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     profile = os.environ.get("BENCH_PROFILE")
     # stages "both": one worker process; "split": '--stages 1' and '--stages 2', two
     # processes of one worker (the release then has a core of its own), logging to one file.
-    workers = []
+    procs = []
     out = open(log, "wb")
-    for stage in ("both",) if stages == "both" else ("1", "2"):
-        under = (["-m", "pyinstrument", "-r", "text", "-o", f"{profile}.{cells}.{stage}"]
-                 if profile else [])
-        workers.append(subprocess.Popen(
+    for worker, stage in [(w, s) for w in range(workers)
+                          for s in (("both",) if stages == "both" else ("1", "2"))]:
+        name = "lat" if workers == 1 else f"lat{worker}"
+        under = (["-m", "pyinstrument", "-r", "text", "-o",
+                  f"{profile}.{cells}.{name}.{stage}"] if profile else [])
+        procs.append(subprocess.Popen(
             [sys.executable, *under, "-m", "privmon.agents.cli", "worker", "--bootstrap",
-             bootstrap, "--config", str(config), "--worker-id", "lat", "--stages", stage,
+             bootstrap, "--config", str(config), "--worker-id", name, "--stages", stage,
              "--idle-lag-ms", "1000", "--status-every-s", "5",
              "--log-level", "debug"],  # (debug: the step timings)
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -149,7 +152,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
                              enable_auto_commit=False)
     deadline = time.monotonic() + 120
     while f"{prefix}ledger" not in consumer.topics():  # the worker creates it
-        if any(w.poll() is not None for w in workers) or time.monotonic() > deadline:
+        if any(w.poll() is not None for w in procs) or time.monotonic() > deadline:
             raise RuntimeError(f"the latency worker created no ledger topic; see {log}")
         time.sleep(0.5)
     tps = [TopicPartition(f"{prefix}ledger", p)
@@ -182,11 +185,11 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
         if measure_from is None and time.time() >= began + warmup_s:
             measure_from = time.time()  # never caught up: measured all the same
             end = measure_from + seconds
-        hwm = max(hwm, sum(hwm_mib(w.pid) for w in workers))
+        hwm = max(hwm, sum(hwm_mib(w.pid) for w in procs))
     stop.set()
-    for w in workers:
+    for w in procs:
         w.send_signal(signal.SIGINT) if profile else w.terminate()
-    for w in workers:
+    for w in procs:
         w.wait(timeout=120)
     out.close()
     consumer.close()
@@ -211,7 +214,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
             "warmup_s": round(measure_from - began, 1),
             "caught_up": measure_from - began < warmup_s,
             "latencies_s": [round(x, 3) for x in lat],
-            "rss_mib": hwm, "first_window": first, "stages": stages}
+            "rss_mib": hwm, "first_window": first, "stages": stages, "workers": workers}
 
 
 _STEP = re.compile(r"^(\S+ \S+) DEBUG privmon\.worker stage (1 closed|2 released) windows: "
@@ -263,6 +266,20 @@ def _steps_text(steps: dict[str, dict[str, float]]) -> str:
 # ------------------------------------------------------------------- main
 
 
+def _processes(lat: dict) -> int:
+    return lat.get("workers", 1) * (2 if lat.get("stages") == "split" else 1)
+
+
+def _layout(lat: dict) -> str:
+    """How the run's workers were laid out, for its sentence."""
+    workers = lat.get("workers", 1)
+    split = lat.get("stages") == "split"
+    if workers == 1:
+        return ", stage 1 and stage 2 in a process each" if split else ""
+    return (f", {workers} workers" + (", each with stage 1 and stage 2 in a process of its own"
+                                      if split else ""))
+
+
 def latency_text(lat: dict, cells: int, rate: float) -> str:
     """The RESULTS.md sentence of one latency run."""
     if not lat["windows"]:
@@ -276,10 +293,10 @@ def latency_text(lat: dict, cells: int, rate: float) -> str:
             f"1 s grace, {lat['windows']} windows after a warm-up of "
             f"{lat['warmup_s']:.0f} s"
             f"{'' if lat['caught_up'] else ' (it never caught up)'}"
-            f"{', stage 1 and stage 2 in a process each' if lat.get('stages') == 'split' else ''}"
+            f"{_layout(lat)}"
             f": p50 "
             f"{lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, max {lat['max_s']:.2f} s "
             f"after window end + grace; worker peak RSS {lat['rss_mib']:.0f} MiB"
-            f"{' (the two peaks added)' if lat.get('stages') == 'split' else ''}."
+            f"{' (the peaks added)' if _processes(lat) > 1 else ''}."
             + (f" Steps: {_steps_text(lat['steps'])}." if lat.get("steps") else "")
             + "\n")

@@ -437,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the latency runs' worker: one process for both stages, or "
                    "'privmon worker --stages 1' and '--stages 2' as two processes "
                    "(default %(default)s, as the README recommends where release latency matters)")
+    p.add_argument("--latency-workers", type=int, default=1,
+                   help="workers of the latency runs (one group, sharing the partitions)")
     p.add_argument("--latency-seconds", type=float, default=60)
     p.add_argument("--latency-warmup-s", type=float, default=240,
                    help="at most this long before measuring: a fresh pipeline first "
@@ -521,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 window_ms=window_ms,
                                                 warmup_s=args.latency_warmup_s,
                                                 stages=args.latency_stages,
+                                                workers=args.latency_workers,
                                                 prefix=f"lat{cells}.")))
                 print(f"bench: latency, {cells:,} cells: {lats[-1][1]}", file=sys.stderr,
                       flush=True)
