@@ -23,16 +23,22 @@ _R = np.uint32(24)
 
 
 def murmur2_many(keys: Sequence[bytes]) -> np.ndarray:
-    """uint32 murmur2 of each key, as Kafka computes it."""
-    out = np.empty(len(keys), np.uint32)
-    by_length: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_length.setdefault(len(key), []).append(i)
+    """uint32 murmur2 of each key, as Kafka computes it: the keys sorted by length and
+    joined once, then one pass per length over its rows."""
+    n = len(keys)
+    out = np.empty(n, np.uint32)
+    if not n:
+        return out
+    lengths = np.fromiter(map(len, keys), np.int64, n)
+    order = np.argsort(lengths, kind="stable")
+    data = np.frombuffer(b"".join(map(keys.__getitem__, order.tolist())), np.uint8)
+    sizes, counts = np.unique(lengths[order], return_counts=True)
+    row = offset = 0
     with np.errstate(over="ignore"):
-        for length, idx in by_length.items():
-            data = np.frombuffer(b"".join(keys[i] for i in idx), np.uint8).reshape(
-                len(idx), length)
-            out[idx] = _murmur2_rows(data, length)
+        for length, count in zip(sizes.tolist(), counts.tolist(), strict=True):
+            rows = data[offset:offset + length * count].reshape(count, length)
+            out[order[row:row + count]] = _murmur2_rows(rows, length)
+            row, offset = row + count, offset + length * count
     return out
 
 
