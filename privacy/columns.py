@@ -110,10 +110,15 @@ class MetricColumn:
         bits = self.noise_std.view(np.uint64)  # (most stds are one per window; by bits,
         std = (float_json(self.noise_std[:1]) * len(self)  # so 0.0 and -0.0 stay apart)
                if len(self) and (bits == bits[0]).all() else float_json(self.noise_std))
-        tails = ["}"] * len(self)
-        clipped = np.flatnonzero(self.clipped).tolist()
-        for i, h in zip(clipped, float_json(self.half[clipped]), strict=True):
-            tails[i] = f',"ci95_half":{h}}}'
+        half_bits = self.half.view(np.uint64)
+        if len(self) and (half_bits == half_bits[0]).all():  # one half-width (most columns)
+            clipped_tail = f',"ci95_half":{float_json(self.half[:1])[0]}}}'
+            tails = list(map(("}", clipped_tail).__getitem__, self.clipped.tolist()))
+        else:
+            tails = ["}"] * len(self)
+            clipped = np.flatnonzero(self.clipped).tolist()
+            for i, h in zip(clipped, float_json(self.half[clipped]), strict=True):
+                tails[i] = f',"ci95_half":{h}}}'
         head = prefix + '{"value":'
         return [f'{head}{v},"noise_std":{s},"ci95_low":{lo},"ci95_high":{hi}{t}'
                 for v, s, lo, hi, t in zip(float_json(self.value), std,
