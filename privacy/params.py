@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 
 from privmon.privacy.checks import fail, integer, real
@@ -265,22 +266,15 @@ class StreamPolicy:
         public, unlisted = self._public_set, (UNLISTED,) * len(self.dimensions)
         return [label if label in public else unlisted for label in labels]
 
-    @property
+    # (cached in the instance's __dict__: a frozen dataclass's fields stay as they are)
+    @cached_property
     def released_set(self) -> frozenset[tuple[str, ...]]:
         """``released_cells`` as a set (made once)."""
-        cached = self.__dict__.get("_released_cache")
-        if cached is None:
-            cached = frozenset(self.released_cells)
-            object.__setattr__(self, "_released_cache", cached)
-        return cached
+        return frozenset(self.released_cells)
 
-    @property
+    @cached_property
     def _public_set(self) -> frozenset[tuple[str, ...]]:
-        cached = self.__dict__.get("_public_cache")
-        if cached is None:
-            cached = frozenset(self.public_cells)
-            object.__setattr__(self, "_public_cache", cached)
-        return cached
+        return frozenset(self.public_cells)
 
     def share(self, name: str) -> float:
         return self.budget.shares[name]
