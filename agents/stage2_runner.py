@@ -52,6 +52,13 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
     return out
 
 
+def _timed(part: Stage2Partition, ready: list[tuple[str, int]]
+           ) -> tuple[list[tuple[str, int, Released | Exception]], float]:
+    """``compute_releases`` and the seconds it took (in its thread)."""
+    t = time.perf_counter()
+    return compute_releases(part, ready), time.perf_counter() - t
+
+
 def prepare_next(parts: list[Stage2Partition]) -> None:
     """Each partition's next public windows' noise, drawn ahead; a failure only means
     the release draws it itself (Stage2Partition.prepare_next)."""
@@ -70,7 +77,12 @@ class Stage2Runner:
         self.ctx = ctx
         self.sources = sources  # raw partitions: each must mark a window before release
         self.stage = ctx.stage("s2")
-        self.consumer = ctx.consumer("s2", isolation_level="read_committed")
+        # A window's partials from all raw partitions in one fetch a partials partition
+        # (aiokafka's default, 1 MiB, took 2-3 round trips at 100k cells a window: the
+        # partitions' windows then came complete in different steps, released apart)
+        self.consumer = ctx.consumer("s2", isolation_level="read_committed",
+                                     max_partition_fetch_bytes=8 << 20,
+                                     fetch_max_bytes=64 << 20)
         self.parts: dict[int, Stage2Partition] = {}
         self.next_offsets: dict[int, int] = {}
         self.done: dict[TopicPartition, int] = {}  # committed: released or ignored below
@@ -139,7 +151,8 @@ class Stage2Release:
     """One release transaction of stage 2, in numbered steps:
 
     1. per partials partition with ready windows: begin the transaction;
-    2. compute the windows' releases in a thread (noise never runs on the event loop);
+    2. compute the windows' releases in a thread (noise never runs on the event loop),
+       the next partition's while this one's records are sent and acked;
     3. per window: its records, its completion record on every aggregate partition
        (privacy/records.py) and its ledger entry; if it raised, a failed ledger
        entry and the completion records only (quarantined, never retried); each
@@ -157,35 +170,26 @@ class Stage2Release:
         topics, producer = ctx.config.topics, r.stage.producer
         offsets = {}
         t0 = time.perf_counter()
-        windows, computing = 0, 0.0
-        for q, part in r.parts.items():
-            ready = part.releasable()
-            if not ready:
-                continue
-            await r.stage.begin()  # 1
-            tc = time.perf_counter()
-            computed = await asyncio.to_thread(compute_releases, part, ready)  # 2
-            computing += time.perf_counter() - tc
-            for stream, start, outcome in computed:
-                windows += 1
-                policy = part.policies[stream]
-                topic = topics.aggregate(stream)
-                done = self._completion(policy, start, q, ctx.topic_partitions[topic])
-                if isinstance(outcome, Exception):  # 3: this window only, never retried
-                    await self._quarantine(policy, start, q, outcome)
-                    await send_many(producer, topic, done, ctx.topic_partitions[topic])
-                    continue
-                rel, records = outcome
-                # the records, then on every partition the completion record after them
-                await send_many(producer, topic, records + done, ctx.topic_partitions[topic])
-                entry = ledger_entry(policy, start, q, rel)
-                await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
-                                    value=entry.to_json())
-                if ctx.on_ledger is not None:
-                    ctx.on_ledger([entry])
-                ctx.stats.count_release(rel)
-            tp = TopicPartition(topics.partials, q)
-            offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
+        windows, computing, waited = 0, 0.0, 0.0
+        steps = [(q, part, ready) for q, part in r.parts.items() if (ready := part.releasable())]
+        pending: asyncio.Task | None = None  # the next partition's releases, computing
+        try:
+            for i, (q, part, ready) in enumerate(steps):
+                await r.stage.begin()  # 1
+                tw = time.perf_counter()
+                if pending is None:
+                    pending = asyncio.create_task(asyncio.to_thread(_timed, part, ready))
+                computed, seconds = await pending  # 2
+                computing, waited = computing + seconds, waited + time.perf_counter() - tw
+                pending = None
+                if i + 1 < len(steps):  # (a thread computes it while these are sent)
+                    pending = asyncio.create_task(asyncio.to_thread(_timed, *steps[i + 1][1:]))
+                windows += await self._publish(q, part, computed)  # 3
+                tp = TopicPartition(topics.partials, q)
+                offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
+        finally:
+            if pending is not None:  # a send raised: let the thread finish, unread
+                await asyncio.gather(pending, return_exceptions=True)
         if offsets:
             t1 = time.perf_counter()
             await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s2")),
@@ -194,8 +198,8 @@ class Stage2Release:
             r.done.update(offsets)  # below these: released or ignored
             if windows:  # (debug: timings follow the data's size)
                 log.debug("stage 2 released windows: %.3f s to compute and send, %.3f s to "
-                          "commit (%.3f s computing)", t1 - t0, time.perf_counter() - t1,
-                          computing)
+                          "commit (%.3f s computing, %.3f s waited for)", t1 - t0,
+                          time.perf_counter() - t1, computing, waited)
         # The next windows' noise, off the path of any release: in a step that released
         # nothing. (After a step that released some partitions' window, the others' part
         # of it is often in the next fetch; drawing first delayed it by ~0.3 s at 100k
@@ -207,6 +211,33 @@ class Stage2Release:
             parts = [r.parts[q] for q in sorted(r.unprepared) if q in r.parts]
             r.unprepared.clear()
             await asyncio.to_thread(prepare_next, parts)
+
+    async def _publish(self, q: int, part: Stage2Partition,
+                       computed: list[tuple[str, int, Released | Exception]]) -> int:
+        """Step 3 for partials partition q: each window's records, completion records
+        and ledger entry (a failed one: quarantined). Returns the windows published."""
+        ctx = self.runner.ctx
+        topics, producer = ctx.config.topics, self.runner.stage.producer
+        windows = 0
+        for stream, start, outcome in computed:
+            windows += 1
+            policy = part.policies[stream]
+            topic = topics.aggregate(stream)
+            done = self._completion(policy, start, q, ctx.topic_partitions[topic])
+            if isinstance(outcome, Exception):  # this window only, never retried
+                await self._quarantine(policy, start, q, outcome)
+                await send_many(producer, topic, done, ctx.topic_partitions[topic])
+                continue
+            rel, records = outcome
+            # the records, then on every partition the completion record after them
+            await send_many(producer, topic, records + done, ctx.topic_partitions[topic])
+            entry = ledger_entry(policy, start, q, rel)
+            await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
+                                value=entry.to_json())
+            if ctx.on_ledger is not None:
+                ctx.on_ledger([entry])
+            ctx.stats.count_release(rel)
+        return windows
 
     def _completion(self, policy: StreamPolicy, start: int, q: int, aggregate_partitions: int
                     ) -> list[tuple[bytes | None, bytes, int | None]]:

@@ -219,7 +219,7 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
 
 _STEP = re.compile(r"^(\S+ \S+) DEBUG privmon\.worker stage (1 closed|2 released) windows: "
                    r"([\d.]+) s to compute and send, ([\d.]+) s to commit"
-                   r"(?: \(([\d.]+) s computing\))?")
+                   r"(?: \(([\d.]+) s computing(?:, [\d.]+ s waited for)?\))?")
 
 
 def step_timings(log: Path, *, since: float) -> dict[str, dict[str, float]]:
