@@ -27,7 +27,7 @@ from privmon.agents.kafka_stage import (
 )
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.worker_context import WorkerContext
-from privmon.streams.partials import route
+from privmon.streams.partials import Mark, route
 from privmon.streams.participation_state import StateChunk
 from privmon.streams.progress import Progress
 
@@ -242,6 +242,28 @@ class Stage1Runner:
         s.windows_open = sum(len(p.open) for p in self.parts.values())
 
 
+@dataclass
+class _Closed:
+    """One raw partition's part of a close: its records, ready to send."""
+
+    out: list[tuple[bytes | None, bytes, int | None]]  # partials, then marks
+    state: list[tuple[bytes, bytes | None, int]]  # cap state -> the state topic's p
+    marks: list[Mark]
+    windows: int  # closed windows with cells
+    seconds: float  # computing it
+
+
+def _closed(part: Stage1Partition, now: int, caught_up: bool, partitions: int) -> _Closed:
+    """Close ``part``'s due windows and encode what the close sends (in a thread)."""
+    t = time.perf_counter()
+    partials, marks = part.close(now_ms=now, caught_up=caught_up)
+    # each window's cells, by column, in one record per stage-2 partition
+    out = [r for block in partials for r in route(block, partitions)]
+    out += [(None, mark.encode(), q) for mark in marks for q in range(partitions)]
+    state = [(k, v, part.partition) for k, v in part.take_state()]
+    return _Closed(out, state, marks, len(partials), time.perf_counter() - t)
+
+
 class Stage1Close:
     """One close transaction of stage 1, in numbered steps:
 
@@ -263,35 +285,41 @@ class Stage1Close:
         await r.stage.begin()  # 1
         # Marks go to every partials partition; the count is what ensure_topics found
         # (the stage-1 consumer is not subscribed to partials, so its metadata lacks it).
-        partials_partitions = range(ctx.topic_partitions[topics.partials])
+        partitions = ctx.topic_partitions[topics.partials]
         offsets = {}
         t0 = time.perf_counter()
-        out: list[tuple[bytes | None, bytes, int | None]] = []
-        state: list[tuple[bytes, bytes | None, int]] = []  # raw partition p -> state's p
-        n_partials = 0
-        for p, part in r.parts.items():  # 2
-            partials, marks = part.close(now_ms=self.now, caught_up=self.caught_up[p])
-            for mark in marks:
-                for window_start, cause in mark.failed:
-                    ctx.stats.closes_failed += 1
-                    log.error("stage 1: closing %s window %d of raw partition %d raised %s; "
-                              "stage 2 quarantines the window", mark.stream, window_start, p,
-                              cause)
-            state += [(k, v, p) for k, v in part.take_state()]
-            n_partials += len(partials)
-            # each window's cells, by column, in one record per stage-2 partition
-            out += [r for block in partials for r in route(block, len(partials_partitions))]
-            out += [(None, mark.encode(), q) for mark in marks for q in partials_partitions]
-            await producer.send(topics.progress, key=str(p).encode(),
-                                value=part.progress().encode())
-            offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
-        await asyncio.gather(  # 3
-            send_many(producer, topics.partials, out, len(partials_partitions)),
-            send_many(producer, topics.participation, state, 0))
+        sending: list[asyncio.Task] = []  # the closed partitions' records, on their way
+        n_partials, computing = 0, 0.0
+        try:
+            for p, part in r.parts.items():  # 2: in a thread, while the others' are sent
+                closed = await asyncio.to_thread(_closed, part, self.now, self.caught_up[p],
+                                                 partitions)
+                for mark in closed.marks:
+                    for window_start, cause in mark.failed:
+                        ctx.stats.closes_failed += 1
+                        log.error("stage 1: closing %s window %d of raw partition %d raised "
+                                  "%s; stage 2 quarantines the window", mark.stream,
+                                  window_start, p, cause)
+                n_partials += closed.windows
+                computing += closed.seconds
+                # partials then marks: on each partials partition, in that order
+                sending += [
+                    asyncio.create_task(send_many(producer, topics.partials, closed.out,
+                                                  partitions)),
+                    asyncio.create_task(send_many(producer, topics.participation,
+                                                  closed.state, 0))]
+                await producer.send(topics.progress, key=str(p).encode(),
+                                    value=part.progress().encode())
+                offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+        finally:
+            answers = await asyncio.gather(*sending, return_exceptions=True)  # 3
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
         t1 = time.perf_counter()
         await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
                           "sending the offsets to the transaction")  # 4
         await bounded(r.stage.commit(), "committing the transaction")  # 5
         if n_partials:  # (no counts: how many cells a window had is exact data)
-            log.debug("stage 1 closed windows: %.3f s to compute and send, %.3f s to commit",
-                      t1 - t0, time.perf_counter() - t1)
+            log.debug("stage 1 closed windows: %.3f s to compute and send, %.3f s to commit "
+                      "(%.3f s computing)", t1 - t0, time.perf_counter() - t1, computing)
