@@ -17,6 +17,7 @@ alone, marked ``under_k`` (deciding on a noisy value is post-processing: free).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -168,14 +169,14 @@ class WindowRelease:
                 f'"window_start_ms":{int(self.window_start_ms)},'
                 f'"window_end_ms":{int(self.window_end_ms)},"cell":{{')
         privacy = f'}},"privacy":{self.privacy.json_text}'
-        dims = [f"{_str_json(d)}:" for d in self.dimensions]
+        cell_parts = _cell_parts(self.dimensions, self.cells)
         accounts = (self.accounts.json_parts('"accounts":')
                     if self.accounts is not None else None)
         columns = [col.json_parts(f"{_str_json(name)}:") for name, col in self.metrics.items()]
         full = [",".join(parts) for parts in zip(*columns, strict=True)] if columns else []
         out, k = [], 0
-        for j, (cell, is_full) in enumerate(zip(self.cells, self.full.tolist(), strict=True)):
-            cell_json = ",".join([d + _str_json(v) for d, v in zip(dims, cell, strict=True)])
+        for j, ((key, cell_json), is_full) in enumerate(zip(cell_parts, self.full.tolist(),
+                                                             strict=True)):
             if is_full:
                 values = full[k] if accounts is None else f"{accounts[j]},{full[k]}"
                 k += 1
@@ -183,8 +184,7 @@ class WindowRelease:
             else:
                 assert accounts is not None
                 values, tail = accounts[j], ',"under_k":true}'
-            out.append(("|".join(cell).encode(),
-                        f'{head}{cell_json}}},"metrics":{{{values}{privacy}{tail}'.encode()))
+            out.append((key, f'{head}{cell_json}}},"metrics":{{{values}{privacy}{tail}'.encode()))
         return out
 
     @classmethod
@@ -284,6 +284,35 @@ def noise_plan(policy: StreamPolicy) -> list[tuple[str, IntegerNoise, int]]:
     return [("accounts", _public_cells(policy).noise(), 1),
             ("events", noise_for(policy, "events"), 1),
             *((m.name, noise_for(policy, m.name), _width(m)) for m in policy.metrics)]
+
+
+# Per dimensions, each cell label's (record key, "cell" JSON), kept across windows: a
+# stream releases mostly the same cells every window (all of them, for public cells),
+# and writing these was ~0.09 s of a 100k-cell window. Released labels only; cleared
+# whole when it would pass CELL_PARTS_MAX labels (one process's releases share it).
+CELL_PARTS_MAX = 1 << 18
+_CELL_PARTS: dict[tuple[str, ...], dict[tuple[str, ...], tuple[bytes, str]]] = {}
+_CELL_PARTS_LOCK = threading.Lock()
+
+
+def _cell_parts(dims: tuple[str, ...], cells: Sequence[tuple[str, ...]]
+                ) -> list[tuple[bytes, str]]:
+    """Each cell's record key ("label|label", UTF-8) and the members of its "cell"
+    object (``"dim":"label"``, as json.dumps writes them)."""
+    with _CELL_PARTS_LOCK:  # (releases of several workers in one process: threads)
+        known = _CELL_PARTS.setdefault(dims, {})
+        got = list(map(known.get, cells))
+        if None not in got:
+            return got  # type: ignore[return-value]
+        if sum(map(len, _CELL_PARTS.values())) + len(cells) > CELL_PARTS_MAX:
+            _CELL_PARTS.clear()
+            known = _CELL_PARTS[dims] = {}
+        names = [f"{_str_json(d)}:" for d in dims]
+        for i, cell in enumerate(cells):
+            if got[i] is None:
+                got[i] = known[cell] = ("|".join(cell).encode(), ",".join(
+                    [n + _str_json(v) for n, v in zip(names, cell, strict=True)]))
+        return got  # type: ignore[return-value]
 
 
 def _str_json(text: str) -> str:

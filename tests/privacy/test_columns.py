@@ -133,3 +133,34 @@ def test_encoded_records_are_the_records_to_json(accounts, seed, names, rule, hi
     if rule == "public":
         assert [tuple(r.cell.values()) for r in records] == [
             c for c in cells if c in set(policy.released_cells)]
+
+
+def test_encoded_records_stay_the_records_when_the_cell_cache_is_full(monkeypatch):
+    """The per-label cache of keys and cell JSON (privacy/release.py) is cleared whole
+    when full: cold, warm and cleared-midway encodings are all the records' to_json."""
+    from privmon.privacy import release
+
+    names = ["fra-01", "fra-02", "ams-\u00e9", 'q"uote', "back\\slash", "lon-01"]
+    cells = sorted((name, "eu") for name in names)
+    policy = make_policy(delta=0, k=20, public_cells=tuple(cells),
+                         dimensions=("server", "region"))
+    n = len(cells)
+    acc = np.arange(1, n + 1, dtype=np.int64)
+    columns = {m.name: (np.zeros((n, *m.buckets), np.int64)) for m in policy.metrics}
+    totals = CellTotals(cells=np.arange(n, dtype=np.int64), accounts=acc, events=acc * 3,
+                        columns=MappingProxyType(columns))
+    rel = release_window(totals, policy, window_start_ms=120_000,
+                         cell_labels=lambda c: dict(zip(policy.dimensions, cells[c],
+                                                        strict=True)),
+                         noise=window_noise(1))
+    expected = [("|".join(r.cell.values()).encode(), r.to_json()) for r in rel.records]
+    monkeypatch.setattr(release, "_CELL_PARTS", {})
+    monkeypatch.setattr(release, "CELL_PARTS_MAX", n + 2)
+    assert rel.encoded() == expected  # cold
+    assert rel.encoded() == expected  # warm
+    release._CELL_PARTS[("other",)] = {("x",): (b"x", '"other":"x"'),
+                                       ("y",): (b"y", '"other":"y"'),
+                                       ("z",): (b"z", '"other":"z"')}
+    release._CELL_PARTS[policy.dimensions].pop(cells[0])  # one miss: over the cap, cleared
+    assert rel.encoded() == expected
+    assert ("other",) not in release._CELL_PARTS
