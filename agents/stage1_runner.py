@@ -268,10 +268,11 @@ class Stage1Close:
     """One close transaction of stage 1, in numbered steps:
 
     1. begin the transaction;
-    2. close each partition's due windows: partials (by column, to each cell's
-       stage-2 partition), marks (to every partials partition), changed
-       participation-cap state, the progress record;
-    3. send them all and wait for the broker's acknowledgement;
+    2. close each partition's due windows, in a thread (the next partition's while
+       this one's records are sent): partials (by column, to each cell's stage-2
+       partition), marks (to every partials partition), changed participation-cap
+       state, the progress record;
+    3. send them, partition by partition, and wait for the broker's acknowledgement;
     4. add the raw offsets (held back to each partition's oldest open window);
     5. commit. A crash anywhere before 5 aborts all of it (worker.py's mechanism).
     """
@@ -288,12 +289,20 @@ class Stage1Close:
         partitions = ctx.topic_partitions[topics.partials]
         offsets = {}
         t0 = time.perf_counter()
-        sending: list[asyncio.Task] = []  # the closed partitions' records, on their way
         n_partials, computing = 0, 0.0
+        parts = list(r.parts.items())
+        pending: asyncio.Task | None = None  # the next partition's close, computing
         try:
-            for p, part in r.parts.items():  # 2: in a thread, while the others' are sent
-                closed = await asyncio.to_thread(_closed, part, self.now, self.caught_up[p],
-                                                 partitions)
+            for i, (p, part) in enumerate(parts):  # 2
+                if pending is None:
+                    pending = asyncio.create_task(asyncio.to_thread(
+                        _closed, part, self.now, self.caught_up[p], partitions))
+                closed = await pending
+                pending = None
+                if i + 1 < len(parts):  # (a thread computes it while these are sent)
+                    q, after = parts[i + 1]
+                    pending = asyncio.create_task(asyncio.to_thread(
+                        _closed, after, self.now, self.caught_up[q], partitions))
                 for mark in closed.marks:
                     for window_start, cause in mark.failed:
                         ctx.stats.closes_failed += 1
@@ -302,20 +311,17 @@ class Stage1Close:
                                   window_start, p, cause)
                 n_partials += closed.windows
                 computing += closed.seconds
-                # partials then marks: on each partials partition, in that order
-                sending += [
-                    asyncio.create_task(send_many(producer, topics.partials, closed.out,
-                                                  partitions)),
-                    asyncio.create_task(send_many(producer, topics.participation,
-                                                  closed.state, 0))]
-                await producer.send(topics.progress, key=str(p).encode(),
-                                    value=part.progress().encode())
+                # 3: each acked before the next is sent (past a fencing, a send finds no
+                # transaction: IllegalOperation, not the recoverable ProducerFenced)
+                await send_many(producer, topics.partials, closed.out, partitions)
+                await send_many(producer, topics.participation, closed.state, 0)
+                await send_many(producer, topics.progress,  # (by key, as producer.send)
+                                [(str(p).encode(), part.progress().encode(), None)],
+                                ctx.topic_partitions[topics.progress])
                 offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
         finally:
-            answers = await asyncio.gather(*sending, return_exceptions=True)  # 3
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
+            if pending is not None:  # a send raised: let the thread finish, unread
+                await asyncio.gather(pending, return_exceptions=True)
         t1 = time.perf_counter()
         await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
                           "sending the offsets to the transaction")  # 4

@@ -171,6 +171,7 @@ class Stage2Release:
         offsets = {}
         t0 = time.perf_counter()
         windows, computing, waited = 0, 0.0, 0.0
+        ledger: list[tuple[bytes | None, bytes, int | None]] = []  # entries, sent last
         steps = [(q, part, ready) for q, part in r.parts.items() if (ready := part.releasable())]
         pending: asyncio.Task | None = None  # the next partition's releases, computing
         try:
@@ -184,12 +185,15 @@ class Stage2Release:
                 pending = None
                 if i + 1 < len(steps):  # (a thread computes it while these are sent)
                     pending = asyncio.create_task(asyncio.to_thread(_timed, *steps[i + 1][1:]))
-                windows += await self._publish(q, part, computed)  # 3
+                windows += await self._publish(q, part, computed, ledger)  # 3
                 tp = TopicPartition(topics.partials, q)
                 offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
         finally:
             if pending is not None:  # a send raised: let the thread finish, unread
                 await asyncio.gather(pending, return_exceptions=True)
+        if ledger:  # (acked, like every send before: see _publish)
+            await send_many(producer, topics.ledger, ledger,
+                            ctx.topic_partitions[topics.ledger])
         if offsets:
             t1 = time.perf_counter()
             await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s2")),
@@ -213,9 +217,12 @@ class Stage2Release:
             await asyncio.to_thread(prepare_next, parts)
 
     async def _publish(self, q: int, part: Stage2Partition,
-                       computed: list[tuple[str, int, Released | Exception]]) -> int:
-        """Step 3 for partials partition q: each window's records, completion records
-        and ledger entry (a failed one: quarantined). Returns the windows published."""
+                       computed: list[tuple[str, int, Released | Exception]],
+                       ledger: list[tuple[bytes | None, bytes, int | None]]) -> int:
+        """Step 3 for partials partition q: each window's records and completion
+        records, acked before anything else is sent (past a fencing, a send finds no
+        transaction: IllegalOperation, not the recoverable ProducerFenced); its ledger
+        entry (a failed one: quarantined) added to ``ledger``. Returns the windows."""
         ctx = self.runner.ctx
         topics, producer = ctx.config.topics, self.runner.stage.producer
         windows = 0
@@ -225,15 +232,14 @@ class Stage2Release:
             topic = topics.aggregate(stream)
             done = self._completion(policy, start, q, ctx.topic_partitions[topic])
             if isinstance(outcome, Exception):  # this window only, never retried
-                await self._quarantine(policy, start, q, outcome)
+                ledger.append(self._quarantine(policy, start, q, outcome))
                 await send_many(producer, topic, done, ctx.topic_partitions[topic])
                 continue
             rel, records = outcome
             # the records, then on every partition the completion record after them
             await send_many(producer, topic, records + done, ctx.topic_partitions[topic])
             entry = ledger_entry(policy, start, q, rel)
-            await producer.send(topics.ledger, key=f"{stream}|{start}|{q}".encode(),
-                                value=entry.to_json())
+            ledger.append((f"{stream}|{start}|{q}".encode(), entry.to_json(), None))
             if ctx.on_ledger is not None:
                 ctx.on_ledger([entry])
             ctx.stats.count_release(rel)
@@ -247,11 +253,11 @@ class Stage2Release:
                                   ctx.topic_partitions[ctx.config.topics.partials]).to_json()
         return [(None, value, a) for a in range(aggregate_partitions)]
 
-    async def _quarantine(self, policy: StreamPolicy, start: int, q: int,
-                          exc: Exception) -> None:
+    def _quarantine(self, policy: StreamPolicy, start: int, q: int,
+                    exc: Exception) -> tuple[bytes, bytes, None]:
         """A window whose release raised: nothing of it is published; its ledger entry
-        says it failed (and charges its cost, an upper bound), so it is never retried
-        and later windows go on."""
+        (returned, to send) says it failed (and charges its cost, an upper bound), so it
+        is never retried and later windows go on."""
         ctx = self.runner.ctx
         ctx.stats.windows_failed += 1
         cause = str(exc) if isinstance(exc, WindowFailed) else type(exc).__name__
@@ -260,6 +266,4 @@ class Stage2Release:
                   policy.name, start, q, cause)
         entry = LedgerEntry.for_release(policy, window_start_ms=start, cells_released=0,
                                         partials_partition=q, failed=cause)
-        await self.runner.stage.producer.send(ctx.config.topics.ledger,
-                                              key=f"{policy.name}|{start}|{q}".encode(),
-                                              value=entry.to_json())
+        return f"{policy.name}|{start}|{q}".encode(), entry.to_json(), None
