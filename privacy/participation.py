@@ -233,12 +233,16 @@ class DenseParticipationLimiter:
         return ids
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """State of ``ids``: period (-1: none), windows admitted, recent window starts."""
+        """State of ``ids``: period (-1: none), windows admitted, recent window starts.
+        An id past the arrays (one this limiter never admitted, as another stream's
+        account late here) has none."""
         ids = np.asarray(ids, np.int64)
-        period = self._period[ids].astype(np.int64)
-        offsets = self._recent[ids].astype(np.int64)
+        inside = ids < self._period.size
+        at = np.where(inside, ids, 0)
+        period = np.where(inside, self._period[at], -1).astype(np.int64)
+        offsets = np.where(inside[:, None], self._recent[at], -1).astype(np.int64)
         starts = np.where(offsets >= 0, offsets + (period * self.cap.period_ms)[:, None], -1)
-        return period, self._count[ids].copy(), starts
+        return period, np.where(inside, self._count[at], 0).astype(np.int32), starts
 
     def restore(self, ids: np.ndarray, period: np.ndarray, count: np.ndarray,
                 recent: np.ndarray) -> None:

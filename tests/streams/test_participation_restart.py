@@ -176,3 +176,35 @@ def test_only_open_windows_stay_in_the_saved_recent_list():
     assert kept.tolist() == [[-1, 30, 20], [-1, -1, -1], [40, 50, 60], [-1, -1, -1]]
     assert open_recent(recent, 100).shape == (4, 0)
     assert open_recent(np.zeros((0, 4), np.int64), 0).shape == (0, 0)
+
+
+def test_an_account_one_stream_never_admitted_does_not_break_its_saved_state():
+    """An account whose events came late for one stream but not for another has cap
+    state in the second only; the first's arrays grow only to the ids it admitted.
+    Saving the first stream's bucket that holds such an account must not index past
+    them (bench.pipeline found it: a worker with the shipped three streams stopped
+    with "index 13323 is out of bounds for axis 0 with size 13312")."""
+    hourly = replace(_policy(), name="hourly", window_ms=3_600_000)
+    part = Stage1Partition(partition=0, policies=(_policy(), hourly), pseudonymizer=PSEUDO,
+                           idle_lag_ms=0)
+    part.close(now_ms=T0 + WINDOW_MS + GRACE_MS)  # monitoring's window 0 closed, empty
+    n = 2100  # (past twice the limiters' first 1,024 rows: they grow to exactly n)
+    on_time = [(i, f"on-{i}".encode(),
+                json.dumps(_event(f"on-{i}", "x", T0 + WINDOW_MS + 100)).encode())
+               for i in range(n)]
+    late = [(n + i, f"late-{i}".encode(),
+             json.dumps(_event(f"late-{i}", "x", T0 + 100)).encode()) for i in range(100)]
+    assert part.ingest(on_time, now_ms=T0) == []
+    assert part.ingest(late, now_ms=T0) == []
+    assert part.stream_counts["monitoring"]["late"] == 100  # (the premise)
+    assert part.stream_counts["hourly"]["late"] == 0
+    part.close(now_ms=T0 + WINDOW_MS + GRACE_MS + 1)
+    saved: dict[str, list[bytes]] = {"monitoring": [], "hourly": []}
+    for _, value in part.take_state():
+        if value is not None:
+            chunk = StateChunk.decode(value)
+            saved[chunk.stream] += chunk.pseudonym_list()
+    on = [PSEUDO.pseudonym(f"on-{i}", T0) for i in range(n)]
+    late_ones = [PSEUDO.pseudonym(f"late-{i}", T0) for i in range(100)]
+    assert sorted(saved["monitoring"]) == sorted(on)  # the late ones: no state there
+    assert sorted(saved["hourly"]) == sorted(on + late_ones)
