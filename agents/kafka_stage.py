@@ -1,5 +1,6 @@
 """Kafka plumbing shared by both stages: the transactional producer of a stage,
-rebalance handling, which errors are survivable, and reading compacted topics."""
+rebalance handling, which errors are survivable, reading compacted topics, and
+computing a step's next part while this one is sent."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -44,6 +46,38 @@ def caught_up_now(*, position: int, highwater: int | None, last_fetch_ms: int | 
 # producer, again and again. A step that takes this long is given up like a lost broker:
 # new producer, rebuild from committed state.
 TXN_STEP_TIMEOUT_S = 20.0
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def computed_ahead(items: Sequence[T], compute: Callable[[T], R]
+                         ) -> AsyncIterator[tuple[T, R, float, float]]:
+    """Each item with ``compute(item)``, computed in a thread (never on the event
+    loop), the next item's while the caller sends this one's: (item, result, seconds
+    computing it, seconds waited for it). Iterate it under ``contextlib.aclosing``: a
+    caller that raises then waits for the thread in flight (its result unread), so no
+    computing outlives the step that started it."""
+    def timed(item: T) -> tuple[R, float]:
+        t = time.perf_counter()
+        return compute(item), time.perf_counter() - t
+
+    pending: asyncio.Task | None = None
+    try:
+        for i, item in enumerate(items):
+            tw = time.perf_counter()
+            if pending is None:
+                pending = asyncio.create_task(asyncio.to_thread(timed, item))
+            result, seconds = await pending
+            waited = time.perf_counter() - tw
+            pending = None
+            if i + 1 < len(items):
+                pending = asyncio.create_task(asyncio.to_thread(timed, items[i + 1]))
+            yield item, result, seconds, waited
+    finally:
+        if pending is not None:
+            await asyncio.gather(pending, return_exceptions=True)
 
 
 async def bounded(step: Awaitable[None], what: str) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -20,6 +21,7 @@ from privmon.agents.isolation import IsolationNeeded
 from privmon.agents.kafka_stage import (
     bounded,
     caught_up_now,
+    computed_ahead,
     drive,
     read_compacted,
     read_latest,
@@ -250,18 +252,16 @@ class _Closed:
     state: list[tuple[bytes, bytes | None, int]]  # cap state -> the state topic's p
     marks: list[Mark]
     windows: int  # closed windows with cells
-    seconds: float  # computing it
 
 
 def _closed(part: Stage1Partition, now: int, caught_up: bool, partitions: int) -> _Closed:
     """Close ``part``'s due windows and encode what the close sends (in a thread)."""
-    t = time.perf_counter()
     partials, marks = part.close(now_ms=now, caught_up=caught_up)
     # each window's cells, by column, in one record per stage-2 partition
     out = [r for block in partials for r in route(block, partitions)]
     out += [(None, mark.encode(), q) for mark in marks for q in range(partitions)]
     state = [(k, v, part.partition) for k, v in part.take_state()]
-    return _Closed(out, state, marks, len(partials), time.perf_counter() - t)
+    return _Closed(out, state, marks, len(partials))
 
 
 class Stage1Close:
@@ -290,19 +290,10 @@ class Stage1Close:
         offsets = {}
         t0 = time.perf_counter()
         n_partials, computing = 0, 0.0
-        parts = list(r.parts.items())
-        pending: asyncio.Task | None = None  # the next partition's close, computing
-        try:
-            for i, (p, part) in enumerate(parts):  # 2
-                if pending is None:
-                    pending = asyncio.create_task(asyncio.to_thread(
-                        _closed, part, self.now, self.caught_up[p], partitions))
-                closed = await pending
-                pending = None
-                if i + 1 < len(parts):  # (a thread computes it while these are sent)
-                    q, after = parts[i + 1]
-                    pending = asyncio.create_task(asyncio.to_thread(
-                        _closed, after, self.now, self.caught_up[q], partitions))
+        closing = computed_ahead(list(r.parts.items()), lambda item: _closed(
+            item[1], self.now, self.caught_up[item[0]], partitions))
+        async with aclosing(closing):
+            async for (p, part), closed, seconds, _ in closing:  # 2
                 for mark in closed.marks:
                     for window_start, cause in mark.failed:
                         ctx.stats.closes_failed += 1
@@ -310,7 +301,7 @@ class Stage1Close:
                                   "%s; stage 2 quarantines the window", mark.stream,
                                   window_start, p, cause)
                 n_partials += closed.windows
-                computing += closed.seconds
+                computing += seconds
                 # 3: each acked before the next is sent (past a fencing, a send finds no
                 # transaction: IllegalOperation, not the recoverable ProducerFenced)
                 await send_many(producer, topics.partials, closed.out, partitions)
@@ -319,9 +310,6 @@ class Stage1Close:
                                 [(str(p).encode(), part.progress().encode(), None)],
                                 ctx.topic_partitions[topics.progress])
                 offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
-        finally:
-            if pending is not None:  # a send raised: let the thread finish, unread
-                await asyncio.gather(pending, return_exceptions=True)
         t1 = time.perf_counter()
         await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
                           "sending the offsets to the transaction")  # 4

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import aclosing
 
 from aiokafka import TopicPartition
 
 from privmon.agents.kafka_stage import (
     bounded,
+    computed_ahead,
     drive,
     read_compacted,
     send_many,
@@ -50,13 +52,6 @@ def compute_releases(part: Stage2Partition, ready: list[tuple[str, int]]
         except Exception as exc:  # this window only: quarantined by the caller
             out.append((stream, start, exc))
     return out
-
-
-def _timed(part: Stage2Partition, ready: list[tuple[str, int]]
-           ) -> tuple[list[tuple[str, int, Released | Exception]], float]:
-    """``compute_releases`` and the seconds it took (in its thread)."""
-    t = time.perf_counter()
-    return compute_releases(part, ready), time.perf_counter() - t
 
 
 def prepare_next(parts: list[Stage2Partition]) -> None:
@@ -173,24 +168,14 @@ class Stage2Release:
         windows, computing, waited = 0, 0.0, 0.0
         ledger: list[tuple[bytes | None, bytes, int | None]] = []  # entries, sent last
         steps = [(q, part, ready) for q, part in r.parts.items() if (ready := part.releasable())]
-        pending: asyncio.Task | None = None  # the next partition's releases, computing
-        try:
-            for i, (q, part, ready) in enumerate(steps):
+        releasing = computed_ahead(steps, lambda step: compute_releases(step[1], step[2]))
+        async with aclosing(releasing):
+            async for (q, part, _), computed, seconds, wait in releasing:  # 2
                 await r.stage.begin()  # 1
-                tw = time.perf_counter()
-                if pending is None:
-                    pending = asyncio.create_task(asyncio.to_thread(_timed, part, ready))
-                computed, seconds = await pending  # 2
-                computing, waited = computing + seconds, waited + time.perf_counter() - tw
-                pending = None
-                if i + 1 < len(steps):  # (a thread computes it while these are sent)
-                    pending = asyncio.create_task(asyncio.to_thread(_timed, *steps[i + 1][1:]))
+                computing, waited = computing + seconds, waited + wait
                 windows += await self._publish(q, part, computed, ledger)  # 3
                 tp = TopicPartition(topics.partials, q)
                 offsets[tp] = part.commit_offset(r.next_offsets.get(q, 0))  # 4
-        finally:
-            if pending is not None:  # a send raised: let the thread finish, unread
-                await asyncio.gather(pending, return_exceptions=True)
         if ledger:  # (acked, like every send before: see _publish)
             await send_many(producer, topics.ledger, ledger,
                             ctx.topic_partitions[topics.ledger])
