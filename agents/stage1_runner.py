@@ -25,7 +25,7 @@ from privmon.agents.kafka_stage import (
     drive,
     read_compacted,
     read_latest,
-    send_many,
+    send_topics,
 )
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.worker_context import WorkerContext
@@ -272,7 +272,8 @@ class Stage1Close:
        this one's records are sent): partials (by column, to each cell's stage-2
        partition), marks (to every partials partition), changed participation-cap
        state, the progress record;
-    3. send them, partition by partition, and wait for the broker's acknowledgement;
+    3. send them, partition by partition, in one round trip each, and wait for the
+       broker's acknowledgement;
     4. add the raw offsets (held back to each partition's oldest open window);
     5. commit. A crash anywhere before 5 aborts all of it (worker.py's mechanism).
     """
@@ -302,13 +303,15 @@ class Stage1Close:
                                   window_start, p, cause)
                 n_partials += closed.windows
                 computing += seconds
-                # 3: each acked before the next is sent (past a fencing, a send finds no
-                # transaction: IllegalOperation, not the recoverable ProducerFenced)
-                await send_many(producer, topics.partials, closed.out, partitions)
-                await send_many(producer, topics.participation, closed.state, 0)
-                await send_many(producer, topics.progress,  # (by key, as producer.send)
-                                [(str(p).encode(), part.progress().encode(), None)],
-                                ctx.topic_partitions[topics.progress])
+                # 3: the partition's partials, cap state and progress (by key, as
+                # producer.send) in one round trip, acked before the next partition's
+                # are sent (past a fencing, a send finds no transaction:
+                # IllegalOperation, not the recoverable ProducerFenced)
+                await send_topics(producer, [
+                    (topics.partials, closed.out, partitions),
+                    (topics.participation, closed.state, 0),
+                    (topics.progress, [(str(p).encode(), part.progress().encode(), None)],
+                     ctx.topic_partitions[topics.progress])])
                 offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
         t1 = time.perf_counter()
         await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),

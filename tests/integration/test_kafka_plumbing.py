@@ -44,15 +44,17 @@ def test_a_worker_refuses_a_state_topic_with_too_few_partitions(bootstrap, tmp_p
 
 
 def test_large_and_deleted_state_records_round_trip(bootstrap, topic_name):
-    """send_many with records far over a producer batch (16 KB) and tombstones, in a
+    """send_many and send_topics (two topics in one round trip, one record placed by
+    key) with records far over a producer batch (16 KB) and tombstones, in a
     transaction; read_latest gives per partition the latest value of each key. A
-    record the broker refuses raises, and its transaction is not committed."""
+    record the broker refuses raises, and its transaction (with the other topic's
+    record of the same call) is not committed."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
-    from privmon.agents.kafka_stage import read_latest, send_many
+    from privmon.agents.kafka_stage import read_latest, send_many, send_topics
     from privmon.streams.participation_state import MAX_RECORD_BYTES
     from privmon.streams.topics import topic_specs
 
@@ -69,16 +71,19 @@ def test_large_and_deleted_state_records_round_trip(bootstrap, topic_name):
         await producer.start()
         try:
             async with producer.transaction():
-                await send_many(producer, topic_name, records, 2)
+                await send_topics(producer, [(topic_name, records, 2),
+                                             (topic_name + ".small", [(b"k", b"v", None)], 1)])
             async with producer.transaction():
                 await send_many(producer, topic_name, [(b"c", None, 1)], 2)  # tombstone
             with pytest.raises(MessageSizeTooLargeError):
                 async with producer.transaction():
-                    await send_many(producer, topic_name, [(b"d", b"y", 0)], 2)
-                    await send_many(producer, topic_name + ".small", [(b"a", big, 0)], 1)
+                    await send_topics(producer, [(topic_name, [(b"d", b"y", 0)], 2),
+                                                 (topic_name + ".small", [(b"a", big, 0)], 1)])
         finally:
             await producer.stop()
-        return await read_latest(bootstrap, topic_name, [0, 1], {})
+        return (await read_latest(bootstrap, topic_name, [0, 1], {}),
+                await read_latest(bootstrap, topic_name + ".small", [0], {}))
 
-    latest = asyncio.run(run())
+    latest, small = asyncio.run(run())
     assert latest == {0: {b"a": big, b"b": b"small"}, 1: {b"a": big[::-1]}}
+    assert small == {0: {b"k": b"v"}}
