@@ -3,7 +3,7 @@
 One ``Stage1Partition`` per assigned partition of the raw topic. Plain Python
 and numpy, no Kafka: the worker feeds it records and ships what it returns.
 
-  # raw message -> decode: TelemetryEvent | DeadLetter
+  # raw message -> decode: TelemetryEvent | DeadLetter (agents/stage1_messages.py)
   # -> (pseudonym, event) -> per stream: (stream, window) <- or late
   # -> participation cap -> ContributionTable: (pseudonym, cell) rows (Linf)
   # -> at close: L0 -> CellTotals -> Partials (by column) per window, then a Mark per stream
@@ -25,7 +25,7 @@ again, which only drops more).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
@@ -33,10 +33,10 @@ import numpy as np
 from privmon.agents.account_ids import AccountIds, RawIds
 from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
 from privmon.agents.stage1_columns import Batch, DimCodes, OpenWindow
+from privmon.agents.stage1_messages import MessageReader
 from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.participation import DenseParticipationLimiter, open_recent
-from privmon.streams.decode import decode_message, decode_singles, event_spans
 from privmon.streams.partials import Mark, Partials, mark, partials_of
 from privmon.streams.participation_state import (
     BUCKETS,
@@ -47,16 +47,13 @@ from privmon.streams.progress import Progress
 from privmon.streams.pseudonym import Pseudonymizer
 from privmon.streams.schema import (
     DeadLetter,
-    Decoded,
     InputLimits,
     TelemetryEvent,
     dead_letter,
-    key_mismatch,
 )
 from privmon.streams.windows import Watermark, WindowSpec
 
-_ACCOUNT, _TIME = attrgetter("account_id"), attrgetter("event_time_ms")
-_KEY, _VALUE = itemgetter(1), itemgetter(2)  # of a raw (offset, key, value) record
+_TIME = attrgetter("event_time_ms")
 
 
 class Inflight(Protocol):
@@ -113,6 +110,8 @@ class Stage1Partition:
         self.accounts = AccountIds()
         # (key period, raw account id) -> dense id: bounded, never saved.
         self.raw_ids = RawIds(self.accounts, pseudonymizer)
+        # Decode, key check and account ids of the raw messages (agents/stage1_messages.py).
+        self.reader = MessageReader(pseudonymizer, self.raw_ids, limits)
         # Per dimension, a code per value seen (bounded, never saved): cells by dict probe.
         self.dim_codes = DimCodes()
         self._dirty_buckets: dict[str, set[int]] = {p.name: set() for p in policies}
@@ -186,7 +185,7 @@ class Stage1Partition:
     def _ingest(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int, *,
                 alone: bool) -> list[tuple[int, DeadLetter]]:
         dead: list[tuple[int, DeadLetter]] = []
-        singles, single_ids = self._singles(records, now_ms)
+        singles, single_ids = self.reader.singles(records, now_ms)
         count_from = self.count_from
         reasons: list[str] = []
         if records and None not in singles:  # every message one event under its own key
@@ -220,7 +219,7 @@ class Stage1Partition:
                     continue
                 raw = value or b""
                 try:
-                    evs, owner, letters = self._message(key, raw, now_ms)
+                    evs, owner, letters = self.reader.message(key, raw, now_ms)
                 except Exception as exc:  # this message only
                     evs, owner = [], b""
                     letters = [dead_letter("internal_error", type(exc).__name__, raw, -1,
@@ -241,7 +240,7 @@ class Stage1Partition:
             try:  # (a failure in finding ids is isolated like one in the batch work)
                 time = np.fromiter(map(_TIME, events), np.int64, len(events))
                 if sizes:  # per message -> per event
-                    ids = self._message_ids(np.array(ids, np.int64),
+                    ids = self.reader.ids(np.array(ids, np.int64),
                                             np.array(sizes, np.int64), owners, time)
                     offsets = np.repeat(np.array(offsets, np.int64), sizes)  # type: ignore[assignment]
                 stream_counts = self._ingest_batch(
@@ -258,26 +257,6 @@ class Stage1Partition:
         self._count(messages=messages, accepted=accepted, reasons=reasons)
         return dead
 
-    def _message_ids(self, ids: np.ndarray, sizes: np.ndarray, owners: list[bytes],
-                     time: np.ndarray) -> np.ndarray:
-        """Per event, its account's dense id: ``ids`` per message where known (-1: not
-        yet), ``sizes`` its event count, ``owners`` its UTF-8 account id, ``time`` per
-        event. One lookup per message whose events share a key period (the rule: a
-        client's message spans seconds, a key period days), per event otherwise."""
-        unknown = np.flatnonzero(ids < 0)
-        if unknown.size == 0:
-            return np.repeat(ids, sizes)
-        periods = self.pseudonymizer.key_indices(time)
-        first = periods[np.cumsum(sizes) - sizes]  # each message's first event's period
-        if (periods == np.repeat(first, sizes)).all():
-            ids[unknown] = self.raw_ids.ids(first[unknown], [owners[i] for i in unknown])
-            return np.repeat(ids, sizes)
-        per_event = np.repeat(ids, sizes)  # (rare: a message across a key rotation)
-        at = np.flatnonzero(per_event < 0)
-        owner_of = np.repeat(np.arange(len(owners)), sizes)[at].tolist()
-        per_event[at] = self.raw_ids.ids(periods[at], [owners[i] for i in owner_of])
-        return per_event
-
     def _count(self, *, messages: int, accepted: int, reasons: list[str]) -> None:
         """Add what a run of messages came to (once it went through)."""
         self.counts["messages"] += messages
@@ -285,77 +264,6 @@ class Stage1Partition:
         self.counts["dead_lettered"] += len(reasons)
         for reason in reasons:
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
-
-    def _singles(self, records: list[tuple[int, bytes | None, bytes | None]], now_ms: int
-                 ) -> tuple[list[TelemetryEvent | None], list[int]]:
-        """Per record: the event of a one-event message accepted under its own key, and
-        its account's dense id; None (and -1) for the per-message path (everything
-        else, and all of the batch if anything here raises). Decoded in one batch
-        call; one HMAC per (account, key period) while it stays in ``raw_ids``."""
-        n = len(records)
-        try:
-            values = list(map(_VALUE, records))
-            if None in values:
-                values = [v or b"" for v in values]
-            events = decode_singles(values, now_ms=now_ms,  # type: ignore[arg-type]
-                                    limits=self.limits)
-            take = range(n) if None not in events else [
-                i for i, e in enumerate(events) if e is not None]
-            got = [events[i] for i in take]
-            accounts = list(map(_ACCOUNT, got))
-            keys = list(map(_KEY, records)) if len(take) == n else [records[i][1] for i in take]
-            joined = "\0".join(accounts)
-            # Every key is its event's account id, compared all at once: with no NUL in
-            # the ids (as many NULs as separators), equal joins mean equal parts.
-            if not (None not in keys and joined.count("\0") == len(accounts) - 1
-                    and b"\0".join(keys) == joined.encode()):  # type: ignore[arg-type]
-                mine = [j for j, (a, k) in enumerate(zip(accounts, keys, strict=True))
-                        if a.encode() == k]  # (a key mismatch: the per-message path says so)
-                for j in sorted(set(range(len(take))) - set(mine)):
-                    events[take[j]] = None
-                take, got, keys = [take[j] for j in mine], [got[j] for j in mine], \
-                    [keys[j] for j in mine]
-            times = np.fromiter(map(_TIME, got), np.int64, len(got))
-            found = self.raw_ids.ids(self.pseudonymizer.key_indices(times), keys)  # type: ignore[arg-type]
-            if len(take) == n:
-                return events, found
-            ids = [-1] * n
-            for i, got_id in zip(take, found, strict=True):
-                ids[i] = got_id
-            return events, ids
-        except Exception:  # per message, with its own guard
-            return [None] * n, [-1] * n
-
-    def _message(self, key: bytes | None, raw: bytes, now_ms: int
-                 ) -> tuple[list[TelemetryEvent], bytes, list[DeadLetter]]:
-        """One message: its accepted events, their account id (UTF-8: the message key's,
-        which every accepted event carries), its dead letters."""
-        decoded = decode_message(raw, now_ms=now_ms, limits=self.limits)
-        evs, letters = decoded.events, decoded.dead
-        if not evs:
-            return [], b"", letters
-        try:
-            owner = key.decode() if key is not None else None
-        except UnicodeDecodeError:
-            owner = None
-        if list(map(_ACCOUNT, evs)).count(owner) != len(evs):
-            letters = letters + self._key_mismatches(raw, decoded, owner)
-            evs = [e for e in evs if e.account_id == owner]
-            if not evs:
-                return [], b"", letters
-        return evs, key, letters  # type: ignore[return-value]  (owner is not None: key isn't)
-
-    def _key_mismatches(self, raw: bytes, decoded: Decoded, owner: str | None
-                        ) -> list[DeadLetter]:
-        spans = event_spans(raw)  # [] for a single event: the letter is the whole message
-        out = []
-        for j, e in enumerate(decoded.events):
-            if e.account_id == owner:
-                continue
-            index = decoded.indices[j] if decoded.indices is not None else (j if spans else -1)
-            span = spans[index] if index >= 0 else None
-            out.append(key_mismatch(raw, index, span, self.limits))
-        return out
 
     def _ingest_batch(self, batch: Batch) -> dict[str, dict[str, int]]:
         """Window, cap and bound a batch of accepted events; return its per-stream

@@ -17,7 +17,7 @@ Afterwards it checks, and prints as ``soak-summary {...}``:
 - the worker never exited on its own (with --kills: only when killed);
 - every raw message is accounted for: per (partition, offset), the dead
   letters in the DLQ have exactly the reasons stage 1's own per-message logic
-  gives offline (``Stage1Partition._message``), and the hostile corpus entries
+  gives offline (``MessageReader.message``), and the hostile corpus entries
   exactly the hand-written reasons of tests/corpus/hostile.py; no message was
   dead-lettered twice; accepted + dead-lettered = what the messages hold;
 - no event is late, and the exact partials of the valid telemetry's cells
@@ -293,7 +293,7 @@ def _expected(messages: list, kinds: list, sent: list) -> tuple[dict, Counter, i
     for (key, value), kind, where in zip(messages, kinds, sent, strict=True):
         p, o, t = where
         raw = _retime(value, PLACEHOLDER, t)
-        evs, _, letters = part._message(key, raw, t)
+        evs, _, letters = part.reader.message(key, raw, t)
         reasons = tuple(d.reason for d in letters)
         if kind.startswith("hostile:"):
             assert reasons == hostile[int(kind.split(":")[1])].reasons, kind

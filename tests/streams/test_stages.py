@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from privmon.agents.stage1 import Stage1Partition
+from privmon.agents.stage1_messages import MessageReader
 from privmon.agents.stage2 import LOOKBACK_WINDOWS, Stage2Partition
 from privmon.streams.config import load_config
 from privmon.streams.partials import decode, mark
@@ -261,7 +262,7 @@ def test_a_batch_of_single_events_is_read_as_the_per_message_path_reads_it(seed,
     and bad messages."""
     import random
 
-    import privmon.agents.stage1 as stage1_module
+    import privmon.agents.stage1_messages as messages_module
 
     rng = random.Random(seed)
     events = [(key, json.dumps(e).encode()) for key, value in known_input(T0, 2).messages
@@ -283,7 +284,7 @@ def test_a_batch_of_single_events_is_read_as_the_per_message_path_reads_it(seed,
                                idle_lag_ms=2000)
         with monkeypatch.context() as m:
             if not batch_path:
-                m.setattr(stage1_module, "decode_singles",
+                m.setattr(messages_module, "decode_singles",
                           lambda values, **_: [None] * len(values))
             dead = []
             for i in range(0, len(records), 64):
@@ -351,7 +352,7 @@ def test_each_event_counts_under_its_own_key_periods_pseudonym(seed, monkeypatch
                     first = self.pseudonymizer.key_indices(time)[np.cumsum(sizes) - sizes]
                     found = self.raw_ids.ids(first, owners)
                     return np.repeat(np.where(ids < 0, found, ids), sizes)
-                m.setattr(Stage1Partition, "_message_ids", first_period_only)
+                m.setattr(MessageReader, "ids", first_period_only)
             for i in range(0, len(records), 50):
                 assert part.ingest(records[i:i + 50], now_ms=T0 + 10_000) == []
         return _rows_by_pseudonym(part)
