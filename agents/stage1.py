@@ -85,7 +85,6 @@ class Stage1Partition:
         self.policies = policies
         self.specs = {p.name: WindowSpec(window_ms=p.window_ms, grace_ms=p.grace_ms)
                       for p in policies}
-        self.pseudonymizer = pseudonymizer
         self.limits = limits
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.inflight = inflight  # told what is being processed (agents/crashguard.py)
@@ -241,7 +240,7 @@ class Stage1Partition:
                 time = np.fromiter(map(_TIME, events), np.int64, len(events))
                 if sizes:  # per message -> per event
                     ids = self.reader.ids(np.array(ids, np.int64),
-                                            np.array(sizes, np.int64), owners, time)
+                                          np.array(sizes, np.int64), owners, time)
                     offsets = np.repeat(np.array(offsets, np.int64), sizes)  # type: ignore[assignment]
                 stream_counts = self._ingest_batch(
                     Batch(events, ids, offsets, self.dim_codes, time=time))
