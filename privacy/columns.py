@@ -16,34 +16,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
 
 from privmon.privacy.records import MetricValue
-
-_SPECIAL = {math.inf: "Infinity", -math.inf: "-Infinity"}
-_ENCODER = msgspec.json.Encoder()
-
-
-def float_json(values: np.ndarray) -> list[str]:
-    """Each float as ``json.dumps`` writes it (repr; NaN, Infinity, -Infinity).
-
-    msgspec's C encoder writes a list of floats ~3x faster than ``repr`` one by one,
-    with the same shortest round-trip digits; the two notations differ only where
-    repr switches to an exponent (below 1e-4, from 1e16) and for NaN and the
-    infinities (msgspec: null), and those values alone take repr's path
-    (tests/privacy/test_columns.py compares the two on millions of values)."""
-    floats = values.tolist()
-    if not floats:
-        return []
-    texts = _ENCODER.encode(floats).decode()[1:-1].split(",")
-    with np.errstate(invalid="ignore"):
-        size = np.abs(values)
-        plain = ((size >= 1e-4) & (size < 1e16)) | (values == 0)
-    for i in np.flatnonzero(~plain).tolist():
-        v = floats[i]
-        texts[i] = "NaN" if v != v else _SPECIAL.get(v) or repr(v)
-    return texts
+from privmon.privacy.rowjson import RowWriter, float_json
 
 
 def _column(x: float | np.ndarray, n: int) -> np.ndarray:
@@ -107,20 +83,38 @@ class MetricColumn:
     def json_parts(self, prefix: str = "") -> list[str]:
         """Each value's compact JSON, as ``json.dumps(at(i).to_dict())`` writes it,
         after ``prefix`` (a record's ``"name":``)."""
+        out = RowWriter(len(self))
+        self.write(out, prefix)
+        return [row.decode() for row in out.rows()]
+
+    def write(self, out: RowWriter, prefix: str = "") -> None:
+        """Each value's JSON (``json_parts``) into its row of ``out``."""
+        n = len(self)
+        out.text(prefix + '{"value":')
+        out.floats(self.value)
+        out.text(',"noise_std":')
         bits = self.noise_std.view(np.uint64)  # (most stds are one per window; by bits,
-        std = (float_json(self.noise_std[:1]) * len(self)  # so 0.0 and -0.0 stay apart)
-               if len(self) and (bits == bits[0]).all() else float_json(self.noise_std))
-        half_bits = self.half.view(np.uint64)
-        if len(self) and (half_bits == half_bits[0]).all():  # one half-width (most columns)
-            clipped_tail = f',"ci95_half":{float_json(self.half[:1])[0]}}}'
-            tails = list(map(("}", clipped_tail).__getitem__, self.clipped.tolist()))
+        if n and (bits == bits[0]).all():  # so 0.0 and -0.0 stay apart)
+            out.text(float_json(self.noise_std[:1])[0])
         else:
-            tails = ["}"] * len(self)
-            clipped = np.flatnonzero(self.clipped).tolist()
-            for i, h in zip(clipped, float_json(self.half[clipped]), strict=True):
-                tails[i] = f',"ci95_half":{h}}}'
-        head = prefix + '{"value":'
-        return [f'{head}{v},"noise_std":{s},"ci95_low":{lo},"ci95_high":{hi}{t}'
-                for v, s, lo, hi, t in zip(float_json(self.value), std,
-                                           float_json(self.low), float_json(self.high),
-                                           tails, strict=True)]
+            out.floats(self.noise_std)
+        out.text(',"ci95_low":')
+        out.floats(self.low)
+        out.text(',"ci95_high":')
+        out.floats(self.high)
+        clipped = np.flatnonzero(self.clipped)
+        if clipped.size == 0:
+            out.text("}")
+            return
+        half_bits = self.half[clipped].view(np.uint64)
+        if (half_bits == half_bits[0]).all():  # one half-width where clipped (most columns)
+            tail = f',"ci95_half":{float_json(self.half[clipped[:1]])[0]}}}'.encode()
+            if clipped.size == n:
+                out.text(tail)
+                return
+            tails = list(map((b"}", tail).__getitem__, self.clipped.tolist()))
+        else:
+            tails = [b"}"] * n
+            for i, h in zip(clipped.tolist(), float_json(self.half[clipped]), strict=True):
+                tails[i] = f',"ci95_half":{h}}}'.encode()
+        out.each(tails)

@@ -54,10 +54,11 @@ def test_a_wheel_installed_without_the_checkout_runs(tmp_path):
     (which, unlike a site dir, runs no .pth: the editable install stays out)."""
     src = tmp_path / "src"  # a copy: building in the checkout would leave build/ there
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for top in FOLDERS:
-        shutil.copytree(REPO / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
+    for top in FOLDERS:  # (not the editable install's built C part: the wheel builds it)
+        shutil.copytree(REPO / top, src / top,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "-w", str(wheels), str(src)], check=True, cwd=tmp_path)

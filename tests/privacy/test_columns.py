@@ -20,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privmon.privacy.accumulators import CellTotals
-from privmon.privacy.columns import MetricColumn, float_json
+from privmon.privacy.columns import MetricColumn
 from privmon.privacy.records import MetricValue
 from privmon.privacy.release import release_window
+from privmon.privacy.rowjson import float_json
 from tests.privacy.keyed import window_noise
 from tests.privacy.policies import make_policy
 
