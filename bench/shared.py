@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sysconfig
 import tarfile
 from pathlib import Path
 
@@ -42,4 +43,11 @@ def extract_revision(rev: str, into: Path) -> Path:
                     "streams", "agents", "bench", "configs"], cwd=REPO, check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(tree, filter="data")
+    source = tree / "privacy" / "_rows.c"
+    if source.exists():  # (the C part, from 50df5c6 on: built beside it, as setup.py does)
+        cc = (sysconfig.get_config_var("CC") or "cc").split()
+        subprocess.run([*cc, "-O2", "-shared", "-fPIC", "-I" + sysconfig.get_path("include"),
+                        str(source), "-o",
+                        str(source.with_name("_rows" + sysconfig.get_config_var("EXT_SUFFIX")))],
+                       check=True)
     return into
