@@ -8,6 +8,7 @@ its ledger entry being visible to a read_committed reader.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -97,7 +98,9 @@ def run_latency(bootstrap: str, workdir: Path, *, cells: int, rate: float, secon
     profile = os.environ.get("BENCH_PROFILE")
     # stages "both": one worker process; "split": '--stages 1' and '--stages 2', two
     # processes of one worker (the release then has a core of its own), logging to one file.
-    procs = []
+    procs: list[subprocess.Popen] = []
+    # (if this run raises, its workers must not outlive it and skew the next benchmark)
+    atexit.register(lambda: [w.kill() for w in procs if w.poll() is None])
     out = open(log, "wb")
     for worker, stage in [(w, s) for w in range(workers)
                           for s in (("both",) if stages == "both" else ("1", "2"))]:
