@@ -107,14 +107,16 @@ class MetricColumn:
             out.text("}")
             return
         half_bits = self.half[clipped].view(np.uint64)
-        if (half_bits == half_bits[0]).all():  # one half-width where clipped (most columns)
-            tail = f',"ci95_half":{float_json(self.half[clipped[:1]])[0]}}}'.encode()
-            if clipped.size == n:
-                out.text(tail)
-                return
-            tails = list(map((b"}", tail).__getitem__, self.clipped.tolist()))
+        one = (half_bits == half_bits[0]).all()  # one half-width where clipped (most columns)
+        halves = [f',"ci95_half":{h}}}'.encode()
+                  for h in float_json(self.half[clipped[:1] if one else clipped])]
+        if one and clipped.size == n:
+            out.text(halves[0])
+            return
+        if one:
+            tails = list(map((b"}", halves[0]).__getitem__, self.clipped.tolist()))
         else:
             tails = [b"}"] * n
-            for i, h in zip(clipped.tolist(), float_json(self.half[clipped]), strict=True):
-                tails[i] = f',"ci95_half":{h}}}'.encode()
+            for i, tail in zip(clipped.tolist(), halves, strict=True):
+                tails[i] = tail
         out.each(tails)

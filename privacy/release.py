@@ -176,24 +176,22 @@ class WindowRelease:
         # full records: every metric; the others (public cells under k) their accounts
         rows = {True: np.flatnonzero(full), False: np.flatnonzero(~full)}
         written: dict[bool, list[bytes]] = {}
+        assert self.accounts is not None or full.all()  # (under k: the accounts alone)
         for is_full, at in rows.items():
             if at.size == 0:
                 continue
+            every = at.size == len(full)  # (the usual case: no copy of the columns)
             out = RowWriter(at.size)
             out.text(head)
-            out.each(cell_json if at.size == len(full) else
-                     list(map(cell_json.__getitem__, at.tolist())))
+            out.each(cell_json if every else list(map(cell_json.__getitem__, at.tolist())))
             out.text('},"metrics":{')
             sep = ""
             if self.accounts is not None:
-                self.accounts.take(at).write(out, '"accounts":')
+                (self.accounts if every else self.accounts.take(at)).write(out, '"accounts":')
                 sep = ","
-            if is_full:
-                for name, col in self.metrics.items():
-                    col.write(out, f"{sep}{_str_json(name)}:")
-                    sep = ","
-            else:
-                assert self.accounts is not None
+            for name, col in self.metrics.items() if is_full else ():
+                col.write(out, f"{sep}{_str_json(name)}:")
+                sep = ","
             out.text(privacy + ("}" if is_full else ',"under_k":true}'))
             written[is_full] = out.rows()
         if len(written) == 1:
