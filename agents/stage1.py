@@ -37,6 +37,7 @@ from privmon.agents.stage1_messages import MessageReader
 from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.participation import DenseParticipationLimiter, open_recent
+from privmon.streams.listed import ListedCells
 from privmon.streams.partials import Mark, Partials, mark, partials_of
 from privmon.streams.participation_state import (
     BUCKETS,
@@ -78,10 +79,17 @@ class Stage1Partition:
         count_from: int = 0,
         quarantine: Quarantine | None = None,
         inflight: Inflight | None = None,
+        listed: ListedCells | None = None,
     ) -> None:
         """``progress`` and ``participation``: what an earlier incarnation committed
-        (``progress()`` and the latest ``take_state()`` chunks), if anything."""
+        (``progress()`` and the latest ``take_state()`` chunks), if anything.
+        ``listed``: public streams' cell order, shared by a worker's partitions."""
         self.partition = partition
+        self.listed = listed if listed is not None else ListedCells()
+        # Per partials block of the last close: a public stream's cell ranks (its cell
+        # ids, streams/listed.py), by which the runner routes it without hashing a key
+        # per cell; None for a private stream's.
+        self.closed_ranks: list[np.ndarray | None] = []
         self.policies = policies
         self.specs = {p.name: WindowSpec(window_ms=p.window_ms, grace_ms=p.grace_ms)
                       for p in policies}
@@ -307,12 +315,13 @@ class Stage1Partition:
         first = int(batch.offset[idx].min())
         window = self.open.get((policy.name, start))
         if window is None:
-            window = self.open[(policy.name, start)] = OpenWindow(policy, first)
+            window = self.open[(policy.name, start)] = OpenWindow(
+                policy, first, self.listed.order(policy))
         window.first_offset = min(window.first_offset, first)
         used, local = np.unique(codes[idx], return_inverse=True)
         # public cells: an unlisted one counts in the stream's UNLISTED cell, never its own
-        cells = window.cell_ids(policy.cell_labels(
-            list(map(labels.__getitem__, used.tolist()))))[local.reshape(-1)]
+        cells = window.cell_ids(list(map(labels.__getitem__, used.tolist())))[
+            local.reshape(-1)]
         window.table.add(batch.account[idx], cells,
                          {f: batch.column(f)[idx] for f in fields})
 
@@ -332,6 +341,7 @@ class Stage1Partition:
         """
         wm = self.watermark.value(now_ms, caught_up=caught_up)
         partials: list[Partials] = []  # one per closed window with cells
+        ranks: list[np.ndarray | None] = []  # its cells' ranks (a public stream's)
         failed: dict[str, list[tuple[int, str]]] = {p.name: [] for p in self.policies}
         for policy in self.policies:
             upto = self.specs[policy.name].closed_up_to(wm)
@@ -347,7 +357,9 @@ class Stage1Partition:
                     if len(totals):
                         partials.append(partials_of(
                             totals, window.labels, partition=self.partition,
-                            stream=policy.name, window_start_ms=key[1]))
+                            stream=policy.name, window_start_ms=key[1],
+                            ids_in_label_order=window.order is not None))
+                        ranks.append(totals.cells if window.order is not None else None)
                 except Exception as exc:  # this window only: stage 2 quarantines it
                     failed[policy.name].append((key[1], type(exc).__name__))
             self.closed[policy.name] = upto
@@ -359,6 +371,7 @@ class Stage1Partition:
         self._prune_account_ids()
         marks = [mark(self.partition, p.name, self.closed[p.name], failed[p.name])
                  for p in self.policies]
+        self.closed_ranks = ranks
         return partials, marks
 
     def _prune_account_ids(self) -> None:

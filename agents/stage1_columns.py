@@ -11,6 +11,7 @@ import numpy as np
 
 from privmon.privacy.bounding import ContributionTable
 from privmon.privacy.params import StreamPolicy
+from privmon.streams.listed import CellOrder
 from privmon.streams.schema import TelemetryEvent
 
 _TIME = attrgetter("event_time_ms")
@@ -21,15 +22,26 @@ _DTYPES = {f.name: _NUMPY[base] for f in msgspec.structs.fields(TelemetryEvent)
 
 
 class OpenWindow:
-    def __init__(self, policy: StreamPolicy, first_offset: int) -> None:
+    def __init__(self, policy: StreamPolicy, first_offset: int,
+                 order: CellOrder | None = None) -> None:
+        """``order``: a public stream's cell order (streams/listed.py): cell ids are then
+        ranks in it, so that the window's cells come out in label order, unsorted."""
+        self.policy = policy
         self.table = ContributionTable(policy)
+        self.order = order
         self.cells: dict[tuple[str, ...], int] = {}
-        self.labels: list[tuple[str, ...]] = []
+        self.labels: list[tuple[str, ...]] = order.labels if order is not None else []
         self.first_offset = first_offset
 
     def cell_ids(self, labels: list[tuple[str, ...]]) -> np.ndarray:
-        """Dense ids of cell labels in this window (new labels get the next ids, in
-        order of first sight)."""
+        """Ids of the cells the events of these labels count in (a public stream's:
+        the label's rank, or the UNLISTED cell's; else dense ids in this window, new
+        labels getting the next ids in order of first sight)."""
+        if self.order is not None:
+            rank, unlisted = self.order.rank.get, self.order.unlisted
+            return np.fromiter((unlisted if r is None else r for r in map(rank, labels)),
+                               np.int64, len(labels))
+        labels = self.policy.cell_labels(labels)
         got = list(map(self.cells.get, labels))
         if None in got:
             for i, label in enumerate(labels):

@@ -29,6 +29,7 @@ from privmon.agents.kafka_stage import (
 )
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.worker_context import WorkerContext
+from privmon.streams.listed import ListedCells
 from privmon.streams.partials import Mark, route
 from privmon.streams.participation_state import StateChunk
 from privmon.streams.progress import Progress
@@ -96,6 +97,7 @@ class Stage1Runner:
                                      max_partition_fetch_bytes=8 << 20,
                                      fetch_max_bytes=64 << 20)
         self.parts: dict[int, Stage1Partition] = {}
+        self.listed = ListedCells()  # public streams' cell order, for every partition here
         self.lag: dict[int, int] = {}  # raw partition -> messages not yet read
         self._retired = Stage1Counts()  # counts of dropped partition states
         self._counted: dict[int, int] = {}  # raw partition -> offsets counted up to
@@ -175,7 +177,7 @@ class Stage1Runner:
                 progress=Progress.decode(raw) if raw else None, start_offset=start,
                 participation=[StateChunk.decode(v) for v in state[tp.partition].values()],
                 count_from=self._counted.get(tp.partition, 0), quarantine=ctx.quarantine,
-                inflight=ctx.crash_guard,
+                inflight=ctx.crash_guard, listed=self.listed,
             )
         log.info("stage 1 assigned raw partitions %s", sorted(self.parts))
 
@@ -257,8 +259,14 @@ class _Closed:
 def _closed(part: Stage1Partition, now: int, caught_up: bool, partitions: int) -> _Closed:
     """Close ``part``'s due windows and encode what the close sends (in a thread)."""
     partials, marks = part.close(now_ms=now, caught_up=caught_up)
-    # each window's cells, by column, in one record per stage-2 partition
-    out = [r for block in partials for r in route(block, partitions)]
+    # each window's cells, by column, in one record per stage-2 partition (a public
+    # stream's cells by the partition of their rank, worked out once per window and worker)
+    policies = {p.name: p for p in part.policies}
+    out = []
+    for block, ranks in zip(partials, part.closed_ranks, strict=True):
+        where = None if ranks is None else part.listed.partitions(
+            policies[block.stream], block.window_start_ms, partitions)[ranks]
+        out += route(block, partitions, where=where)
     out += [(None, mark.encode(), q) for mark in marks for q in range(partitions)]
     state = [(k, v, part.partition) for k, v in part.take_state()]
     return _Closed(out, state, marks, len(partials))

@@ -33,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import attrgetter
 from types import MappingProxyType
-from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +42,8 @@ from privmon.privacy.noise_keys import NoiseKeys, WindowNoise
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.records import WindowComplete
 from privmon.privacy.release import WindowRelease, noise_plan, release_window
-from privmon.streams.partials import Mark, Partials, partial_keys
-from privmon.streams.partitioner import partitions_for_keys
+from privmon.streams.listed import Listed, ListedCells
+from privmon.streams.partials import Mark, Partials
 
 
 def ledger_entry(policy: StreamPolicy, start: int, partials_partition: int,
@@ -124,54 +123,6 @@ class _Pending:
             columns=MappingProxyType(columns),
         )
         return totals, labels
-
-
-class Listed(NamedTuple):
-    """The listed cells of a public stream that one partition releases in a window."""
-
-    labels: list[tuple[str, ...]]  # sorted
-    index: dict[tuple[str, ...], int]  # label -> its position in labels
-
-
-class ListedCells:
-    """The stage-2 partition of every listed cell of a public stream in a window (where
-    Kafka's partitioner puts its partials key): hashed once per window for all the
-    partitions of a worker, which share one of these, and kept for a few windows."""
-
-    def __init__(self, keep: int = 8) -> None:
-        self._keep = keep
-        self._where: dict[tuple[str, int, int], tuple[StreamPolicy, np.ndarray]] = {}
-        self._here: dict[tuple[str, int, int, int], tuple[StreamPolicy, Listed]] = {}
-
-    def here(self, policy: StreamPolicy, start: int, partitions: int, partition: int
-             ) -> Listed:
-        """The listed cells whose partials key falls in ``partition``, sorted (as a
-        release orders its cells), kept for a few windows like their partitions."""
-        key = (policy.name, start, partitions, partition)
-        hit = self._here.get(key)
-        if hit is not None and hit[0] is policy:
-            return hit[1]
-        where = self.partitions(policy, start, partitions)
-        cells = policy.released_cells
-        labels = sorted(cells[i] for i in np.flatnonzero(where == partition).tolist())
-        listed = Listed(labels, {c: i for i, c in enumerate(labels)})
-        self._here[key] = (policy, listed)
-        while len(self._here) > self._keep * max(1, partitions):
-            del self._here[next(iter(self._here))]
-        return listed
-
-    def partitions(self, policy: StreamPolicy, start: int, partitions: int) -> np.ndarray:
-        """int[len(policy.released_cells)]: each listed cell's partition."""
-        key = (policy.name, start, partitions)
-        hit = self._where.get(key)
-        if hit is not None and hit[0] is policy:
-            return hit[1]
-        where = partitions_for_keys(partial_keys(policy.name, start, policy.released_cells),
-                                    partitions)
-        self._where[key] = (policy, where)
-        while len(self._where) > self._keep:
-            del self._where[next(iter(self._where))]
-        return where
 
 
 class Stage2Partition:

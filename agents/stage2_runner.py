@@ -22,7 +22,6 @@ from privmon.agents.kafka_stage import (
     send_many,
 )
 from privmon.agents.stage2 import (
-    ListedCells,
     Stage2Partition,
     WindowFailed,
     completion_record,
@@ -32,6 +31,7 @@ from privmon.agents.worker_context import WorkerContext
 from privmon.privacy.accountant import LedgerEntry
 from privmon.privacy.params import StreamPolicy
 from privmon.privacy.release import WindowRelease
+from privmon.streams.listed import ListedCells
 from privmon.streams.partials import decode as decode_partial
 
 log = logging.getLogger("privmon.worker")

@@ -27,6 +27,7 @@ from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.stage1_runner import _closed
 from privmon.streams.config import load_config
 from privmon.streams.generator import TelemetryGenerator
+from privmon.streams.listed import ListedCells
 from privmon.streams.partitioner import partitions_for_keys
 from privmon.streams.pseudonym import Pseudonymizer
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.servers = [(f"s{i:05d}", f"r{i % 4}") for i in range(args.cells)]
     gen.home = np.arange(args.cells * 5) % args.cells
     gen.account_p = np.full(args.cells * 5, 1 / (args.cells * 5))
-    parts = [Stage1Partition(partition=q, policies=cfg.policies,
+    listed = ListedCells()  # one for the partitions, as in a worker
+    parts = [Stage1Partition(partition=q, policies=cfg.policies, listed=listed,
                              pseudonymizer=Pseudonymizer({0: b"m" * 32}), idle_lag_ms=10**9)
              for q in range(PARTITIONS)]
     offsets = [0] * PARTITIONS

@@ -196,20 +196,24 @@ def decode_strict(decoder: msgspec.json.Decoder, value: bytes, *, what: str,
 
 def partials_of(
     totals: CellTotals, labels: Sequence[tuple[str, ...]], *, partition: int, stream: str,
-    window_start_ms: int,
+    window_start_ms: int, ids_in_label_order: bool = False,
 ) -> Partials:
     """Every cell of ``totals`` in one record (cell ids index ``labels``), cells sorted
     by label: the same totals give the same bytes whatever ids the cells had (a
     replay from another offset numbers them in another order); ``route`` splits it
-    by stage-2 partition."""
+    by stage-2 partition. ``ids_in_label_order``: the ids are ranks in label order
+    (a public stream's, streams/listed.py), so the cells (sorted by id) need no sort."""
     cells = [labels[c] for c in totals.cells.tolist()]
-    order = sorted(range(len(cells)), key=cells.__getitem__)
+    if not (ids_in_label_order and bool((np.diff(totals.cells) > 0).all())):
+        order = sorted(range(len(cells)), key=cells.__getitem__)
+        cells = [cells[i] for i in order]
+        totals = CellTotals(cells=totals.cells[order], accounts=totals.accounts[order],
+                            events=totals.events[order],
+                            columns={k: np.asarray(v)[order] for k, v in totals.columns.items()})
     return Partials(partition=partition, stream=stream, window_start_ms=window_start_ms,
-                    cells=[cells[i] for i in order],
-                    accounts=totals.accounts[order].tolist(),
-                    events=totals.events[order].tolist(),
-                    columns={k: np.asarray(v)[order].tolist()
-                             for k, v in totals.columns.items()})
+                    cells=cells, accounts=totals.accounts.tolist(),
+                    events=totals.events.tolist(),
+                    columns={k: np.asarray(v).tolist() for k, v in totals.columns.items()})
 
 
 def cell_rows(value: bytes) -> list[Partial]:
@@ -218,16 +222,21 @@ def cell_rows(value: bytes) -> list[Partial]:
     return record.per_cell() if isinstance(record, Partials) else []
 
 
-def route(block: Partials, partitions: int, *, max_bytes: int = 900_000
-          ) -> list[tuple[bytes, bytes, int]]:
+def route(block: Partials, partitions: int, *, max_bytes: int = 900_000,
+          where: np.ndarray | None = None) -> list[tuple[bytes, bytes, int]]:
     """(key, encoded record, stage-2 partition) triples holding every cell of
     ``block`` once: each cell where Kafka's partitioner puts its ``partial_key``
     (the key is the window's, "stream|start", for reading the topic), each record
     at most ``max_bytes`` (under the broker's default 1 MB message limit; a record
-    over it is halved until it fits, so no window is too large to send)."""
+    over it is halved until it fits, so no window is too large to send).
+    ``where``: each cell's partition, if the caller knows it (streams/listed.py)."""
     if not block.cells:
         return []
-    where = partitions_for_keys(block.keys(), partitions)
+    if where is None:
+        where = partitions_for_keys(block.keys(), partitions)
+    elif len(where) != len(block.cells):
+        raise ValueError(f"route: where has {len(where)} partitions for "
+                         f"{len(block.cells)} cells; expected one per cell")
     key = SEP.join((block.stream, str(block.window_start_ms))).encode()
     out: list[tuple[bytes, bytes, int]] = []
     for q in np.unique(where).tolist():
