@@ -3,6 +3,7 @@ and an open window's contribution table with its dense cell ids."""
 
 from __future__ import annotations
 
+from itertools import repeat
 from operator import attrgetter
 from typing import get_args
 
@@ -38,8 +39,7 @@ class OpenWindow:
         the label's rank, or the UNLISTED cell's; else dense ids in this window, new
         labels getting the next ids in order of first sight)."""
         if self.order is not None:
-            rank, unlisted = self.order.rank.get, self.order.unlisted
-            return np.fromiter((unlisted if r is None else r for r in map(rank, labels)),
+            return np.fromiter(map(self.order.rank.get, labels, repeat(self.order.unlisted)),
                                np.int64, len(labels))
         labels = self.policy.cell_labels(labels)
         got = list(map(self.cells.get, labels))

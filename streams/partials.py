@@ -203,17 +203,16 @@ def partials_of(
     replay from another offset numbers them in another order); ``route`` splits it
     by stage-2 partition. ``ids_in_label_order``: the ids are ranks in label order
     (a public stream's, streams/listed.py), so the cells (sorted by id) need no sort."""
-    cells = [labels[c] for c in totals.cells.tolist()]
-    if not (ids_in_label_order and bool((np.diff(totals.cells) > 0).all())):
+    cells = [labels[c] for c in totals.cells.tolist()]  # (CellTotals: sorted by id)
+    order: slice | list[int] = slice(None)
+    if not ids_in_label_order:
         order = sorted(range(len(cells)), key=cells.__getitem__)
         cells = [cells[i] for i in order]
-        totals = CellTotals(cells=totals.cells[order], accounts=totals.accounts[order],
-                            events=totals.events[order],
-                            columns={k: np.asarray(v)[order] for k, v in totals.columns.items()})
     return Partials(partition=partition, stream=stream, window_start_ms=window_start_ms,
-                    cells=cells, accounts=totals.accounts.tolist(),
-                    events=totals.events.tolist(),
-                    columns={k: np.asarray(v).tolist() for k, v in totals.columns.items()})
+                    cells=cells, accounts=totals.accounts[order].tolist(),
+                    events=totals.events[order].tolist(),
+                    columns={k: np.asarray(v)[order].tolist()
+                             for k, v in totals.columns.items()})
 
 
 def cell_rows(value: bytes) -> list[Partial]:
