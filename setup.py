@@ -1,8 +1,16 @@
-"""The one compiled part of privmon, privacy/_rows.c (everything else is in
-pyproject.toml): setuptools builds it on ``pip install`` (``make install``), with the
-machine's C compiler and Python's headers."""
+"""The compiled parts of privmon (everything else is in pyproject.toml): setuptools
+builds them on ``pip install`` (``make install``), with the machine's C compiler and
+Python's headers.
+
+- privacy/_rows.c: release records spliced from columns (privacy/rowjson.py);
+- privacy/_table.c: a window's contribution table, bounded per event in one pass
+  (privacy/bounding.py).
+"""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("privmon.privacy._rows", sources=["privacy/_rows.c"],
-                             extra_compile_args=["-O2", "-Wall", "-Werror"])])
+_FLAGS = ["-O2", "-Wall", "-Werror"]
+setup(ext_modules=[
+    Extension("privmon.privacy._rows", sources=["privacy/_rows.c"], extra_compile_args=_FLAGS),
+    Extension("privmon.privacy._table", sources=["privacy/_table.c"], extra_compile_args=_FLAGS),
+])

@@ -6,7 +6,7 @@ that the cap state can be saved per bucket (streams/participation_state.py).
   #   -> the id's stored pseudonym equal to all 16 bytes? -> id (else: the clash dict)
 
 A dict of a million pseudonyms costs ~145 bytes each (the key object, the int and the
-slot); this index costs 16 (the prefix and the id, in privacy/row_index.py's
+slot); this index costs 16 (the prefix and the id, in agents/sorted_runs.py's
 SortedRuns), and every id's 16 bytes are kept anyway (``pseudonyms``). Two
 pseudonyms sharing an 8-byte prefix (about one pair in 10^7 at a million accounts)
 cannot both sit in the runs: the later one goes to a small dict, and every lookup
@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from privmon.privacy.row_index import SortedRuns
+from privmon.agents.sorted_runs import SortedRuns
 from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES
 
 RAW_ID_CACHE = 1 << 16  # (key period, raw id) entries (~10 MiB at most); cleared whole when full

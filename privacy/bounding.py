@@ -28,10 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privmon.privacy import _table
 from privmon.privacy.params import StreamPolicy
-from privmon.privacy.row_index import RowIndex
-
-_CELL_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -76,15 +74,19 @@ class ContributionTable:
     """One window's per-(account, cell) contributions, bounded as they arrive.
 
     ``account`` and ``cell`` are dense non-negative integer ids chosen by the
-    caller (pseudonyms and cell keys mapped to ints); raw ids never enter.
+    caller (pseudonyms and cell keys mapped to ints); raw ids never enter. Rows
+    are numbered in order of their pair's first event. The per-event work is
+    privacy/_table.c (one pass, one hash probe an event); this class owns its
+    arrays and grows them before each batch.
     """
 
     def __init__(self, policy: StreamPolicy, *, capacity: int = 1024) -> None:
         self.policy = policy
         self._linf = policy.bounds.max_events_per_cell
-        self._index = RowIndex()  # (account, cell) key -> row
         self._n = 0
         self._cap = capacity
+        # (account, cell) -> row: open addressing over row ids, at most half full
+        self._slots = np.full(_slot_count(capacity), -1, np.int32)
         # Stored in the smallest integer type their bounds allow (per row: events and
         # counts <= Linf, |centred sum| <= Linf * (upper_q - lower_q)); a row of the
         # monitoring stream is ~40 bytes instead of ~150. Outputs are int64.
@@ -100,85 +102,51 @@ class ContributionTable:
         return self._n
 
     def _grow(self, need: int) -> None:
-        if need <= self._cap:
-            return
-        cap = max(need, 2 * self._cap)
+        """Room for ``need`` rows, and slots to index them at most half full."""
+        if need > self._cap:
+            cap = max(need, 2 * self._cap)
 
-        def grow(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((cap, *a.shape[1:]), a.dtype)
-            out[: self._n] = a[: self._n]
-            return out
+            def grow(a: np.ndarray) -> np.ndarray:
+                out = np.zeros((cap, *a.shape[1:]), a.dtype)
+                out[: self._n] = a[: self._n]
+                return out
 
-        self._account, self._cell, self._events = (
-            grow(self._account), grow(self._cell), grow(self._events)
-        )
-        self._cols = {k: grow(v) for k, v in self._cols.items()}
-        self._cap = cap
+            self._account, self._cell, self._events = (
+                grow(self._account), grow(self._cell), grow(self._events)
+            )
+            self._cols = {k: grow(v) for k, v in self._cols.items()}
+            self._cap = cap
+        if 2 * need > self._slots.size:
+            self._slots = np.full(_slot_count(need), -1, np.int32)
+            _table.rehash(self._slots, self._account, self._cell, self._n)
 
     def add(self, account: np.ndarray, cell: np.ndarray, fields: Mapping[str, np.ndarray]) -> int:
         """Add a batch of events; returns how many were kept (the rest exceeded Linf).
 
         ``fields`` maps each metric's field name to a per-event array.
         """
-        account = np.asarray(account, np.int64)
-        cell = np.asarray(cell, np.int64)
+        account = np.ascontiguousarray(account, np.int64)
+        cell = np.ascontiguousarray(cell, np.int64)
         n = account.size
         if cell.size != n:
             raise ValueError(f"cell: expected {n} entries like account, got {cell.size}")
         if n == 0:
             return 0
-        if ((account < 0).any() or (account >= 1 << 31).any() or (cell < 0).any()
-                or (cell >= 1 << _CELL_BITS).any()):
-            raise ValueError("account/cell ids: expected account ids in [0, 2^31) and cell ids "
-                             f"in [0, 2^{_CELL_BITS})")
-        contrib = {}
+        self._grow(self._n + n)
+        metrics = []
         for m in self.policy.metrics:
             if m.field not in fields:
                 raise ValueError(
                     f"fields: metric {m.name!r} needs field {m.field!r}; got {sorted(fields)}"
                 )
-            contrib[m.name] = m.quantize(fields[m.field])
-
-        keys = (account << _CELL_BITS) | cell
-        order = np.argsort(keys, kind="stable")  # stable: arrival order within a pair
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        group_of = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
-        rank = np.arange(n) - starts[group_of]
-
-        unique_keys = sorted_keys[starts]
-        rows, fresh = self._index.rows_of(unique_keys)  # new pairs: the next rows
-        if fresh.any():
-            new_keys = unique_keys[fresh]
-            self._grow(self._index.size)
-            new_rows = rows[fresh]
-            self._account[new_rows] = new_keys >> _CELL_BITS
-            self._cell[new_rows] = new_keys & ((1 << _CELL_BITS) - 1)
-            self._n = self._index.size
-
-        keep = self._events[rows][group_of] + rank < self._linf  # Linf, in arrival order
-        kept_events = order[keep]
-        kept_groups = group_of[keep]  # non-decreasing: events are in key order
-        self.dropped_by_linf += int(n - kept_events.size)
-        if kept_events.size == 0:
-            return 0
-        # Sums over the rows this batch touched only (not the whole table: a batch's
-        # work must not grow with the window's size).
-        first = np.r_[True, kept_groups[1:] != kept_groups[:-1]]
-        touched = rows[kept_groups[first]]  # distinct rows
-        local = np.cumsum(first) - 1  # each kept event's index in `touched`
-        width = touched.size
-
-        def add_to(col: np.ndarray, delta: np.ndarray) -> None:
-            # The bounds above guarantee the sums fit the column's type.
-            block = col[touched]
-            np.add(block, delta, out=block, casting="unsafe")
-            col[touched] = block
-
-        add_to(self._events, np.bincount(local, minlength=width))
-        for m in self.policy.metrics:
-            add_to(self._cols[m.name], m.sum_rows(local, contrib[m.name][kept_events], width))
-        return int(kept_events.size)
+            contribution = np.ascontiguousarray(m.quantize(fields[m.field]), np.int64)
+            metrics.append((self._cols[m.name], contribution, m.buckets[0] if m.buckets else 0))
+        # (raises, before writing anything, on ids out of range: account ids in
+        # [0, 2^31), cell ids in [0, 2^32))
+        self._n, kept = _table.add(self._slots, self._account, self._cell, self._events,
+                                   self._n, self._linf, account, cell, tuple(metrics))
+        self.dropped_by_linf += n - kept
+        return kept
 
     def bounded_rows(self, rng: np.random.Generator) -> BoundedRows:
         """Apply L0: each account keeps a uniformly random subset of <= L0 cells."""
@@ -196,3 +164,8 @@ class ContributionTable:
             events=self._events[:n][keep].astype(np.int64),
             columns={k: v[:n][keep].astype(np.int64) for k, v in self._cols.items()},
         )
+
+
+def _slot_count(rows: int) -> int:
+    """Slots for ``rows`` rows at most half full: a power of two >= 2 * rows."""
+    return 1 << max(1, (2 * rows - 1).bit_length())

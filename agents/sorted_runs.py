@@ -1,6 +1,5 @@
-"""Integer key -> integer value in numpy sorted runs (``SortedRuns``), and on it the
-(account, cell) index of a window's contribution table (``RowIndex``,
-privacy/bounding.py); agents/account_ids.py keeps pseudonym prefixes in one too.
+"""Integer key -> integer value in numpy sorted runs: agents/account_ids.py's index of
+pseudonym prefixes.
 
 A dict of a million int keys costs ~100 bytes per key; this costs 16 (the key
 and its value, in sorted arrays). Two sorted runs: a main one and a small delta
@@ -64,30 +63,6 @@ class SortedRuns:
         keep = live[self._delta_values]
         self._delta_keys, self._delta_values = (self._delta_keys[keep],
                                                 self._delta_values[keep])
-
-
-class RowIndex:
-    """(account, cell) key -> dense row id, rows handed out in key order."""
-
-    def __init__(self) -> None:
-        self.size = 0  # rows handed out: 0 .. size - 1
-        self._runs = SortedRuns()
-
-    def __len__(self) -> int:
-        return self.size
-
-    def rows_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row of each key, mask of the keys new here) for sorted distinct ``keys``;
-        new keys get the next rows in key order, as a dict filled in that order would."""
-        keys = np.asarray(keys, np.int64)
-        rows = self._runs.lookup(keys)
-        fresh = rows < 0
-        n = int(np.count_nonzero(fresh))
-        if n:
-            rows[fresh] = np.arange(self.size, self.size + n)
-            self.size += n
-            self._runs.insert(keys[fresh], rows[fresh])
-        return rows, fresh
 
 
 def _merged(keys: np.ndarray, values: np.ndarray, new_keys: np.ndarray,
