@@ -1,6 +1,6 @@
 # The two commands of the README:  `make demo`  and  `make test`.
 # Both create .venv and install privmon into it on first use (and whenever
-# pyproject.toml, setup.py or the C parts privacy/*.c change); the local
+# pyproject.toml, setup.py or the C parts privacy/*.c, agents/*.c change); the local
 # Kafka jars are fetched by Maven on first use.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint install clean
 
-$(BIN)/.installed: pyproject.toml setup.py $(wildcard privacy/*.c)
+$(BIN)/.installed: pyproject.toml setup.py $(wildcard privacy/*.c agents/*.c)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "privmon needs Python >= 3.11; this is " + sys.version.split()[0] + ". Run with PYTHON=python3.11 (or newer).")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'

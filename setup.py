@@ -4,7 +4,9 @@ Python's headers.
 
 - privacy/_rows.c: release records spliced from columns (privacy/rowjson.py);
 - privacy/_table.c: a window's contribution table, bounded per event in one pass
-  (privacy/bounding.py).
+  (privacy/bounding.py);
+- agents/_columns.c: stage 1's numpy columns from decoded events
+  (agents/stage1_columns.py).
 """
 
 from setuptools import Extension, setup
@@ -13,4 +15,6 @@ _FLAGS = ["-O2", "-Wall", "-Werror"]
 setup(ext_modules=[
     Extension("privmon.privacy._rows", sources=["privacy/_rows.c"], extra_compile_args=_FLAGS),
     Extension("privmon.privacy._table", sources=["privacy/_table.c"], extra_compile_args=_FLAGS),
+    Extension("privmon.agents._columns", sources=["agents/_columns.c"],
+              extra_compile_args=_FLAGS),
 ])

@@ -25,14 +25,13 @@ again, which only drops more).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
 
 from privmon.agents.account_ids import AccountIds, RawIds
 from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
-from privmon.agents.stage1_columns import Batch, DimCodes, OpenWindow
+from privmon.agents.stage1_columns import Batch, DimCodes, OpenWindow, event_times
 from privmon.agents.stage1_messages import MessageReader
 from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
@@ -53,8 +52,6 @@ from privmon.streams.schema import (
     dead_letter,
 )
 from privmon.streams.windows import Watermark, WindowSpec
-
-_TIME = attrgetter("event_time_ms")
 
 
 class Inflight(Protocol):
@@ -245,7 +242,7 @@ class Stage1Partition:
                     owners.append(owner)
         if events:
             try:  # (a failure in finding ids is isolated like one in the batch work)
-                time = np.fromiter(map(_TIME, events), np.int64, len(events))
+                time = event_times(events)
                 if sizes:  # per message -> per event
                     ids = self.reader.ids(np.array(ids, np.int64),
                                           np.array(sizes, np.int64), owners, time)

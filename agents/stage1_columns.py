@@ -4,22 +4,30 @@ and an open window's contribution table with its dense cell ids."""
 from __future__ import annotations
 
 from itertools import repeat
-from operator import attrgetter
 from typing import get_args
 
 import msgspec
 import numpy as np
 
+from privmon.agents import _columns
 from privmon.privacy.bounding import ContributionTable
 from privmon.privacy.params import StreamPolicy
 from privmon.streams.listed import CellOrder
 from privmon.streams.schema import TelemetryEvent
 
-_TIME = attrgetter("event_time_ms")
 # The numpy type of each numeric field of TelemetryEvent (metrics' fields, but hour_utc).
 _NUMPY = {bool: np.bool_, int: np.int64, float: np.float64}
 _DTYPES = {f.name: _NUMPY[base] for f in msgspec.structs.fields(TelemetryEvent)
            if (base := get_args(f.type)[0] if get_args(f.type) else f.type) in _NUMPY}
+# Each field's attribute descriptor, read per event by agents/_columns.c.
+_FIELDS = {name: TelemetryEvent.__dict__[name] for name in TelemetryEvent.__struct_fields__}
+
+
+def event_times(events: list[TelemetryEvent]) -> np.ndarray:
+    """Each event's event_time_ms (int64)."""
+    out = np.empty(len(events), np.int64)
+    _columns.fill(events, _FIELDS["event_time_ms"], out)
+    return out
 
 
 class OpenWindow:
@@ -63,17 +71,13 @@ _COMBINED_MAX = 1 << 62
 
 
 class _Codes(dict[str, int]):
-    """Value -> code, in order of first sight: a new value gets the next code; and
-    each code's value as a cell label (``labels[code]``, the value's str)."""
+    """Value -> code, in order of first sight, and each code's value as a cell label
+    (``labels[code]``, the value's str): agents/_columns.c's ``codes`` gives a new
+    value the next code and appends its label."""
 
     def __init__(self) -> None:
         super().__init__()
         self.labels: list[str] = []
-
-    def __missing__(self, value: str) -> int:
-        code = self[value] = len(self)
-        self.labels.append(str(value))
-        return code
 
 
 class DimCodes:
@@ -104,8 +108,7 @@ class Batch:
         self.n = len(events)
         self.account = np.asarray(accounts, np.int64)
         self.offset = np.asarray(offsets, np.int64)
-        self.time = time if time is not None else np.fromiter(map(_TIME, events), np.int64,
-                                                               self.n)
+        self.time = time if time is not None else event_times(events)
         self.dim_codes = dim_codes if dim_codes is not None else DimCodes()
         self._columns: dict[str, np.ndarray] = {}
         self._dims: dict[str, tuple[np.ndarray, _Codes]] = {}
@@ -116,8 +119,9 @@ class Batch:
         if col is None:
             if field == "hour_utc":
                 col = (self.time // 3_600_000) % 24
-            else:  # (typed: np.array of a list would look at every element for its type)
-                col = np.fromiter(map(attrgetter(field), self.events), _DTYPES[field], self.n)
+            else:
+                col = np.empty(self.n, _DTYPES[field])
+                _columns.fill(self.events, _FIELDS[field], col)
             self._columns[field] = col
         return col
 
@@ -126,8 +130,8 @@ class Batch:
         got = self._dims.get(dim)
         if got is None:
             table = self.dim_codes.table(dim)
-            codes = np.fromiter(map(table.__getitem__, map(attrgetter(dim), self.events)),
-                                np.int64, self.n)
+            codes = np.empty(self.n, np.int64)
+            _columns.codes(self.events, _FIELDS[dim], table, table.labels, codes)
             got = (codes, table)
             self._dims[dim] = got
         return got

@@ -15,6 +15,7 @@ from operator import attrgetter, itemgetter
 import numpy as np
 
 from privmon.agents.account_ids import RawIds
+from privmon.agents.stage1_columns import event_times
 from privmon.streams.decode import decode_message, decode_singles, event_spans
 from privmon.streams.pseudonym import Pseudonymizer
 from privmon.streams.schema import (
@@ -25,7 +26,7 @@ from privmon.streams.schema import (
     key_mismatch,
 )
 
-_ACCOUNT, _TIME = attrgetter("account_id"), attrgetter("event_time_ms")
+_ACCOUNT = attrgetter("account_id")
 _KEY, _VALUE = itemgetter(1), itemgetter(2)  # of a raw (offset, key, value) record
 
 
@@ -67,7 +68,7 @@ class MessageReader:
                     events[take[j]] = None
                 take, got, keys = [take[j] for j in mine], [got[j] for j in mine], \
                     [keys[j] for j in mine]
-            times = np.fromiter(map(_TIME, got), np.int64, len(got))
+            times = event_times(got)
             found = self.raw_ids.ids(self.pseudonymizer.key_indices(times), keys)  # type: ignore[arg-type]
             if len(take) == n:
                 return events, found
