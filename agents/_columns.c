@@ -1,4 +1,5 @@
-/* privmon.agents._columns: numpy columns from a list of decoded events, one C loop each.
+/* privmon.agents._columns: stage 1's numpy columns from decoded events (and from dict
+ * probes), one C loop each.
  *
  * fill(events, field, out) -> None
  *     out[i] = events[i].<field>, where ``field`` is the attribute's descriptor (e.g.
@@ -10,6 +11,9 @@
  *     0 .. len(table) - 1, in order of first sight) and labels[code] the value's str: a
  *     value not in it gets the next code, and its str is appended to labels (as
  *     agents/stage1_columns.py's _Codes would give). Returns how many values were new.
+ * lookup(table, keys, out) -> int
+ *     out[i] = table[keys[i]] (table: a dict of key -> int, keys: a list), or -1 where
+ *     the key is not in it; returns how many are not (agents/account_ids.py's RawIds).
  *
  * Why: stage 1 turns each batch of decoded events into columns (agents/stage1_columns.py).
  * ``np.fromiter(map(attrgetter(f), events))`` costs ~35-60 ns an event and field, in
@@ -206,12 +210,56 @@ fail:
     return NULL;
 }
 
+static PyObject *
+lookup(PyObject *self, PyObject *args)
+{
+    PyObject *table, *keys, *out;
+    if (!PyArg_ParseTuple(args, "O!O!O:lookup", &PyDict_Type, &table, &PyList_Type, &keys, &out))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys), missing = 0;
+    Py_buffer view;
+    if (get_out(&view, out, n) < 0)
+        return NULL;
+    if (column_type(&view) != INT64) {
+        PyErr_Format(PyExc_TypeError, "out: expected int64 items, got format '%s' of %zd bytes",
+                     view.format ? view.format : "B", view.itemsize);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    long long *o = (long long *)view.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PyDict_GetItemWithError(table, PyList_GET_ITEM(keys, i));  /* borrowed */
+        if (value == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            o[i] = -1;
+            missing++;
+            continue;
+        }
+        long long v = PyLong_CheckExact(value) ? PyLong_AsLongLong(value) : -1;
+        if (v < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "table: expected int values >= 0, got %.80R",
+                             value);
+            goto fail;
+        }
+        o[i] = v;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(missing);
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"fill", fill, METH_VARARGS,
      "fill(events, field, out): out[i] = events[i].<field> (see agents/_columns.c)."},
     {"codes", codes, METH_VARARGS,
      "codes(events, field, table, labels, out) -> new: each event's code of its <field> "
      "(see agents/_columns.c)."},
+    {"lookup", lookup, METH_VARARGS,
+     "lookup(table, keys, out) -> missing: out[i] = table.get(keys[i], -1)."},
     {NULL, NULL, 0, NULL},
 };
 

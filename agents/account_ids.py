@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from privmon.agents import _columns
 from privmon.agents.sorted_runs import SortedRuns
 from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES
 
@@ -184,22 +185,24 @@ class RawIds:
     def __len__(self) -> int:
         return self._size
 
-    def ids(self, periods: np.ndarray, accounts: list[bytes]) -> list[int]:
-        """The id of each UTF-8 account id under the key period beside it."""
-        if not accounts:
-            return []
+    def ids(self, periods: np.ndarray, accounts: list[bytes]) -> np.ndarray:
+        """The id of each UTF-8 account id under the key period beside it (int64)."""
+        n = len(accounts)
+        out = np.full(n, -1, np.int64)
+        if not n:
+            return out
         first = int(periods[0])
         if not (periods == first).all():  # (rare: a batch across a key rotation)
-            out: list[int] = []
             for p in np.unique(periods).tolist():
-                at = np.flatnonzero(periods == p).tolist()
-                out += zip(at, self.ids(periods[at], [accounts[i] for i in at]), strict=True)
-            return [i for _, i in sorted(out)]
+                at = np.flatnonzero(periods == p)
+                out[at] = self.ids(periods[at], [accounts[i] for i in at.tolist()])
+            return out
         cache = self._by_period.get(first)
-        got = list(map(cache.get, accounts)) if cache is not None else [None] * len(accounts)
-        if None not in got:
-            return got  # type: ignore[return-value]
-        new = list(dict.fromkeys(a for a, i in zip(accounts, got, strict=True) if i is None))
+        if cache is not None and not _columns.lookup(cache, accounts, out):
+            return out  # (every one cached: one C loop of dict probes)
+        at = np.flatnonzero(out < 0).tolist()
+        unknown = [accounts[i] for i in at]
+        new = list(dict.fromkeys(unknown))
         if self._size + len(new) > self.capacity:
             self._by_period.clear()
             self._size = 0
@@ -208,7 +211,8 @@ class RawIds:
                          strict=True))
         self._by_period.setdefault(first, {}).update(fresh)
         self._size += len(fresh)
-        return [fresh[a] if i is None else i for a, i in zip(accounts, got, strict=True)]
+        out[at] = list(map(fresh.__getitem__, unknown))
+        return out
 
     def forget(self, live: np.ndarray) -> None:
         """Drop the entries of ids not in ``live`` (a mask over ``AccountIds.size``)."""

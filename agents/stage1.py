@@ -287,13 +287,8 @@ class Stage1Partition:
             live = np.flatnonzero(~late)
             if live.size == 0:
                 continue
-            # The windows-per-period cap, decided once per (account, window) pair.
-            # (ids < 2^31; window numbers of ms timestamps < 2^32)
-            pair = (batch.account[live] << 32) | (start[live] // policy.window_ms)
-            pairs, inverse = np.unique(pair, return_inverse=True)
-            admitted = self.limiters[name].admit(
-                (pairs >> 32).tolist(), (pairs & 0xFFFFFFFF) * policy.window_ms)
-            keep = admitted[inverse.reshape(-1)]
+            # The windows-per-period cap (decided once per (account, window) pair).
+            keep = self.limiters[name].admit(batch.account[live], start[live])
             out[name]["over_cap"] += int((~keep & counted[live]).sum())
             live = live[keep]
             if live.size == 0:

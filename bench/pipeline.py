@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the throughput rows' workers under pyinstrument (slower: not "
                         "for figures) and write their profiles to DIR")
     args = p.parse_args(argv)
+    if args.profile_workers:  # (pyinstrument writes into it, and would not create it)
+        args.profile_workers.mkdir(parents=True, exist_ok=True)
 
     from privmon.streams.localkafka.cluster import LocalKafka
 

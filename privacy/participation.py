@@ -18,6 +18,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from privmon.privacy import _admit
 from privmon.privacy.params import ParticipationCap
 
 
@@ -140,15 +141,11 @@ class DenseParticipationLimiter:
               window_start_ms: np.ndarray) -> np.ndarray:
         """Boolean mask of the events whose (account, window) is within the cap.
 
-        Vectorized, with the reference's decisions: each distinct (account,
-        window) pair is decided once, an account's pairs in the order they first
-        appear. Pairs are decided in rounds, round r taking every account's r-th
-        pair, so within a round each account is touched once and the state
-        updates are plain fancy-indexed assignments (a batch needs as many
-        rounds as the most windows one account has in it: usually one or two).
+        The reference's decisions (each distinct (account, window) pair decided
+        once, at its first event), made per event in one pass by privacy/_admit.c.
         """
-        windows = np.asarray(window_start_ms, np.int64)
-        acc = np.asarray(accounts, np.int64).reshape(-1)
+        windows = np.ascontiguousarray(window_start_ms, np.int64).reshape(-1)
+        acc = np.ascontiguousarray(accounts, np.int64).reshape(-1)
         if acc.size != windows.size:
             raise ValueError(
                 f"window_start_ms: expected {acc.size} entries like accounts, "
@@ -156,54 +153,15 @@ class DenseParticipationLimiter:
             )
         if windows.size == 0:
             return np.zeros(0, bool)
+        if acc.min() < 0 or windows.min() < 0:
+            raise ValueError("accounts, window_start_ms: expected ids and window starts >= 0, "
+                             f"got {acc.min()} and {windows.min()}")
         self._grow(int(acc.max()) + 1)
         self._fit_periods(int(windows.max()) // self.cap.period_ms)
-        # Distinct pairs, each with its first appearance (lexsort is stable).
-        order = np.lexsort((windows, acc))
-        sa, sw = acc[order], windows[order]
-        new_pair = np.r_[True, (sa[1:] != sa[:-1]) | (sw[1:] != sw[:-1])]
-        starts = np.flatnonzero(new_pair)
-        group = np.cumsum(new_pair) - 1  # pair id of each sorted event
-        pa, pw, first = sa[starts], sw[starts], order[starts]
-        # An account's pairs in order of first appearance, and each pair's rank there.
-        by_account = np.lexsort((first, pa))
-        pa, pw = pa[by_account], pw[by_account]
-        account_start = np.flatnonzero(np.r_[True, pa[1:] != pa[:-1]])
-        rank = np.arange(pa.size) - np.repeat(account_start,
-                                              np.diff(np.r_[account_start, pa.size]))
-        decided = np.zeros(pa.size, bool)
-        period_ms, cap = self.cap.period_ms, self.cap.max_windows
-        periods, counts, recents, dirty = self._period, self._count, self._recent, self._dirty
-        for r in range(int(rank.max()) + 1):
-            sel = np.flatnonzero(rank == r)
-            a, w = pa[sel], pw[sel]
-            period = w // period_ms
-            offset = w - period * period_ms  # the window's place in its period
-            have = periods[a].astype(np.int64)
-            reset = have < period  # no state, or an older period: start afresh
-            if reset.any():
-                fresh = a[reset]
-                periods[fresh], counts[fresh] = period[reset], 0
-                recents[fresh] = -1
-                dirty[fresh] = True
-                have = np.maximum(have, period)
-            earlier = have > period  # an earlier period, after a later one began: drop
-            seen = (recents[a] == offset[:, None]).any(axis=1)  # (same period here)
-            room = counts[a] < cap
-            decided[sel] = ~earlier & (seen | room)
-            take = ~earlier & ~seen & room
-            if take.any():
-                grown = a[take]
-                counts[grown] += 1
-                recents[grown] = np.concatenate(
-                    [recents[grown][:, 1:], offset[take][:, None].astype(recents.dtype)], axis=1)
-                dirty[grown] = True
-        # back to pairs in sorted order, then to events
-        of_pair = np.empty(pa.size, bool)
-        of_pair[by_account] = decided
         keep = np.empty(windows.size, bool)
-        keep[order] = of_pair[group]
-        self.dropped += int((~keep).sum())
+        self.dropped += _admit.admit(self._period, self._count, self._recent, self._dirty,
+                                     acc, windows, self.cap.period_ms, self.cap.max_windows,
+                                     keep)
         return keep
 
     def accounts(self) -> set[int]:

@@ -104,3 +104,29 @@ def test_compact_state_decides_and_saves_like_the_reference_at_any_period(
             r.tolist() for r in (period[has], count[has], recent[has])]
         assert recent[recent >= 0].min(initial=base) >= base  # absolute starts, not offsets
         dense = again
+
+
+def test_bad_batches_are_refused_before_the_state_changes():
+    """privacy/_admit.c checks every id and window before it writes: a batch with one
+    bad entry raises and leaves the state (and what later batches decide) as it was."""
+    import pytest
+
+    from privmon.privacy import _admit
+    from privmon.privacy.participation import DenseParticipationLimiter
+
+    cap = ParticipationCap(max_windows=1, period_ms=PERIOD)
+    dense = DenseParticipationLimiter(cap, recent=2, capacity=4)
+    dense.admit([0, 1], np.array([0, 60_000], np.int64))
+    before = [dense.rows(np.arange(4))[i].tolist() for i in range(3)]
+    with pytest.raises(ValueError, match="expected ids and window starts >= 0"):
+        dense.admit([2, 3, -1], np.array([0, 0, 0], np.int64))
+    keep = np.empty(2, bool)
+    with pytest.raises(ValueError, match=r"expected ids in \[0, 4\)"):  # past the arrays
+        _admit.admit(dense._period, dense._count, dense._recent, dense._dirty,
+                     np.array([2, 9]), np.array([0, 0]), PERIOD, 1, keep)
+    with pytest.raises(TypeError, match="keep: expected items of format"):
+        _admit.admit(dense._period, dense._count, dense._recent, dense._dirty,
+                     np.array([2, 3]), np.array([0, 0]), PERIOD, 1, keep.astype(np.int64))
+    assert [dense.rows(np.arange(4))[i].tolist() for i in range(3)] == before
+    assert dense.admit([0, 1, 2], np.array([120_000, 60_000, 0], np.int64)).tolist() == [
+        False, True, True]

@@ -112,3 +112,19 @@ def test_codes_refuse_a_table_and_labels_out_of_step_and_unhashable_values():
     with pytest.raises(TypeError, match="unhashable"):
         _columns.codes([_event(region=[])], _FIELDS["region"], unhashable, [], out)  # type: ignore[arg-type]
     assert unhashable == {}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.binary(max_size=4), st.integers(0, 2**62), max_size=20),
+       st.lists(st.binary(max_size=4), max_size=40))
+def test_lookup_is_dict_get_with_minus_one(table, keys):
+    out = np.empty(len(keys), np.int64)
+    missing = _columns.lookup(table, keys, out)
+    assert out.tolist() == [table.get(k, -1) for k in keys]
+    assert missing == sum(k not in table for k in keys)
+
+
+@pytest.mark.parametrize("value", [-1, "7", 2**64, 1.0])
+def test_lookup_refuses_values_that_are_not_ids(value):
+    with pytest.raises((ValueError, OverflowError)):
+        _columns.lookup({b"k": value}, [b"k"], np.empty(1, np.int64))

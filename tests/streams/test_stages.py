@@ -231,7 +231,7 @@ def _raw_ids_run(seed: int, *, forget: bool) -> list[tuple[list[int], list[int]]
         accounts = [rng.choice(pool) for _ in range(rng.randrange(1, 60))]
         periods = np.array([rng.choice([0, 1]) if step % 5 == 4 else step // 40
                             for _ in accounts], np.int64)
-        got = raw.ids(periods, accounts)
+        got = raw.ids(periods, accounts).tolist()
         want = raw.accounts.ids_of([pz.pseudonym_under(int(p), a)
                                     for p, a in zip(periods, accounts, strict=True)])
         out.append((got, want))
