@@ -11,6 +11,10 @@
  *     0 .. len(table) - 1, in order of first sight) and labels[code] the value's str: a
  *     value not in it gets the next code, and its str is appended to labels (as
  *     agents/stage1_columns.py's _Codes would give). Returns how many values were new.
+ * dense(values, codes, firsts) -> int
+ *     Numbers the distinct int64 values in order of first sight: codes[i] is values[i]'s
+ *     number, firsts[c] the index of number c's first event; returns how many numbers
+ *     (codes, firsts: int64[len(values)]; firsts past that count are left as they are).
  * lookup(table, keys, out) -> int
  *     out[i] = table[keys[i]] (table: a dict of key -> int, keys: a list), or -1 where
  *     the key is not in it; returns how many are not (agents/account_ids.py's RawIds).
@@ -27,6 +31,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 enum { INT64, FLOAT64, BOOL };
 
@@ -210,6 +215,97 @@ fail:
     return NULL;
 }
 
+/* A writable (or read-only) int64 buffer of n items; -1 with an exception set. */
+static int
+int64s(Py_buffer *view, PyObject *obj, const char *name, Py_ssize_t n, int writable)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s int64 array, got %.80s",
+                     name, writable ? " writable" : "", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (column_type(view) != INT64 || view->ndim != 1 || (n >= 0 && view->shape[0] != n)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected one dimension of %zd int64 items, got "
+                     "format '%s', %d dimension(s)", name, n,
+                     view->format ? view->format : "B", view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+dense(PyObject *self, PyObject *args)
+{
+    PyObject *o_values, *o_codes, *o_firsts;
+    if (!PyArg_ParseTuple(args, "OOO:dense", &o_values, &o_codes, &o_firsts))
+        return NULL;
+    Py_buffer values, codes_view, firsts;
+    if (int64s(&values, o_values, "values", -1, 0) < 0)
+        return NULL;
+    Py_ssize_t n = values.shape[0];
+    if (int64s(&codes_view, o_codes, "codes", n, 1) < 0) {
+        PyBuffer_Release(&values);
+        return NULL;
+    }
+    if (int64s(&firsts, o_firsts, "firsts", n, 1) < 0) {
+        PyBuffer_Release(&values);
+        PyBuffer_Release(&codes_view);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int64_t *slot = NULL;
+    const char *vb = values.buf, *cb = codes_view.buf, *fb = firsts.buf;
+    Py_ssize_t bytes = 8 * n;
+    if (n && ((vb < cb + bytes && cb < vb + bytes) || (vb < fb + bytes && fb < vb + bytes)
+              || (cb < fb + bytes && fb < cb + bytes))) {
+        PyErr_SetString(PyExc_ValueError, "values, codes, firsts: expected three arrays that "
+                        "do not overlap");
+        goto done;
+    }
+    Py_ssize_t slots = 2;
+    while (slots < 2 * n)
+        slots <<= 1;
+    slot = PyMem_New(int64_t, slots);  /* the number at each slot, -1: empty */
+    if (slot == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < slots; s++)
+        slot[s] = -1;
+    const int64_t *v = (const int64_t *)values.buf;
+    int64_t *c = (int64_t *)codes_view.buf, *f = (int64_t *)firsts.buf;
+    uint64_t mask = (uint64_t)slots - 1;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t h = (uint64_t)v[i] * 0x9E3779B97F4A7C15ULL;
+        uint64_t s = (h ^ (h >> 31)) & mask;
+        for (;;) {
+            int64_t number = slot[s];
+            if (number < 0) {
+                slot[s] = count;
+                f[count] = i;
+                c[i] = count++;
+                break;
+            }
+            if (v[f[number]] == v[i]) {
+                c[i] = number;
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+    }
+    result = PyLong_FromSsize_t(count);
+done:
+    PyMem_Free(slot);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&codes_view);
+    PyBuffer_Release(&firsts);
+    return result;
+}
+
 static PyObject *
 lookup(PyObject *self, PyObject *args)
 {
@@ -258,6 +354,8 @@ static PyMethodDef methods[] = {
     {"codes", codes, METH_VARARGS,
      "codes(events, field, table, labels, out) -> new: each event's code of its <field> "
      "(see agents/_columns.c)."},
+    {"dense", dense, METH_VARARGS,
+     "dense(values, codes, firsts) -> count: int64 values numbered in order of first sight."},
     {"lookup", lookup, METH_VARARGS,
      "lookup(table, keys, out) -> missing: out[i] = table.get(keys[i], -1)."},
     {NULL, NULL, 0, NULL},

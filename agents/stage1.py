@@ -31,7 +31,13 @@ import numpy as np
 
 from privmon.agents.account_ids import AccountIds, RawIds
 from privmon.agents.isolation import BatchFailed, MessageFailed, Quarantine
-from privmon.agents.stage1_columns import Batch, DimCodes, OpenWindow, event_times
+from privmon.agents.stage1_columns import (
+    Batch,
+    DimCodes,
+    OpenWindow,
+    dense_codes,
+    event_times,
+)
 from privmon.agents.stage1_messages import MessageReader
 from privmon.privacy import accumulators as acc
 from privmon.privacy.params import StreamPolicy
@@ -310,10 +316,10 @@ class Stage1Partition:
             window = self.open[(policy.name, start)] = OpenWindow(
                 policy, first, self.listed.order(policy))
         window.first_offset = min(window.first_offset, first)
-        used, local = np.unique(codes[idx], return_inverse=True)
+        mine = codes[idx]
+        local, firsts = dense_codes(mine)
         # public cells: an unlisted one counts in the stream's UNLISTED cell, never its own
-        cells = window.cell_ids(list(map(labels.__getitem__, used.tolist())))[
-            local.reshape(-1)]
+        cells = window.cell_ids(list(map(labels.__getitem__, mine[firsts].tolist())))[local]
         window.table.add(batch.account[idx], cells,
                          {f: batch.column(f)[idx] for f in fields})
 

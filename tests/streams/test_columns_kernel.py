@@ -128,3 +128,23 @@ def test_lookup_is_dict_get_with_minus_one(table, keys):
 def test_lookup_refuses_values_that_are_not_ids(value):
     with pytest.raises((ValueError, OverflowError)):
         _columns.lookup({b"k": value}, [b"k"], np.empty(1, np.int64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(-3, 3), st.integers(-2**63, 2**63 - 1)), max_size=80))
+def test_dense_codes_number_values_in_order_of_first_sight(values):
+    from privmon.agents.stage1_columns import dense_codes
+
+    codes, firsts = dense_codes(np.array(values, np.int64))
+    seen: dict[int, int] = {}
+    for v in values:
+        seen.setdefault(v, len(seen))
+    assert codes.tolist() == [seen[v] for v in values]
+    assert firsts.tolist() == [values.index(v) for v in seen]
+
+
+def test_dense_refuses_overlapping_arrays():
+    values = np.arange(4, dtype=np.int64)
+    with pytest.raises(ValueError, match="do not overlap"):
+        _columns.dense(values, values, np.empty(4, np.int64))
+    assert values.tolist() == [0, 1, 2, 3]
