@@ -8,9 +8,10 @@ events per message, keyed by account), and measures on each, one after the
 other, each in its own process (peak RSS = that process's VmHWM):
 
 - limit:    raw aiokafka consume + privmon's validating decode as stage 1 runs it
-            (the batch path for single events), no processing; beside it the same
-            with confluent-kafka (librdkafka), and Kafka's own Java consumer
-            (consume only, no decode: kafka-consumer-perf-test's class);
+            (the batch path for single events), no processing, run before and after
+            privmon: every "of limit" ratio is to the faster of the two runs; beside
+            it the same with confluent-kafka (librdkafka), and Kafka's own Java
+            consumer (consume only, no decode: kafka-consumer-perf-test's class);
 - faust:    bench/faust_baseline.py, a Faust agent updating a windowed Table per
             event (same 1-minute windows, per (server, region)), no privacy; and
             the batched Faust agent feeding privmon's stage 1 (the fair baseline);
@@ -497,6 +498,14 @@ def main(argv: list[str] | None = None) -> int:
                                                      profile=args.profile_workers)
                 print(f"bench: {mode} privmon x{workers}: {r[f'privmon{workers}']}",
                       file=sys.stderr, flush=True)
+            # The limit again, after privmon: it swings between runs (the broker's page
+            # cache and its background work after the input was written), so every ratio is
+            # to the faster of the two (the harder one to reach).
+            again = run_limit(bootstrap, topic, events)
+            print(f"bench: {mode} limit, again: {again}", file=sys.stderr, flush=True)
+            r["limit_runs_s"] = [r["limit"]["seconds"], again["seconds"]]
+            if again["seconds"] < r["limit"]["seconds"]:
+                r["limit"] = again
             if mode == "envelope":  # the second worker joins before the input starts
                 late = f"{topic}-after-join"
                 create_topic(bootstrap, late, args.partitions)
@@ -554,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("| pipeline | events | seconds | events/s | of limit | vs Faust | "
                      "peak RSS MiB |")
         lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        lines.append(_row("limit: aiokafka + decode", r["limit"]))
+        runs = " and ".join(f"{t:.2f}" for t in r.get("limit_runs_s", []))
+        lines.append(_row(f"limit: aiokafka + decode (faster of runs before and after privmon: "
+                          f"{runs} s)" if runs else "limit: aiokafka + decode", r["limit"]))
         if "limit_confluent" in r:
             lines.append(_row("confluent-kafka (librdkafka) + decode", r["limit_confluent"],
                               r["limit"]))
