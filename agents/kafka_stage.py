@@ -380,6 +380,17 @@ async def send_topics(producer: AIOKafkaProducer,
             raise answer
 
 
+async def all_sent(sends: list[asyncio.Future]) -> None:
+    """Wait for every one of ``sends`` (``send_topics`` in flight together), then raise
+    what one of them raised, a ProducerFenced before anything else: past a fencing, the
+    sends after it find no transaction and raise IllegalOperation, which is not
+    recoverable, while the fencing is (the stage replays from committed state)."""
+    answers = await asyncio.gather(*sends, return_exceptions=True)
+    errors = [a for a in answers if isinstance(a, BaseException)]
+    if errors:
+        raise next((e for e in errors if isinstance(e, ProducerFenced)), errors[0])
+
+
 def watch_rebalances(stage: Stage) -> ConsumerRebalanceListener:
     """The listener that makes ``stage`` abort and rebuild after any rebalance."""
     return _Flag(stage)

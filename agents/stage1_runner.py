@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from privmon.agents.isolation import IsolationNeeded
 from privmon.agents.kafka_stage import (
+    all_sent,
     bounded,
     caught_up_now,
     computed_ahead,
@@ -211,13 +212,18 @@ class Stage1Runner:
 
     def _wait_for_others(self, due: set[int], now: int, caught_up: dict[int, bool]) -> bool:
         """Whether to hold the close of the ``due`` partitions for others whose
-        watermarks are within CLOSE_TOGETHER_MS of closing too, for CLOSE_WAIT_S at most.
+        watermarks are within CLOSE_TOGETHER_MS of closing too, or that have not read
+        their first input yet, for CLOSE_WAIT_S at most.
 
         Stage 2 releases a window once every partition closed it, so closing the first
         ones early gains nothing, and two closes back to back cost the second one's
         wait for the first's whole transaction (at 100k cells a window, ~0.6 s)."""
-        soon = [p for p, part in self.parts.items() if p not in due and part.due(
-            now_ms=now, caught_up=caught_up[p], ahead_ms=CLOSE_TOGETHER_MS)]
+        soon = [p for p, part in self.parts.items() if p not in due and (part.due(
+            now_ms=now, caught_up=caught_up[p], ahead_ms=CLOSE_TOGETHER_MS) or (
+                # not read yet, with input waiting: its first batch moves its watermark
+                # from nothing to its events' times (at start-up, the consumer hands
+                # over one partition's records after another's, ~0.3 s apart)
+                not caught_up[p] and part.watermark.max_event_ms == 0))]
         if not soon:
             return False
         t = time.monotonic()
@@ -280,8 +286,8 @@ class Stage1Close:
        this one's records are sent): partials (by column, to each cell's stage-2
        partition), marks (to every partials partition), changed participation-cap
        state, the progress record;
-    3. send them, partition by partition, in one round trip each, and wait for the
-       broker's acknowledgement;
+    3. send them, each partition's as soon as it is computed, and wait for every
+       acknowledgement together (one round trip's wait, not one per partition);
     4. add the raw offsets (held back to each partition's oldest open window);
     5. commit. A crash anywhere before 5 aborts all of it (worker.py's mechanism).
     """
@@ -301,26 +307,29 @@ class Stage1Close:
         n_partials, computing = 0, 0.0
         closing = computed_ahead(list(r.parts.items()), lambda item: _closed(
             item[1], self.now, self.caught_up[item[0]], partitions))
-        async with aclosing(closing):
-            async for (p, part), closed, seconds, _ in closing:  # 2
-                for mark in closed.marks:
-                    for window_start, cause in mark.failed:
-                        ctx.stats.closes_failed += 1
-                        log.error("stage 1: closing %s window %d of raw partition %d raised "
-                                  "%s; stage 2 quarantines the window", mark.stream,
-                                  window_start, p, cause)
-                n_partials += closed.windows
-                computing += seconds
-                # 3: the partition's partials, cap state and progress (by key, as
-                # producer.send) in one round trip, acked before the next partition's
-                # are sent (past a fencing, a send finds no transaction:
-                # IllegalOperation, not the recoverable ProducerFenced)
-                await send_topics(producer, [
-                    (topics.partials, closed.out, partitions),
-                    (topics.participation, closed.state, 0),
-                    (topics.progress, [(str(p).encode(), part.progress().encode(), None)],
-                     ctx.topic_partitions[topics.progress])])
-                offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+        sends: list[asyncio.Future] = []
+        try:
+            async with aclosing(closing):
+                async for (p, part), closed, seconds, _ in closing:  # 2
+                    for mark in closed.marks:
+                        for window_start, cause in mark.failed:
+                            ctx.stats.closes_failed += 1
+                            log.error("stage 1: closing %s window %d of raw partition %d "
+                                      "raised %s; stage 2 quarantines the window",
+                                      mark.stream, window_start, p, cause)
+                    n_partials += closed.windows
+                    computing += seconds
+                    # 3: the partition's partials, cap state and progress (by key, as
+                    # producer.send), sent while the next partition computes; the
+                    # broker's answers are awaited together below (all_sent)
+                    sends.append(asyncio.ensure_future(send_topics(producer, [
+                        (topics.partials, closed.out, partitions),
+                        (topics.participation, closed.state, 0),
+                        (topics.progress, [(str(p).encode(), part.progress().encode(), None)],
+                         ctx.topic_partitions[topics.progress])])))
+                    offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+        finally:  # (every send answered before the transaction goes on, or is aborted)
+            await all_sent(sends)
         t1 = time.perf_counter()
         await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
                           "sending the offsets to the transaction")  # 4

@@ -8,8 +8,9 @@ events per message, keyed by account), and measures on each, one after the
 other, each in its own process (peak RSS = that process's VmHWM):
 
 - limit:    raw aiokafka consume + privmon's validating decode as stage 1 runs it
-            (the batch path for single events), no processing, run before and after
-            privmon: every "of limit" ratio is to the faster of the two runs; beside
+            (the batch path for single events), no processing, with the worker's
+            garbage-collector settings (agents/cli/worker.py quiet_gc), run before and
+            after privmon: every "of limit" ratio is to the faster of the two; beside
             it the same with confluent-kafka (librdkafka), and Kafka's own Java
             consumer (consume only, no decode: kafka-consumer-perf-test's class);
 - faust:    bench/faust_baseline.py, a Faust agent updating a windowed Table per
@@ -414,6 +415,9 @@ def _row(name: str, r: dict, limit: dict | None = None, base: dict | None = None
 
 def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_limit":
+        from privmon.agents.cli.worker import quiet_gc
+
+        quiet_gc()  # (the worker's garbage-collector settings: the limit gains what it gains)
         print(json.dumps(asyncio.run(_limit(argv[1], argv[2], int(argv[3])))))
         return 0
     if argv and argv[0] == "_limit_confluent":

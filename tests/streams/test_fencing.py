@@ -38,3 +38,31 @@ def test_fences_spread_over_time_never_add_up():
     for _ in range(50):
         guard.fenced()
         now[0] += 31  # at most 2 within any 60 s
+
+
+def test_sends_in_flight_together_raise_the_fencing_before_what_followed_it():
+    """Stage 1's close sends each partition's records without waiting for the previous
+    answer (agents/stage1_runner.py); past a fencing the later sends find no transaction
+    (IllegalOperation, not recoverable): all_sent waits for every answer and raises the
+    fencing, which the stage recovers from. Negative control: the first error alone
+    would be the unrecoverable one."""
+    import asyncio
+
+    from aiokafka.errors import IllegalOperation
+
+    from privmon.agents.kafka_stage import all_sent
+
+    async def answer(error: BaseException | None, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if error is not None:
+            raise error
+
+    async def run(*answers: tuple[BaseException | None, float]) -> None:
+        await all_sent([asyncio.ensure_future(answer(*a)) for a in answers])
+
+    asyncio.run(run((None, 0.0), (None, 0.01)))  # every send answered: nothing raised
+    with pytest.raises(ProducerFenced):
+        asyncio.run(run((IllegalOperation(), 0.0), (ProducerFenced(), 0.02), (None, 0.01)))
+    assert not recoverable(IllegalOperation())
+    with pytest.raises(KafkaConnectionError):  # else the first error, once all answered
+        asyncio.run(run((KafkaConnectionError(), 0.02), (TopicAuthorizationFailedError(), 0.0)))
