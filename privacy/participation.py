@@ -87,9 +87,12 @@ def open_recent(recent: np.ndarray, open_after_ms: int) -> np.ndarray:
     recent = np.asarray(recent, np.int64)
     keep = recent > open_after_ms
     width = int(keep.sum(axis=1).max()) if recent.size else 0
-    order = np.argsort(keep, axis=1, kind="stable")  # dropped first, kept in order
-    packed = np.where(np.take_along_axis(keep, order, axis=1),
-                      np.take_along_axis(recent, order, axis=1), -1)
+    if (keep[:, :-1] <= keep[:, 1:]).all():  # (usually: the kept ones already end each row)
+        packed = np.where(keep, recent, -1)
+    else:
+        order = np.argsort(keep, axis=1, kind="stable")  # dropped first, kept in order
+        packed = np.where(np.take_along_axis(keep, order, axis=1),
+                          np.take_along_axis(recent, order, axis=1), -1)
     return packed[:, packed.shape[1] - width:]
 
 
@@ -196,11 +199,18 @@ class DenseParticipationLimiter:
         account late here) has none."""
         ids = np.asarray(ids, np.int64)
         inside = ids < self._period.size
-        at = np.where(inside, ids, 0)
-        period = np.where(inside, self._period[at], -1).astype(np.int64)
-        offsets = np.where(inside[:, None], self._recent[at], -1).astype(np.int64)
-        starts = np.where(offsets >= 0, offsets + (period * self.cap.period_ms)[:, None], -1)
-        return period, np.where(inside, self._count[at], 0).astype(np.int32), starts
+        if inside.all():  # (usually)
+            period = self._period[ids].astype(np.int64)
+            offsets = self._recent[ids].astype(np.int64)
+            count = self._count[ids]
+        else:
+            at = np.where(inside, ids, 0)
+            period = np.where(inside, self._period[at], -1).astype(np.int64)
+            offsets = np.where(inside[:, None], self._recent[at], -1).astype(np.int64)
+            count = np.where(inside, self._count[at], 0).astype(np.int32)
+        starts = offsets + (period * self.cap.period_ms)[:, None]
+        starts[offsets < 0] = -1
+        return period, count, starts
 
     def restore(self, ids: np.ndarray, period: np.ndarray, count: np.ndarray,
                 recent: np.ndarray) -> None:

@@ -130,3 +130,23 @@ def test_bad_batches_are_refused_before_the_state_changes():
     assert [dense.rows(np.arange(4))[i].tolist() for i in range(3)] == before
     assert dense.admit([0, 1, 2], np.array([120_000, 60_000, 0], np.int64)).tolist() == [
         False, True, True]
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(-1, 8), min_size=3, max_size=3), max_size=6),
+       sort=st.booleans(), after=st.integers(-2, 8))
+def test_open_recent_packs_like_a_stable_sort(rows, sort, after):
+    """open_recent's shortcut (kept entries already at the end of every row, as an
+    account's admissions in time order leave them) gives what the stable sort gives."""
+    from privmon.privacy.participation import open_recent
+
+    recent = np.array(rows, np.int64).reshape(-1, 3)
+    if sort:
+        recent = np.sort(recent, axis=1)
+    keep = recent > after
+    width = int(keep.sum(axis=1).max()) if recent.size else 0
+    order = np.argsort(keep, axis=1, kind="stable")
+    want = np.where(np.take_along_axis(keep, order, axis=1),
+                    np.take_along_axis(recent, order, axis=1), -1)[:, 3 - width:]
+    got = open_recent(recent, after)
+    assert got.shape == want.shape and np.array_equal(got, want)
