@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint install clean
 
-$(BIN)/.installed: pyproject.toml setup.py $(wildcard privacy/*.c agents/*.c)
+$(BIN)/.installed: pyproject.toml setup.py $(wildcard privacy/*.c privacy/*.h agents/*.c)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "privmon needs Python >= 3.11; this is " + sys.version.split()[0] + ". Run with PYTHON=python3.11 (or newer).")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'

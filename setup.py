@@ -16,8 +16,10 @@ from setuptools import Extension, setup
 _FLAGS = ["-O2", "-Wall", "-Werror"]
 setup(ext_modules=[
     Extension("privmon.privacy._rows", sources=["privacy/_rows.c"], extra_compile_args=_FLAGS),
-    Extension("privmon.privacy._table", sources=["privacy/_table.c"], extra_compile_args=_FLAGS),
-    Extension("privmon.privacy._admit", sources=["privacy/_admit.c"], extra_compile_args=_FLAGS),
+    Extension("privmon.privacy._table", sources=["privacy/_table.c"],
+              depends=["privacy/_buf.h"], extra_compile_args=_FLAGS),
+    Extension("privmon.privacy._admit", sources=["privacy/_admit.c"],
+              depends=["privacy/_buf.h"], extra_compile_args=_FLAGS),
     Extension("privmon.agents._columns", sources=["agents/_columns.c"],
               extra_compile_args=_FLAGS),
 ])

@@ -88,6 +88,27 @@ check_args(PyObject *events, PyObject *field)
     return 0;
 }
 
+/* A writable (or read-only) int64 buffer of n items; -1 with an exception set. */
+static int
+int64s(Py_buffer *view, PyObject *obj, const char *name, Py_ssize_t n, int writable)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s int64 array, got %.80s",
+                     name, writable ? " writable" : "", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (column_type(view) != INT64 || view->ndim != 1 || (n >= 0 && view->shape[0] != n)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected one dimension of %zd int64 items, got "
+                     "format '%s', %d dimension(s)", name, n,
+                     view->format ? view->format : "B", view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 fill(PyObject *self, PyObject *args)
 {
@@ -158,14 +179,8 @@ codes(PyObject *self, PyObject *args)
     }
     Py_ssize_t n = PyList_GET_SIZE(events), fresh = 0;
     Py_buffer view;
-    if (get_out(&view, out, n) < 0)
+    if (int64s(&view, out, "out", n, 1) < 0)
         return NULL;
-    if (column_type(&view) != INT64) {
-        PyErr_Format(PyExc_TypeError, "out: expected int64 items, got format '%s' of %zd bytes",
-                     view.format ? view.format : "B", view.itemsize);
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     long long *o = (long long *)view.buf;
     descrgetfunc get = Py_TYPE(field)->tp_descr_get;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -213,27 +228,6 @@ codes(PyObject *self, PyObject *args)
 fail:
     PyBuffer_Release(&view);
     return NULL;
-}
-
-/* A writable (or read-only) int64 buffer of n items; -1 with an exception set. */
-static int
-int64s(Py_buffer *view, PyObject *obj, const char *name, Py_ssize_t n, int writable)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s int64 array, got %.80s",
-                     name, writable ? " writable" : "", Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    if (column_type(view) != INT64 || view->ndim != 1 || (n >= 0 && view->shape[0] != n)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected one dimension of %zd int64 items, got "
-                     "format '%s', %d dimension(s)", name, n,
-                     view->format ? view->format : "B", view->ndim);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
 }
 
 static PyObject *
@@ -314,14 +308,8 @@ lookup(PyObject *self, PyObject *args)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(keys), missing = 0;
     Py_buffer view;
-    if (get_out(&view, out, n) < 0)
+    if (int64s(&view, out, "out", n, 1) < 0)
         return NULL;
-    if (column_type(&view) != INT64) {
-        PyErr_Format(PyExc_TypeError, "out: expected int64 items, got format '%s' of %zd bytes",
-                     view.format ? view.format : "B", view.itemsize);
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     long long *o = (long long *)view.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *value = PyDict_GetItemWithError(table, PyList_GET_ITEM(keys, i));  /* borrowed */

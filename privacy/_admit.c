@@ -29,19 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef struct {
-    Py_buffer view;
-    int held;
-} Buf;
-
-static void
-release(Buf *b)
-{
-    if (b->held) {
-        PyBuffer_Release(&b->view);
-        b->held = 0;
-    }
-}
+#include "_buf.h"
 
 /* A C-contiguous buffer of ndim dimensions whose items are one of the formats in
  * ``formats`` (e.g. "iq": int32 or int64); its first dimension in *rows. */

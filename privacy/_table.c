@@ -35,19 +35,7 @@
 
 #define MAX_METRICS 16
 
-typedef struct {
-    Py_buffer view;
-    int held;
-} Buf;
-
-static void
-release(Buf *b)
-{
-    if (b->held) {
-        PyBuffer_Release(&b->view);
-        b->held = 0;
-    }
-}
+#include "_buf.h"
 
 /* An integer code: itemsize, and 1 if signed. */
 static int
