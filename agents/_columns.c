@@ -52,24 +52,35 @@ column_type(const Py_buffer *v)
     return -1;
 }
 
-/* The buffer of ``out``: writable, C-contiguous, one dimension of n items. */
+/* A C-contiguous buffer of one dimension of n items (n < 0: any number), writable if
+ * asked, of int64, float64 or bool items (``want``: that type only; -1: any of them).
+ * Returns its type, or -1 with an exception set (and nothing held). */
 static int
-get_out(Py_buffer *view, PyObject *out, Py_ssize_t n)
+column(Py_buffer *view, PyObject *obj, const char *name, Py_ssize_t n, int writable, int want)
 {
-    if (PyObject_GetBuffer(out, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "out: expected a writable C-contiguous array, got %.80s",
-                     Py_TYPE(out)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s array, got %.80s", name,
+                     writable ? " writable" : "", Py_TYPE(obj)->tp_name);
         return -1;
     }
-    if (view->ndim != 1 || view->shape[0] != n) {
-        PyErr_Format(PyExc_ValueError, "out: expected one dimension of %zd items like events, "
-                     "got %d dimension(s) of %zd", n, view->ndim,
+    int type = column_type(view);
+    if (type < 0 || (want >= 0 && type != want)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %s items, got format '%s' of %zd bytes",
+                     name, want == INT64 ? "int64" : "int64, float64 or bool",
+                     view->format ? view->format : "B", view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (view->ndim != 1 || (n >= 0 && view->shape[0] != n)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected one dimension of %zd items, got %d "
+                     "dimension(s) of %zd", name, n, view->ndim,
                      view->ndim ? view->shape[0] : 0);
         PyBuffer_Release(view);
         return -1;
     }
-    return 0;
+    return type;
 }
 
 static int
@@ -88,27 +99,6 @@ check_args(PyObject *events, PyObject *field)
     return 0;
 }
 
-/* A writable (or read-only) int64 buffer of n items; -1 with an exception set. */
-static int
-int64s(Py_buffer *view, PyObject *obj, const char *name, Py_ssize_t n, int writable)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s int64 array, got %.80s",
-                     name, writable ? " writable" : "", Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    if (column_type(view) != INT64 || view->ndim != 1 || (n >= 0 && view->shape[0] != n)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected one dimension of %zd int64 items, got "
-                     "format '%s', %d dimension(s)", name, n,
-                     view->format ? view->format : "B", view->ndim);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 fill(PyObject *self, PyObject *args)
 {
@@ -117,15 +107,9 @@ fill(PyObject *self, PyObject *args)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(events);
     Py_buffer view;
-    if (get_out(&view, out, n) < 0)
+    int type = column(&view, out, "out", n, 1, -1);
+    if (type < 0)
         return NULL;
-    int type = column_type(&view);
-    if (type < 0) {
-        PyErr_Format(PyExc_TypeError, "out: expected int64, float64 or bool items, got format "
-                     "'%s' of %zd bytes", view.format ? view.format : "B", view.itemsize);
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     descrgetfunc get = Py_TYPE(field)->tp_descr_get;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *event = PyList_GET_ITEM(events, i);
@@ -179,7 +163,7 @@ codes(PyObject *self, PyObject *args)
     }
     Py_ssize_t n = PyList_GET_SIZE(events), fresh = 0;
     Py_buffer view;
-    if (int64s(&view, out, "out", n, 1) < 0)
+    if (column(&view, out, "out", n, 1, INT64) < 0)
         return NULL;
     long long *o = (long long *)view.buf;
     descrgetfunc get = Py_TYPE(field)->tp_descr_get;
@@ -237,14 +221,14 @@ dense(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO:dense", &o_values, &o_codes, &o_firsts))
         return NULL;
     Py_buffer values, codes_view, firsts;
-    if (int64s(&values, o_values, "values", -1, 0) < 0)
+    if (column(&values, o_values, "values", -1, 0, INT64) < 0)
         return NULL;
     Py_ssize_t n = values.shape[0];
-    if (int64s(&codes_view, o_codes, "codes", n, 1) < 0) {
+    if (column(&codes_view, o_codes, "codes", n, 1, INT64) < 0) {
         PyBuffer_Release(&values);
         return NULL;
     }
-    if (int64s(&firsts, o_firsts, "firsts", n, 1) < 0) {
+    if (column(&firsts, o_firsts, "firsts", n, 1, INT64) < 0) {
         PyBuffer_Release(&values);
         PyBuffer_Release(&codes_view);
         return NULL;
@@ -308,7 +292,7 @@ lookup(PyObject *self, PyObject *args)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(keys), missing = 0;
     Py_buffer view;
-    if (int64s(&view, out, "out", n, 1) < 0)
+    if (column(&view, out, "out", n, 1, INT64) < 0)
         return NULL;
     long long *o = (long long *)view.buf;
     for (Py_ssize_t i = 0; i < n; i++) {

@@ -372,19 +372,16 @@ async def send_topics(producer: AIOKafkaProducer,
                 sent.append(await producer.send_batch(builder, topic, partition=part))
     # Wait for the broker's answer: a refused batch (too large, not authorized, fenced)
     # must raise here, before the transaction commits, not vanish in an unread future;
-    # every answer is read, so the others' errors are not logged as unread. (Each caller
-    # waits at once: one that sent on past a fencing found no transaction, fatally.)
-    answers = await asyncio.gather(*sent, return_exceptions=True)
-    for answer in answers:
-        if isinstance(answer, BaseException):
-            raise answer
+    # every answer is read, so the others' errors are not logged as unread.
+    await all_sent(sent)
 
 
 async def all_sent(sends: list[asyncio.Future]) -> None:
-    """Wait for every one of ``sends`` (``send_topics`` in flight together), then raise
-    what one of them raised, a ProducerFenced before anything else: past a fencing, the
-    sends after it find no transaction and raise IllegalOperation, which is not
-    recoverable, while the fencing is (the stage replays from committed state)."""
+    """Wait for every one of ``sends`` (the broker's answers to batches, or several
+    ``send_topics`` in flight together), then raise what one of them raised, a
+    ProducerFenced before anything else: past a fencing, the sends after it find no
+    transaction and raise IllegalOperation, which is not recoverable, while the
+    fencing is (the stage replays from committed state)."""
     answers = await asyncio.gather(*sends, return_exceptions=True)
     errors = [a for a in answers if isinstance(a, BaseException)]
     if errors:

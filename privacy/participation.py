@@ -198,16 +198,12 @@ class DenseParticipationLimiter:
         An id past the arrays (one this limiter never admitted, as another stream's
         account late here) has none."""
         ids = np.asarray(ids, np.int64)
-        inside = ids < self._period.size
-        if inside.all():  # (usually)
-            period = self._period[ids].astype(np.int64)
-            offsets = self._recent[ids].astype(np.int64)
-            count = self._count[ids]
-        else:
-            at = np.where(inside, ids, 0)
-            period = np.where(inside, self._period[at], -1).astype(np.int64)
-            offsets = np.where(inside[:, None], self._recent[at], -1).astype(np.int64)
-            count = np.where(inside, self._count[at], 0).astype(np.int32)
+        outside = ids >= self._period.size
+        at = np.where(outside, 0, ids)
+        period = self._period[at].astype(np.int64)
+        offsets = self._recent[at].astype(np.int64)
+        count = self._count[at]
+        period[outside], offsets[outside], count[outside] = -1, -1, 0
         starts = offsets + (period * self.cap.period_ms)[:, None]
         starts[offsets < 0] = -1
         return period, count, starts

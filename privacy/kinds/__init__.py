@@ -62,7 +62,9 @@ class MetricKind(Protocol):
         """Trailing shape of the column: () or (n_buckets,)."""
 
     def quantize(self, raw: np.ndarray) -> np.ndarray:
-        """Per-event integer contribution (int64[n])."""
+        """Per-event integer contribution (int64[n]): the value added to the row's
+        column, or for a bucketed kind (``buckets`` not ()) the bucket whose count
+        grows by one (privacy/_table.c adds it so)."""
 
     def per_cell_sensitivity(self, max_events_per_cell: int) -> int:
         """Max change of the column in one cell when one account is removed."""
