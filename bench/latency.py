@@ -30,6 +30,7 @@ dlq = "{prefix}dlq"
 partials = "{prefix}partials"
 ledger = "{prefix}ledger"
 progress = "{prefix}progress"
+participation = "{prefix}participation"
 aggregate_prefix = "{prefix}aggregates."
 [streams.monitoring]
 window_ms = {window_ms}

@@ -392,8 +392,10 @@ def bench_config(workdir: Path, raw: str, prefix: str) -> Path:
                            "max_delta = 1e-4\n\n# --- monitoring")]:
         assert before in text, f"bench_config: {before!r} not in configs/streams.toml"
         text = text.replace(before, after)
+    # Every topic a run writes is its own: a shared participation topic would let each
+    # run restore (and save again at every close) the accounts of the runs before it.
     for name in ("telemetry.dlq", "privmon.partials", "privmon.ledger", "privmon.progress",
-                 "privmon.alerts"):
+                 "privmon.alerts", "privmon.participation"):
         text = text.replace(f'"{name}"', f'"{prefix}{name}"')
     text = text.replace('aggregate_prefix = "aggregates."',
                         f'aggregate_prefix = "{prefix}aggregates."')
