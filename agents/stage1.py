@@ -16,10 +16,17 @@ that offset with that progress and state: windows it had closed are skipped
 on replay, windows it had open are rebuilt from the raw topic itself (their
 first message is at or after the committed offset), and the cap remembers
 the windows each account was admitted to, so a restart never resets it.
-The saved state already includes the open windows' admissions; their
-replayed events find their window in the account's recent windows and are
-not counted twice (if it fell out of that short list they are counted
-again, which only drops more).
+A stream's changed state is saved at the closes that close one of its
+windows, and kept back at the others: what it admitted since is all in
+windows still open, whose events the restart replays (the committed offset
+is held back to the oldest open window's first message), and replaying
+admissions in their order from the older state decides every pair as the
+run without a restart did (tests/streams/test_participation_restart.py, with
+restarts after random closes). So a close of 1-minute windows does not save
+again the hourly and daily streams' accounts. The saved state may include
+open windows' admissions; their replayed events find their window in the
+account's recent windows and are not counted twice (if it fell out of that
+short list they are counted again, which only drops more).
 """
 
 from __future__ import annotations
@@ -105,6 +112,8 @@ class Stage1Partition:
         progress = progress or Progress()
         self.closed: dict[str, int] = {p.name: progress.closed.get(p.name, 0)
                                        for p in policies}
+        # Each stream's closed position when its cap state was last saved (take_state).
+        self._saved_closed = dict(self.closed)
         # Offsets below this were processed by an earlier incarnation: their
         # events in closed windows were already counted (released or late).
         self.replay_until = progress.next_offset
@@ -383,17 +392,20 @@ class Stage1Partition:
 
     # ------------------------------------------------- participation state
     def take_state(self) -> list[tuple[bytes, bytes | None]]:
-        """(key, value) records of the cap state changed up to the last ``close``:
-        one per changed (stream, bucket), None for a bucket now empty. To commit
-        with that close (see the recovery contract above)."""
+        """(key, value) records of the cap state changed up to the last ``close``,
+        of the streams it closed a window of (the others' changes wait for a close of
+        theirs): one per changed (stream, bucket), None for a bucket now empty. To
+        commit with that close (see the recovery contract above)."""
         out: list[tuple[bytes, bytes | None]] = []
-        if not any(self._dirty_buckets.values()):
+        due = [name for name in self._dirty_buckets  # (closed a window since)
+               if self.closed[name] != self._saved_closed[name]]
+        self._saved_closed.update((name, self.closed[name]) for name in due)
+        if not any(self._dirty_buckets[name] for name in due):
             return out
         # The ids of each bucket, found once for every stream: ids[start[b]:start[b + 1]].
         by_bucket, start = self.accounts.by_bucket()
-        for name, buckets in self._dirty_buckets.items():
-            if not buckets:
-                continue
+        for name in due:
+            buckets = self._dirty_buckets[name]
             limiter = self.limiters[name]
             # Windows that end at or before `closed` are closed: their events never
             # reach the limiter again, so their recent entries need not be saved.

@@ -4,10 +4,13 @@ Why: the cap "at most N windows per account per day" must survive a worker
 restart, or an account could contribute N more windows after every crash.
 Stage 1 writes the state of its raw partition p to partition p of this
 topic, in the same transaction as its progress and raw offsets, so the saved
-state always matches the committed position (agents/worker.py).
+state always matches the committed position (agents/worker.py): with the
+replay from the committed offset, it gives the cap decisions of the run
+without a restart.
 
 Per (stream, bucket) one record holds every account of that bucket with
-state; only buckets that changed since the last close are rewritten, and
+state; only buckets that changed are rewritten, at a close of one of the
+stream's windows (agents/stage1.py says why the others may wait), and
 compaction keeps the latest. A bucket that became empty is a tombstone.
 
     key:   b"monitoring|7"            (stream, bucket = pseudonym[0] % BUCKETS)

@@ -229,9 +229,11 @@ def _mixed_log(seed: int) -> list[tuple[int, bytes, bytes]]:
     return out
 
 
-def _run_closing(log, cuts: list[int], policies, *, restart: bool) -> list[bytes]:
+def _run_closing(log, cuts: list[int], policies, *, restart: bool,
+                 lose: str | None = None) -> list[bytes]:
     """Ingest ``log`` closing at each cut (now: the last event's time) and committing
-    there; with ``restart``, a fresh partition from the committed state after each."""
+    there; with ``restart``, a fresh partition from the committed state after each.
+    ``lose``: a stream whose saved state never reaches the topic (a negative control)."""
     topic: dict[bytes, bytes] = {}
     part = Stage1Partition(partition=0, policies=policies, pseudonymizer=PSEUDO,
                            idle_lag_ms=0)
@@ -242,6 +244,8 @@ def _run_closing(log, cuts: list[int], policies, *, restart: bool) -> list[bytes
         now = _time(log[cut - 1][2]) if cut < len(log) else T0 + 10 * 86_400_000
         partials, _ = part.close(now_ms=now, caught_up=True)
         for key, value in part.take_state():
+            if lose is not None and key.startswith(f"{lose}|".encode()):
+                continue
             if value is None:
                 topic.pop(key, None)
             else:
@@ -274,3 +278,48 @@ def test_restarts_change_nothing_on_out_of_order_input_of_two_streams(seed, monk
     kept = _run_closing(log, cuts, policies, restart=False)
     assert kept  # (the premise: windows with cells)
     assert _run_closing(log, cuts, policies, restart=True) == kept
+
+
+LONG = replace(_policy(max_windows=2), name="long", window_ms=3 * WINDOW_MS)
+
+
+def _returning_log(seed: int) -> list[tuple[int, bytes, bytes]]:
+    """Eight accounts that come back window after window, over ~10 windows of LONG
+    (3 monitoring windows each), a little out of order: both streams' caps bind."""
+    rnd = random.Random(seed)
+    out, newest = [], T0
+    for offset in range(400):
+        newest += rnd.randint(0, LONG.window_ms // 20)
+        t = max(T0, newest - rnd.randint(0, WINDOW_MS // 2))
+        a = rnd.randrange(8)
+        out.append((offset, f"a{a}".encode(),
+                    json.dumps(_event(f"a{a}", f"s{a % 3}", t)).encode()))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_stream_saved_only_at_its_own_closes_restarts_exactly(seed):
+    """Stage 1 saves a stream's cap state only at closes of that stream's windows
+    (agents/stage1.py's recovery contract): between them, restarts after the closes of
+    the shorter stream alone replay the longer one's open windows from its older
+    state. Byte for byte the partials of the run that never restarts."""
+    policies = (_policy(), LONG)
+    log = _returning_log(seed)
+    rnd = random.Random(seed)
+    cuts = sorted(rnd.sample(range(1, len(log)), rnd.randint(5, 30)))
+    kept = _run_closing(log, cuts, policies, restart=False)
+    assert kept
+    assert _run_closing(log, cuts, policies, restart=True) == kept
+
+
+def test_losing_the_longer_streams_saved_state_is_seen():
+    """The negative control of the test above: the same runs, with LONG's saved state
+    never reaching the topic, differ from the run without restarts (its accounts'
+    closed windows are forgotten, and they are admitted to more)."""
+    policies = (_policy(), LONG)
+    for seed in range(5):
+        log = _returning_log(seed)
+        cuts = list(range(20, len(log), 20))
+        kept = _run_closing(log, cuts, policies, restart=False)
+        assert _run_closing(log, cuts, policies, restart=True) == kept
+        assert _run_closing(log, cuts, policies, restart=True, lose="long") != kept
