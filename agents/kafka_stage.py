@@ -173,6 +173,9 @@ class Stage:
         self.in_txn = False
         self.broken = False
         self._txn_lock = asyncio.Lock()
+        # The end of the last transaction (its answers, offsets and commit), running while
+        # the stage reads on: see finish_later.
+        self._finishing: asyncio.Task | None = None
         self.fences = FenceGuard(transactional_id)
         self.producer = self._new_producer()
 
@@ -189,10 +192,33 @@ class Stage:
             max_batch_size=1 << 20,
         )
 
+    def finish_later(self, end: Awaitable[None]) -> None:
+        """Run ``end`` (the rest of the transaction: waiting for its answers, committing)
+        while the stage goes on reading, instead of idling through the broker's round
+        trips. Nothing else joins that transaction: ``begin`` (before any other send)
+        and ``abort`` wait for it first, and ``check`` raises what it raised."""
+        self._finishing = asyncio.ensure_future(end)
+
+    async def settled(self) -> None:
+        """Wait for the transaction ``finish_later`` is ending; raise what it raised."""
+        task, self._finishing = self._finishing, None
+        if task is not None:
+            await task
+
+    def check(self) -> None:
+        """Raise what an ended ``finish_later`` raised (without waiting for one running)."""
+        if self._finishing is not None and self._finishing.done():
+            task, self._finishing = self._finishing, None
+            task.result()
+
     async def fail(self, exc: BaseException) -> None:
         """Give up the current transaction and state after a Kafka error."""
         log.warning("stage %s: %s: %s; recovering from committed state", self.name,
                     type(exc).__name__, exc)
+        task, self._finishing = self._finishing, None
+        if task is not None:  # (its producer is stopped below: whatever it did is lost)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         self.in_txn = False
         self.broken = True
         self.rebuild = True
@@ -211,6 +237,7 @@ class Stage:
     # stage is between sends or committing, and two aborts of one transaction (or an
     # abort during a commit) are invalid transitions in aiokafka's transaction manager.
     async def begin(self) -> None:
+        await self.settled()
         async with self._txn_lock:
             if not self.in_txn:
                 await self.producer.begin_transaction()
@@ -223,6 +250,9 @@ class Stage:
                 self.in_txn = False
 
     async def abort(self) -> None:
+        # A transaction still ending ends first (a rebalance's abort, a stop: what it
+        # commits is committed); what it raised is for the stage's recovery, not here.
+        await asyncio.gather(self.settled(), return_exceptions=True)
         async with self._txn_lock:
             if self.in_txn:
                 self.in_txn = False
@@ -256,6 +286,7 @@ async def drive(stage: Stage, consumer: AIOKafkaConsumer, topic: str, stop: asyn
                     await stage.heal()
                 if stage.rebuild:
                     await rebuild()
+                stage.check()
                 await step(await consumer.getmany(timeout_ms=200))
                 # A getmany served from aiokafka's buffer and a step that sent nothing
                 # never suspend: yield once, so that its fetcher task can ask the broker

@@ -290,6 +290,10 @@ class Stage1Close:
        acknowledgement together (one round trip's wait, not one per partition);
     4. add the raw offsets (held back to each partition's oldest open window);
     5. commit. A crash anywhere before 5 aborts all of it (worker.py's mechanism).
+
+    3-5 run while the worker reads on (``Stage.finish_later``): they only wait for the
+    broker. The stage's next transaction (a dead letter, the next close) begins after
+    this one ended, and a failure in them recovers the stage like any other.
     """
 
     def __init__(self, runner: Stage1Runner, now: int, caught_up: dict[int, bool]) -> None:
@@ -308,6 +312,7 @@ class Stage1Close:
         closing = computed_ahead(list(r.parts.items()), lambda item: _closed(
             item[1], self.now, self.caught_up[item[0]], partitions))
         sends: list[asyncio.Future] = []
+        done = False
         try:
             async with aclosing(closing):
                 async for (p, part), closed, seconds, _ in closing:  # 2
@@ -328,11 +333,21 @@ class Stage1Close:
                         (topics.progress, [(str(p).encode(), part.progress().encode(), None)],
                          ctx.topic_partitions[topics.progress])])))
                     offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
+            done = True
         finally:  # (every send answered before the transaction goes on, or is aborted)
-            await all_sent(sends)
+            if not done:
+                await all_sent(sends)
+        # 3-5 end while the next batches are read (Stage.finish_later): every record is
+        # computed and handed to the producer, and the stage's next send waits for it.
+        r.stage.finish_later(self._end(sends, offsets, t0, n_partials, computing))
+
+    async def _end(self, sends: list[asyncio.Future], offsets: dict[TopicPartition, int],
+                   t0: float, n_partials: int, computing: float) -> None:
+        r, ctx = self.runner, self.runner.ctx
+        await all_sent(sends)  # 3
         t1 = time.perf_counter()
-        await bounded(producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
-                          "sending the offsets to the transaction")  # 4
+        await bounded(r.stage.producer.send_offsets_to_transaction(offsets, ctx.group("s1")),
+                      "sending the offsets to the transaction")  # 4
         await bounded(r.stage.commit(), "committing the transaction")  # 5
         if n_partials:  # (no counts: how many cells a window had is exact data)
             log.debug("stage 1 closed windows: %.3f s to compute and send, %.3f s to commit "
