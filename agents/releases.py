@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from privmon.agents.kafka_stage import start_or_close
+from privmon.agents.kafka_io import start_or_close
 from privmon.privacy.records import ReleaseRecord, WindowComplete, decode_aggregate
 from privmon.streams import kafka_client
 from privmon.streams.config import DEFAULT_PATH, PipelineConfig, load_config, with_prefix

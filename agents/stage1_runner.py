@@ -18,16 +18,8 @@ from operator import attrgetter
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from privmon.agents.isolation import IsolationNeeded
-from privmon.agents.kafka_stage import (
-    all_sent,
-    bounded,
-    caught_up_now,
-    computed_ahead,
-    drive,
-    read_compacted,
-    read_latest,
-    send_topics,
-)
+from privmon.agents.kafka_io import all_sent, read_compacted, read_latest, send_topics
+from privmon.agents.kafka_stage import bounded, caught_up_now, computed_ahead, drive
 from privmon.agents.stage1 import Stage1Partition
 from privmon.agents.worker_context import WorkerContext
 from privmon.streams.listed import ListedCells

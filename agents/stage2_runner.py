@@ -14,13 +14,8 @@ from contextlib import aclosing
 
 from aiokafka import TopicPartition
 
-from privmon.agents.kafka_stage import (
-    bounded,
-    computed_ahead,
-    drive,
-    read_compacted,
-    send_many,
-)
+from privmon.agents.kafka_io import read_compacted, send_many
+from privmon.agents.kafka_stage import bounded, computed_ahead, drive
 from privmon.agents.stage2 import (
     Stage2Partition,
     WindowFailed,

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 
 from privmon.agents.cli.options import add_deployment_options, kafka_options
-from privmon.agents.kafka_stage import read_compacted
+from privmon.agents.kafka_io import read_compacted
 from privmon.agents.releases import policy_mismatch, topic_partitions
 from privmon.privacy.accountant import Accountant, LedgerEntry, horizon_guarantee
 from privmon.privacy.params import HorizonCap

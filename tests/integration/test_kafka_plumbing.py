@@ -54,7 +54,7 @@ def test_large_and_deleted_state_records_round_trip(bootstrap, topic_name):
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
-    from privmon.agents.kafka_stage import read_latest, send_many, send_topics
+    from privmon.agents.kafka_io import read_latest, send_many, send_topics
     from privmon.streams.participation_state import MAX_RECORD_BYTES
     from privmon.streams.topics import topic_specs
 

@@ -50,7 +50,7 @@ def test_sends_in_flight_together_raise_the_fencing_before_what_followed_it():
 
     from aiokafka.errors import IllegalOperation
 
-    from privmon.agents.kafka_stage import all_sent
+    from privmon.agents.kafka_io import all_sent
 
     async def answer(error: BaseException | None, delay: float) -> None:
         await asyncio.sleep(delay)
