@@ -32,6 +32,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { INT64, FLOAT64, BOOL };
 
@@ -148,6 +149,22 @@ fail:
     return NULL;
 }
 
+/* Whether a and b are the same object, or both exact str of the same characters (a
+ * dict would give them one code: equal str compare equal). PEP 393 keeps every ready
+ * str in its narrowest kind, so equal ones have equal kind, length and bytes. */
+static int
+same_str(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (!PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b) || !PyUnicode_IS_READY(a) ||
+        !PyUnicode_IS_READY(b))
+        return 0;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(a);
+    return len == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * PyUnicode_KIND(a)) == 0;
+}
+
 static PyObject *
 codes(PyObject *self, PyObject *args)
 {
@@ -167,11 +184,18 @@ codes(PyObject *self, PyObject *args)
         return NULL;
     long long *o = (long long *)view.buf;
     descrgetfunc get = Py_TYPE(field)->tp_descr_get;
+    PyObject *prev = NULL;  /* the last value looked up, and its code */
+    long long prev_code = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *event = PyList_GET_ITEM(events, i);
         PyObject *value = get(field, event, (PyObject *)Py_TYPE(event));
         if (value == NULL)
             goto fail;
+        if (prev != NULL && same_str(value, prev)) {  /* (an envelope's events repeat) */
+            Py_DECREF(value);
+            o[i] = prev_code;
+            continue;
+        }
         PyObject *code = PyDict_GetItemWithError(table, value);  /* borrowed */
         if (code == NULL) {
             if (PyErr_Occurred()) {
@@ -189,27 +213,36 @@ codes(PyObject *self, PyObject *args)
             }
             Py_XDECREF(label);
             Py_XDECREF(num);
-            Py_DECREF(value);
-            if (bad)
+            if (bad) {
+                Py_DECREF(value);
                 goto fail;
+            }
             o[i] = next;
             fresh++;
+            Py_XSETREF(prev, value);
+            prev_code = next;
             continue;
         }
-        Py_DECREF(value);
         if (!PyLong_CheckExact(code)) {
+            Py_DECREF(value);
             PyErr_Format(PyExc_TypeError, "table: expected int codes, got %.80s",
                          Py_TYPE(code)->tp_name);
             goto fail;
         }
         long long v = PyLong_AsLongLong(code);
-        if (v == -1 && PyErr_Occurred())
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(value);
             goto fail;
+        }
         o[i] = v;
+        Py_XSETREF(prev, value);
+        prev_code = v;
     }
+    Py_XDECREF(prev);
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(fresh);
 fail:
+    Py_XDECREF(prev);
     PyBuffer_Release(&view);
     return NULL;
 }

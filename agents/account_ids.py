@@ -23,6 +23,7 @@ import numpy as np
 
 from privmon.agents import _columns
 from privmon.agents.sorted_runs import SortedRuns
+from privmon.agents.stage1_columns import dense_codes
 from privmon.streams.participation_state import BUCKETS, PSEUDONYM_BYTES
 
 RAW_ID_CACHE = 1 << 16  # (key period, raw id) entries (~10 MiB at most); cleared whole when full
@@ -63,29 +64,28 @@ class AccountIds:
         cand = self._runs.lookup(prefix)  # (not yet checked against all 16 bytes)
         found = cand >= 0
         found[found] = (self._pseudonyms[cand[found]] == rows[found]).all(axis=1)
-        out = np.where(found, cand, -1).tolist()
+        out = np.where(found, cand, -1)
         if self._clash:  # where the runs did not confirm: maybe a clash entry
             for i in np.flatnonzero(~found).tolist():
                 out[i] = self._clash.get(pseudonyms[i], -1)
-        fresh = [i for i, got in enumerate(out) if got < 0]
-        if fresh:
+        fresh = np.flatnonzero(out < 0)
+        if fresh.size:
             self._hand_out(pseudonyms, rows, prefix, cand, fresh, out)
-        return out
+        return out.tolist()
 
     def _hand_out(self, pseudonyms: list[bytes], rows: np.ndarray, prefix: np.ndarray,
-                  cand: np.ndarray, fresh: list[int], out: list[int]) -> None:
-        """Ids for the pseudonyms at ``fresh`` (unknown before this batch), in order."""
-        at = np.asarray(fresh, np.int64)
-        if (cand[at] < 0).all() and np.unique(prefix[at]).size == at.size:
+                  cand: np.ndarray, fresh: np.ndarray, out: np.ndarray) -> None:
+        """Ids for the pseudonyms at the indices ``fresh`` (unknown before this batch), in
+        order, written to ``out``."""
+        if (cand[fresh] < 0).all() and dense_codes(prefix[fresh])[1].size == fresh.size:
             # (the usual case, at once: distinct new pseudonyms whose prefixes are free)
-            reuse = min(at.size, len(self._free))
+            reuse = min(fresh.size, len(self._free))
             ids = np.concatenate([np.asarray(self._free[::-1][:reuse], np.int64),
-                                  np.arange(self.size, self.size + at.size - reuse)])
+                                  np.arange(self.size, self.size + fresh.size - reuse)])
             del self._free[len(self._free) - reuse:]
-            self.size += at.size - reuse
-            for i, got in zip(fresh, ids.tolist(), strict=True):
-                out[i] = got
-            self._store(ids, rows[at], prefix[at], ids)
+            self.size += fresh.size - reuse
+            out[fresh] = ids
+            self._store(ids, rows[fresh], prefix[fresh], ids)
             return
         new: dict[bytes, int] = {}  # (a pseudonym twice in the batch: one id)
         taken: set[int] = set()  # prefixes the runs get from this batch
@@ -93,7 +93,7 @@ class AccountIds:
         run_ids: list[int] = []
         new_ids: list[int] = []
         new_rows: list[int] = []
-        for i in fresh:
+        for i in fresh.tolist():
             p = pseudonyms[i]
             got = new.get(p)
             if got is None:

@@ -310,8 +310,14 @@ class Stage1Partition:
                 continue
             codes, labels = batch.cell_codes(policy.dimensions)
             fields = {m.field for m in policy.metrics}
-            for window_start in np.unique(start[live]).tolist():
-                idx = live[start[live] == window_start]
+            starts = start[live]
+            if starts[0] == starts.min() == starts.max():  # (mostly: one window a batch)
+                windows = [(int(starts[0]), live)]
+            else:
+                number, firsts = dense_codes(starts)
+                windows = [(int(starts[f]), live[number == k])
+                           for k, f in enumerate(firsts.tolist())]
+            for window_start, idx in windows:
                 self._add(policy, window_start, idx, batch, codes, labels, fields)
                 out[name]["included"] += int(idx.size)
         out[""] = {"replayed": replayed}

@@ -148,3 +148,35 @@ def test_dense_refuses_overlapping_arrays():
     with pytest.raises(ValueError, match="do not overlap"):
         _columns.dense(values, values, np.empty(4, np.int64))
     assert values.tolist() == [0, 1, 2, 3]
+
+
+class _Label(str):
+    """A str subclass: equal to its str, so a dict gives it the same code."""
+
+
+_POOL = ["eu", "us", "e", "é", "€", "😀", "eu-central", "", "ü€", "u"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_POOL) - 1), st.integers(1, 4),
+                          st.sampled_from(["fresh", "same", "subclass"])), max_size=40))
+def test_codes_of_runs_of_equal_values_are_the_dicts(runs):
+    """``codes`` reuses the previous event's code for an equal str (an envelope's events
+    repeat their server, region, version and platform): equal values that are distinct
+    objects (each built afresh), of every width of str (1, 2 and 4 bytes a character),
+    and a str subclass, get the code a dict gives them."""
+    values = []
+    for index, repeat, how in runs:
+        for _ in range(repeat):
+            v = _POOL[index]
+            values.append(v if how == "same" else
+                          _Label(v) if how == "subclass" else "".join(list(v)) + "")
+    events = [_event(region=v) for v in values]
+    table = DimCodes().table("region")
+    out = np.empty(len(events), np.int64)
+    _columns.codes(events, _FIELDS["region"], table, table.labels, out)
+    seen: dict[str, int] = {}
+    for v in values:
+        seen.setdefault(v, len(seen))
+    assert out.tolist() == [seen[v] for v in values]
+    assert table.labels == [str(v) for v in seen]
