@@ -196,6 +196,11 @@ class Stage:
         while the stage goes on reading, instead of idling through the broker's round
         trips. Nothing else joins that transaction: ``begin`` (before any other send)
         and ``abort`` wait for it first, and ``check`` raises what it raised."""
+        if self._finishing is not None:  # (a transaction is begun only after it settled)
+            if asyncio.iscoroutine(end):
+                end.close()  # (never to run)
+            raise RuntimeError(f"stage {self.name}: finish_later while the last "
+                               "transaction is still ending; begin() first")
         self._finishing = asyncio.ensure_future(end)
 
     async def settled(self) -> None:

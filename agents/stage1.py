@@ -311,7 +311,7 @@ class Stage1Partition:
             codes, labels = batch.cell_codes(policy.dimensions)
             fields = {m.field for m in policy.metrics}
             starts = start[live]
-            if starts[0] == starts.min() == starts.max():  # (mostly: one window a batch)
+            if starts.min() == starts.max():  # (mostly: one window a batch)
                 windows = [(int(starts[0]), live)]
             else:
                 number, firsts = dense_codes(starts)

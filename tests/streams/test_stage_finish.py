@@ -104,6 +104,8 @@ def test_what_the_ending_raised_reaches_the_stage():
             stage.check()  # (the drive loop's, before each step)
         stage.check()  # raised once: then it is the recovery's
         stage.finish_later(end())
+        with pytest.raises(RuntimeError, match="still ending; begin"):
+            stage.finish_later(end())  # (one at a time: begin settles the last first)
         with pytest.raises(ProducerFenced):
             await stage.begin()
 
