@@ -304,7 +304,6 @@ class Stage1Close:
         closing = computed_ahead(list(r.parts.items()), lambda item: _closed(
             item[1], self.now, self.caught_up[item[0]], partitions))
         sends: list[asyncio.Future] = []
-        done = False
         try:
             async with aclosing(closing):
                 async for (p, part), closed, seconds, _ in closing:  # 2
@@ -318,17 +317,16 @@ class Stage1Close:
                     computing += seconds
                     # 3: the partition's partials, cap state and progress (by key, as
                     # producer.send), sent while the next partition computes; the
-                    # broker's answers are awaited together below (all_sent)
+                    # broker's answers are awaited together in _end (all_sent)
                     sends.append(asyncio.ensure_future(send_topics(producer, [
                         (topics.partials, closed.out, partitions),
                         (topics.participation, closed.state, 0),
                         (topics.progress, [(str(p).encode(), part.progress().encode(), None)],
                          ctx.topic_partitions[topics.progress])])))
                     offsets[TopicPartition(topics.raw, p)] = part.commit_offset()
-            done = True
-        finally:  # (every send answered before the transaction goes on, or is aborted)
-            if not done:
-                await all_sent(sends)
+        except BaseException:  # (every send answered before the transaction is aborted)
+            await all_sent(sends)
+            raise
         # 3-5 end while the next batches are read (Stage.finish_later): every record is
         # computed and handed to the producer, and the stage's next send waits for it.
         r.stage.finish_later(self._end(sends, offsets, t0, n_partials, computing))
